@@ -1,0 +1,256 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then `BURROW_*`
+//! environment variables, each layer overriding the one before.
+//!
+//! Each binary defines one flat struct implementing [`Config`]. Keys are the struct's field
+//! names; the environment variable for field `foo_bar` is `<PREFIX>FOO_BAR`. A key in the file
+//! that the struct does not have is an error naming the key (typos must not silently fall back to
+//! defaults); environment variables are only read for known keys, because the environment is
+//! shared with other programs. Values from the environment are parsed as the type of the
+//! field's default (string, integer, float, bool, or a comma-separated list).
+
+use serde::{Serialize, de::DeserializeOwned};
+use std::path::{Path, PathBuf};
+
+/// A binary's configuration struct.
+pub trait Config: Serialize + DeserializeOwned + Default {
+    /// Checks cross-field rules after loading; the message names the offending key.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What was wrong with the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A key the configuration does not have.
+    #[error("unknown config key `{key}` in {origin} (known keys: {known})")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// Where it came from.
+        origin: String,
+        /// The keys that exist.
+        known: String,
+    },
+    /// A value of the wrong type.
+    #[error("invalid value for `{key}` (from {origin}): {message}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// Where it came from.
+        origin: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// Cross-field validation failed.
+    #[error("invalid configuration: {0}")]
+    Rule(String),
+}
+
+/// Exit code for configuration errors (`EX_USAGE`).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// Loads `C` from defaults, `file` (if any) and the process environment.
+pub fn load<C: Config>(file: Option<&Path>, env_prefix: &str) -> Result<C, ConfigError> {
+    load_from(file, env_prefix, std::env::vars())
+}
+
+/// [`load`] with an explicit environment (for tests).
+pub fn load_from<C: Config>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<C, ConfigError> {
+    let mut table = match toml::Value::try_from(C::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        other => {
+            return Err(ConfigError::Rule(format!(
+                "config defaults must serialize to a table, got {other:?}"
+            )));
+        }
+    };
+    let known = || table_keys(&C::default());
+
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let parsed: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        for (key, value) in parsed {
+            if !table.contains_key(&key) {
+                return Err(ConfigError::UnknownKey {
+                    key,
+                    origin: path.display().to_string(),
+                    known: known(),
+                });
+            }
+            table.insert(key, value);
+        }
+    }
+
+    let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+    let keys: Vec<String> = table.keys().cloned().collect();
+    for key in keys {
+        let var = format!("{env_prefix}{}", key.to_uppercase());
+        let Some(raw) = env.get(&var) else { continue };
+        let value = parse_like(&table[&key], raw).map_err(|message| ConfigError::Invalid {
+            key: key.clone(),
+            origin: format!("environment variable {var}"),
+            message,
+        })?;
+        table.insert(key, value);
+    }
+
+    let config: C = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+            key: "?".into(),
+            origin: "merged configuration".into(),
+            message: e.message().to_owned(),
+        })?;
+    config.validate().map_err(ConfigError::Rule)?;
+    Ok(config)
+}
+
+fn table_keys<C: Serialize>(c: &C) -> String {
+    match toml::Value::try_from(c) {
+        Ok(toml::Value::Table(t)) => t.keys().cloned().collect::<Vec<_>>().join(", "),
+        _ => String::new(),
+    }
+}
+
+fn parse_like(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match default {
+        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("expected an integer, got {raw:?}"))?,
+        ),
+        toml::Value::Float(_) => toml::Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("expected a number, got {raw:?}"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => return Err(format!("expected true or false, got {raw:?}")),
+        }),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+        other => return Err(format!("cannot be set from the environment ({other})")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Sample {
+        listen: String,
+        port: u16,
+        verbose: bool,
+        peers: Vec<String>,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Self {
+                listen: "127.0.0.1".into(),
+                port: 80,
+                verbose: false,
+                peers: vec![],
+            }
+        }
+    }
+
+    impl Config for Sample {
+        fn validate(&self) -> Result<(), String> {
+            if self.port == 0 {
+                return Err("`port` must not be 0".into());
+            }
+            Ok(())
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "port = 81\nverbose = true\n").unwrap();
+        let c: Sample = load_from(
+            Some(&file),
+            "T_",
+            env(&[("T_PORT", "82"), ("T_PEERS", "a, b"), ("OTHER", "x")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Sample {
+                listen: "127.0.0.1".into(),
+                port: 82,
+                verbose: true,
+                peers: vec!["a".into(), "b".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "prot = 81\n").unwrap();
+        let err = load_from::<Sample>(Some(&file), "T_", env(&[])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`prot`") && msg.contains("port"), "{msg}");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let err = load_from::<Sample>(None, "T_", env(&[("T_PORT", "eighty")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("T_PORT") && msg.contains("eighty"), "{msg}");
+    }
+
+    #[test]
+    fn validation_runs_after_merge() {
+        let err = load_from::<Sample>(None, "T_", env(&[("T_PORT", "0")])).unwrap_err();
+        assert!(err.to_string().contains("`port` must not be 0"));
+    }
+}

@@ -1,0 +1,16 @@
+//! Burrow's wire contracts.
+//!
+//! # Layout
+//! - [`relay`]: the `RelayControl` gRPC service (tonic/prost, generated at build time by
+//!   `protox`, so no `protoc` is needed) through which the api drives relays.
+//! - [`tunnel`]: the agent ↔ relay session handshake: length-prefixed JSON frames exchanged on a
+//!   fresh TLS connection before the connection switches to HTTP/2 for visitor traffic.
+#![forbid(unsafe_code)]
+
+pub mod tunnel;
+
+/// The `RelayControl` service, package `burrow.relay.v1`.
+pub mod relay {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("burrow.relay.v1");
+}

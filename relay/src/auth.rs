@@ -1,0 +1,134 @@
+//! Authtoken verification through the api, cached briefly.
+//!
+//! The relay never sees token hashes or the database: it asks
+//! `POST <api>/v1/internal/authtokens/verify` and trusts a positive answer for
+//! `auth_cache_secs`. Rejections are not cached, so a token created a moment ago works at once.
+//! A `KickSession` by authtoken id (sent by the api when a token is revoked) evicts the cache
+//! entry, so revocation takes effect immediately rather than after the cache period.
+
+use burrow_common::{Secret, token};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// Who a verified authtoken belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// Id of the authtoken (not the secret).
+    pub authtoken_id: String,
+    /// Account the token belongs to.
+    pub account_id: String,
+}
+
+/// Why a token could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The api says the token is unknown or revoked.
+    #[error("{0}")]
+    Rejected(String),
+    /// The api could not be asked.
+    #[error("cannot verify the authtoken right now: {0}")]
+    Unavailable(String),
+}
+
+/// Verifies authtokens against the api.
+pub struct Verifier {
+    http: reqwest::Client,
+    url: String,
+    key: Secret,
+    ttl: Duration,
+    /// token hash → (principal, verified at). Keyed by hash so no secret sits in memory longer
+    /// than the handshake that carried it.
+    cache: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+#[derive(Serialize)]
+struct VerifyRequest<'a> {
+    token: &'a str,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    error: ApiErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ApiErrorBody {
+    message: String,
+}
+
+impl Verifier {
+    /// A verifier asking the api at `api_url`.
+    pub fn new(api_url: &str, key: Secret, ttl: Duration) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            url: format!("{}/v1/internal/authtokens/verify", api_url.trim_end_matches('/')),
+            key,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks `token`, from cache when recently verified.
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let hash = token::hash(token);
+        if let Some(p) = self.cached(&hash) {
+            return Ok(p);
+        }
+        let resp = self
+            .http
+            .post(&self.url)
+            .bearer_auth(self.key.expose())
+            .json(&VerifyRequest { token })
+            .send()
+            .await
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        let status = resp.status();
+        if status.is_success() {
+            let principal: Principal = resp
+                .json()
+                .await
+                .map_err(|e| AuthError::Unavailable(format!("bad answer from api: {e}")))?;
+            self.lock().insert(hash, (principal.clone(), Instant::now()));
+            Ok(principal)
+        } else if status == reqwest::StatusCode::UNAUTHORIZED
+            || status == reqwest::StatusCode::FORBIDDEN
+        {
+            let message = resp
+                .json::<ApiError>()
+                .await
+                .map(|e| e.error.message)
+                .unwrap_or_else(|_| "authtoken rejected".into());
+            Err(AuthError::Rejected(message))
+        } else {
+            Err(AuthError::Unavailable(format!("api answered {status}")))
+        }
+    }
+
+    /// Forgets every cached verification of `authtoken_id`.
+    pub fn evict(&self, authtoken_id: &str) {
+        self.lock().retain(|_, (p, _)| p.authtoken_id != authtoken_id);
+    }
+
+    fn cached(&self, hash: &str) -> Option<Principal> {
+        let mut cache = self.lock();
+        match cache.get(hash) {
+            Some((p, at)) if at.elapsed() < self.ttl => Some(p.clone()),
+            Some(_) => {
+                cache.remove(hash);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, Instant)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,103 @@
+//! `burrow-relay` configuration (`BURROW_RELAY_*` environment, optional TOML file).
+
+use burrow_common::{Secret, config::Config};
+use serde::{Deserialize, Serialize};
+
+/// Everything a relay needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Stable id of this relay, shown in `ListSessions` and in Redis presence.
+    pub relay_id: String,
+    /// Where agents connect (TLS 1.3).
+    pub agent_listen: String,
+    /// Public HTTP ingress.
+    pub http_listen: String,
+    /// `RelayControl` gRPC server the api calls.
+    pub control_listen: String,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub ops_listen: String,
+    /// Base domain: endpoint `demo` is served at `demo.<domain>`.
+    pub domain: String,
+    /// Port printed in public URLs; 0 means the port `http_listen` bound.
+    pub public_http_port: u16,
+    /// Base URL of burrow-api, used to verify authtokens.
+    pub api_url: String,
+    /// Shared secret the relay presents to the api's internal endpoints.
+    pub internal_key: Secret,
+    /// Directory for the generated dev CA and relay certificate.
+    pub state_dir: String,
+    /// PEM certificate chain for the agent listener; empty uses the dev CA in `state_dir`.
+    pub tls_cert_file: String,
+    /// PEM private key for `tls_cert_file`.
+    pub tls_key_file: String,
+    /// How long a verified authtoken is trusted without asking the api again.
+    pub auth_cache_secs: u64,
+    /// How long a disconnected agent's names stay reserved (visitors get 502, not 404).
+    pub offline_grace_secs: u64,
+    /// Redis for presence and the route table; empty disables (single relay).
+    pub redis_url: String,
+    /// Prefix for every Redis key this relay writes.
+    pub redis_prefix: String,
+    /// When set, the relay writes its bound addresses here as JSON once listening.
+    pub addr_file: String,
+    /// OTLP/gRPC endpoint for traces; empty disables export.
+    pub otlp_endpoint: String,
+    /// Log JSON lines.
+    pub log_json: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            relay_id: "relay-local".into(),
+            agent_listen: "127.0.0.1:7443".into(),
+            http_listen: "127.0.0.1:7081".into(),
+            control_listen: "127.0.0.1:7090".into(),
+            ops_listen: "127.0.0.1:7082".into(),
+            domain: "burrow.localhost".into(),
+            public_http_port: 0,
+            api_url: "http://127.0.0.1:7080".into(),
+            internal_key: Secret::default(),
+            state_dir: ".burrow/relay".into(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            auth_cache_secs: 30,
+            offline_grace_secs: 600,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: "burrow:".into(),
+            addr_file: String::new(),
+            otlp_endpoint: String::new(),
+            log_json: false,
+        }
+    }
+}
+
+impl Config for RelayConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.internal_key.is_empty() {
+            return Err("`internal_key` (BURROW_RELAY_INTERNAL_KEY) must be set: the relay \
+                        presents it to the api to verify authtokens"
+                .into());
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            return Err("`tls_cert_file` and `tls_key_file` must be set together".into());
+        }
+        if burrow_proto::tunnel::validate_label(self.domain.split('.').next().unwrap_or(""))
+            .is_err()
+        {
+            return Err(format!("`domain` {:?} is not a DNS name", self.domain));
+        }
+        for (key, value) in [
+            ("agent_listen", &self.agent_listen),
+            ("http_listen", &self.http_listen),
+            ("control_listen", &self.control_listen),
+            ("ops_listen", &self.ops_listen),
+        ] {
+            value
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| format!("`{key}` {value:?} is not host:port: {e}"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! The `RelayControl` gRPC server: how the api lists and closes this relay's agent sessions.
+
+use crate::Relay;
+use burrow_proto::relay::{
+    Endpoint, KickSessionRequest, KickSessionResponse, ListSessionsRequest, ListSessionsResponse,
+    Session, kick_session_request::Target, relay_control_server::RelayControl,
+};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Implements `RelayControl` over the relay's registry.
+pub struct ControlService {
+    relay: Arc<Relay>,
+}
+
+impl ControlService {
+    /// Wraps the relay.
+    pub fn new(relay: Arc<Relay>) -> Self {
+        Self { relay }
+    }
+}
+
+#[tonic::async_trait]
+impl RelayControl for ControlService {
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let filter = request.into_inner().account_id;
+        let account = (!filter.is_empty()).then_some(filter.as_str());
+        let sessions = self
+            .relay
+            .registry
+            .sessions(account)
+            .into_iter()
+            .map(|s| Session {
+                session_id: s.session_id,
+                account_id: s.account_id,
+                authtoken_id: s.authtoken_id,
+                peer: s.peer,
+                connected_at: s
+                    .connected_at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or_default(),
+                endpoints: s
+                    .endpoints
+                    .into_iter()
+                    .map(|e| Endpoint {
+                        proto: e.proto.to_string(),
+                        name: e.name,
+                        url: e.url,
+                    })
+                    .collect(),
+                agent_version: s.agent,
+            })
+            .collect();
+        Ok(Response::new(ListSessionsResponse {
+            relay_id: self.relay.config.relay_id.clone(),
+            sessions,
+        }))
+    }
+
+    async fn kick_session(
+        &self,
+        request: Request<KickSessionRequest>,
+    ) -> Result<Response<KickSessionResponse>, Status> {
+        let req = request.into_inner();
+        let kicked = match req.target {
+            Some(Target::SessionId(id)) if !id.is_empty() => {
+                self.relay.registry.kick(|s| s.session_id == id)
+            }
+            Some(Target::AuthtokenId(id)) if !id.is_empty() => {
+                self.relay.verifier.evict(&id);
+                self.relay.registry.kick(|s| s.authtoken_id == id)
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "KickSession needs a non-empty session_id or authtoken_id",
+                ));
+            }
+        };
+        tracing::info!(kicked, reason = %req.reason, "kick requested by control plane");
+        Ok(Response::new(KickSessionResponse {
+            kicked: kicked as u32,
+        }))
+    }
+}

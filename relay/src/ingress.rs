@@ -1,0 +1,194 @@
+//! Public HTTP ingress: routes each request by `Host: <name>.<domain>` to the agent session
+//! that bound `<name>`, streaming bodies both ways.
+//!
+//! Answers the relay gives itself (never the agent's):
+//! - 400 when the request has no usable `Host`;
+//! - 404 naming the host when no tunnel is bound to it;
+//! - 502 when the tunnel's agent is offline or its connection fails mid-request.
+
+use crate::Relay;
+use burrow_proto::tunnel::EndpointProto;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Body type of every ingress response.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Serves visitors until `shutdown`, then drains in-flight requests for up to `grace`.
+pub async fn serve(
+    relay: Arc<Relay>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ingress accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let relay = relay.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let relay = relay.clone();
+            async move { Ok::<_, std::convert::Infallible>(route(&relay, req, peer).await) }
+        });
+        let conn = auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "ingress connection error");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!("ingress drain timed out"),
+    }
+}
+
+/// Decides where one visitor request goes and returns the response to send back.
+pub async fn route(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let Some(host) = request_host(&req) else {
+        return relay_answer(
+            StatusCode::BAD_REQUEST,
+            "Burrow: the request has no Host header, so no tunnel can be chosen.\n".into(),
+        );
+    };
+    let Some(name) = relay.endpoint_name(&host) else {
+        return not_found(&host);
+    };
+    let mut sender = match relay.registry.lookup(EndpointProto::Http, name) {
+        crate::registry::Lookup::Unknown => return not_found(&host),
+        crate::registry::Lookup::Offline(ago) => {
+            return relay_answer(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "Burrow: the tunnel {host} is offline: its agent disconnected {}s ago.\n",
+                    ago.as_secs()
+                ),
+            );
+        }
+        crate::registry::Lookup::Online(sender) => sender,
+    };
+
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
+    let uri = match Uri::builder()
+        .scheme("http")
+        .authority(host.as_str())
+        .path_and_query(path)
+        .build()
+    {
+        Ok(u) => u,
+        Err(e) => {
+            return relay_answer(
+                StatusCode::BAD_REQUEST,
+                format!("Burrow: invalid request target: {e}\n"),
+            );
+        }
+    };
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_2;
+    let headers = req.headers_mut();
+    burrow_common::hop::strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    append_forwarded(headers, peer, &host);
+
+    let started = std::time::Instant::now();
+    let result = match sender.ready().await {
+        Ok(()) => sender.send_request(req).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(resp) => {
+            metrics::counter!("burrow_relay_http_requests_total", "outcome" => "forwarded")
+                .increment(1);
+            metrics::histogram!("burrow_relay_http_upstream_seconds")
+                .record(started.elapsed().as_secs_f64());
+            let (mut parts, body) = resp.into_parts();
+            burrow_common::hop::strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.boxed())
+        }
+        Err(e) => {
+            tracing::info!(error = %e, %host, "forwarding to agent failed");
+            relay_answer(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "Burrow: the tunnel {host} is offline: the connection to its agent failed ({e}).\n"
+                ),
+            )
+        }
+    }
+}
+
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
+    let host = raw.rsplit_once(':').map_or(raw.as_str(), |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) { h } else { raw.as_str() }
+    });
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+fn append_forwarded(headers: &mut http::HeaderMap, peer: SocketAddr, host: &str) {
+    let ip = peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert("x-forwarded-host", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+}
+
+fn not_found(host: &str) -> Response<Body> {
+    metrics::counter!("burrow_relay_http_requests_total", "outcome" => "not_found").increment(1);
+    relay_answer(
+        StatusCode::NOT_FOUND,
+        format!("Burrow: no tunnel is bound to {host}.\n"),
+    )
+}
+
+fn relay_answer(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert("x-burrow-error", HeaderValue::from_static("relay"));
+    resp
+}

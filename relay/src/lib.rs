@@ -1,0 +1,239 @@
+//! `burrow-relay`: the data plane.
+//!
+//! Agents connect over TLS 1.3 and bind endpoint names; visitors reach those endpoints through
+//! the public HTTP ingress, routed by `Host: <name>.<domain>`. The api drives the relay over the
+//! `RelayControl` gRPC service and finds it through Redis presence.
+//!
+//! # Layout
+//! - [`config`]: [`RelayConfig`], layered from defaults, file and `BURROW_RELAY_*`.
+//! - [`tls`]: rustls server config; dev CA generated on first start.
+//! - [`auth`]: authtoken verification through the api, cached briefly.
+//! - [`registry`]: the route table (name → agent session) and session bookkeeping.
+//! - [`session`]: agent handshake and the HTTP/2 connection that carries visitor requests.
+//! - [`ingress`]: public HTTP listener: host routing, 404/502 answers, streaming proxy.
+//! - [`control`]: the `RelayControl` gRPC server (`ListSessions`, `KickSession`).
+//! - [`presence`]: relay announcement and route table in Redis.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod ingress;
+pub mod presence;
+pub mod registry;
+pub mod session;
+pub mod tls;
+
+pub use config::RelayConfig;
+
+use serde::Serialize;
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight visitor requests may finish after shutdown begins.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Shared state of a running relay.
+pub struct Relay {
+    /// Configuration it was started with.
+    pub config: RelayConfig,
+    /// Route table and sessions.
+    pub registry: registry::Registry,
+    /// Authtoken verifier.
+    pub verifier: auth::Verifier,
+    /// Redis presence.
+    pub presence: presence::Presence,
+    /// Port printed in public URLs.
+    public_port: u16,
+    /// `.<domain>`, precomputed for host matching.
+    domain_suffix: String,
+}
+
+impl Relay {
+    /// Public URL of endpoint `name`.
+    pub fn public_url(&self, name: &str) -> String {
+        format!("http://{name}.{}:{}", self.config.domain, self.public_port)
+    }
+
+    /// The endpoint label in `host` (`demo` for `demo.<domain>`), if it is one of ours.
+    pub fn endpoint_name<'h>(&self, host: &'h str) -> Option<&'h str> {
+        host.strip_suffix(&self.domain_suffix)
+            .filter(|label| !label.is_empty() && !label.contains('.'))
+    }
+}
+
+/// Addresses the relay actually bound (useful with `:0` ports).
+#[derive(Debug, Clone, Serialize)]
+pub struct BoundAddrs {
+    /// Agent TLS listener.
+    pub agent: SocketAddr,
+    /// Public HTTP ingress.
+    pub http: SocketAddr,
+    /// RelayControl gRPC.
+    pub control: SocketAddr,
+    /// Health and metrics.
+    pub ops: SocketAddr,
+    /// CA file agents should trust (dev CA), if the relay generated one.
+    pub ca_file: Option<String>,
+}
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} (`{key}`): {source}")]
+    Bind {
+        /// Config key.
+        key: &'static str,
+        /// Address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS material could not be loaded or generated.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The address file could not be written.
+    #[error("cannot write addr_file {path}: {source}")]
+    AddrFile {
+        /// Path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+async fn bind(key: &'static str, addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            key,
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+fn local(l: &TcpListener) -> SocketAddr {
+    l.local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Runs the relay until `shutdown` fires, then drains.
+pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+    let agent_l = bind("agent_listen", &config.agent_listen).await?;
+    let http_l = bind("http_listen", &config.http_listen).await?;
+    let control_l = bind("control_listen", &config.control_listen).await?;
+    let ops_l = bind("ops_listen", &config.ops_listen).await?;
+
+    let (cert, key, ca_file) = if config.tls_cert_file.is_empty() {
+        let pki = tls::ensure_dev_pki(Path::new(&config.state_dir), &config.domain)?;
+        let ca = pki.ca_file.display().to_string();
+        (pki.cert_file, pki.key_file, Some(ca))
+    } else {
+        (
+            config.tls_cert_file.clone().into(),
+            config.tls_key_file.clone().into(),
+            None,
+        )
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&cert, &key)?);
+
+    let addrs = BoundAddrs {
+        agent: local(&agent_l),
+        http: local(&http_l),
+        control: local(&control_l),
+        ops: local(&ops_l),
+        ca_file,
+    };
+    let public_port = match config.public_http_port {
+        0 => addrs.http.port(),
+        p => p,
+    };
+    let presence = presence::Presence::connect(
+        &config.redis_url,
+        &config.redis_prefix,
+        presence::RelayAnnouncement {
+            relay_id: config.relay_id.clone(),
+            control_url: format!("http://{}", addrs.control),
+            http_ingress: addrs.http.to_string(),
+        },
+    )
+    .await;
+    let relay = Arc::new(Relay {
+        registry: registry::Registry::new(Duration::from_secs(config.offline_grace_secs)),
+        verifier: auth::Verifier::new(
+            &config.api_url,
+            config.internal_key.clone(),
+            Duration::from_secs(config.auth_cache_secs),
+        ),
+        presence,
+        public_port,
+        domain_suffix: format!(".{}", config.domain),
+        config,
+    });
+
+    if !relay.config.addr_file.is_empty() {
+        let path = &relay.config.addr_file;
+        let json = serde_json::to_string_pretty(&addrs).unwrap_or_default();
+        std::fs::write(path, json).map_err(|source| StartError::AddrFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    tracing::info!(
+        agent = %addrs.agent, http = %addrs.http, control = %addrs.control, ops = %addrs.ops,
+        domain = %relay.config.domain, "relay listening"
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(session::serve(
+        relay.clone(),
+        agent_l,
+        acceptor,
+        shutdown.clone(),
+    ));
+    tasks.spawn(ingress::serve(
+        relay.clone(),
+        http_l,
+        shutdown.clone(),
+        DRAIN_GRACE,
+    ));
+    {
+        let relay = relay.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let svc = burrow_proto::relay::relay_control_server::RelayControlServer::new(
+                control::ControlService::new(relay),
+            );
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(control_l);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "RelayControl server failed");
+            }
+        });
+    }
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let app = burrow_common::ops::router(burrow_common::ops::always_ready());
+            if let Err(e) = axum::serve(ops_l, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "ops server failed");
+            }
+        });
+    }
+    {
+        let relay = relay.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { relay.presence.announce_until(shutdown).await });
+    }
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("relay stopped");
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! The relay's in-memory route table: which agent session serves which endpoint name.
+//!
+//! A name is `Online` while its session is connected. When the session ends the name turns
+//! `Offline` for `offline_grace` (visitors get a 502 saying the agent is offline, and only the
+//! same account can bind it again); after that it is forgotten (visitors get a 404).
+//! A second session of the *same account* binding an online name takes it over and the old
+//! session is closed: that is what an agent reconnecting over a half-open link looks like.
+
+use burrow_proto::tunnel::{BoundEndpoint, EndpointProto};
+use hyper::{body::Incoming, client::conn::http2::SendRequest};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant, SystemTime},
+};
+use tokio_util::sync::CancellationToken;
+
+/// Description of a connected agent session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Relay-assigned session id.
+    pub session_id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// Authtoken the session authenticated with.
+    pub authtoken_id: String,
+    /// Agent's remote address.
+    pub peer: String,
+    /// When it connected.
+    pub connected_at: SystemTime,
+    /// Agent software string.
+    pub agent: String,
+    /// Endpoints it serves.
+    pub endpoints: Vec<BoundEndpoint>,
+}
+
+struct SessionEntry {
+    info: SessionInfo,
+    /// Cancelled to close the session (kick, takeover).
+    close: CancellationToken,
+}
+
+/// Where a name routes.
+pub enum Lookup {
+    /// Forward through this h2 handle.
+    Online(SendRequest<Incoming>),
+    /// The agent disconnected; how long ago.
+    Offline(Duration),
+    /// No such endpoint.
+    Unknown,
+}
+
+enum Route {
+    Online {
+        session_id: String,
+        account_id: String,
+        sender: SendRequest<Incoming>,
+    },
+    Offline {
+        account_id: String,
+        since: Instant,
+    },
+}
+
+/// Why a name cannot be bound.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BindError {
+    /// Held by another account.
+    #[error("the name {0:?} is in use by another account")]
+    Taken(String),
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, SessionEntry>,
+    routes: HashMap<String, Route>,
+}
+
+/// The route table. Cheap to share behind an `Arc`.
+pub struct Registry {
+    state: Mutex<State>,
+    offline_grace: Duration,
+}
+
+impl Registry {
+    /// An empty table whose offline names expire after `offline_grace`.
+    pub fn new(offline_grace: Duration) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            offline_grace,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks that `account_id` may bind every name in `names`.
+    pub fn check_bindable(&self, account_id: &str, names: &[String]) -> Result<(), BindError> {
+        let mut state = self.lock();
+        self.expire(&mut state);
+        for name in names {
+            match state.routes.get(name) {
+                Some(Route::Online { account_id: a, .. } | Route::Offline { account_id: a, .. })
+                    if a != account_id =>
+                {
+                    return Err(BindError::Taken(name.clone()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a session and routes its endpoints to `sender`. Sessions of the same account
+    /// that held any of these names are closed.
+    pub fn bind(
+        &self,
+        info: SessionInfo,
+        sender: SendRequest<Incoming>,
+        close: CancellationToken,
+    ) -> Result<(), BindError> {
+        let mut state = self.lock();
+        self.expire(&mut state);
+        let names: Vec<String> = info.endpoints.iter().map(|e| e.name.clone()).collect();
+        let mut replaced = Vec::new();
+        for name in &names {
+            match state.routes.get(name) {
+                Some(Route::Online { account_id, .. } | Route::Offline { account_id, .. })
+                    if *account_id != info.account_id =>
+                {
+                    return Err(BindError::Taken(name.clone()));
+                }
+                Some(Route::Online { session_id, .. }) => replaced.push(session_id.clone()),
+                _ => {}
+            }
+        }
+        for old in replaced {
+            if let Some(entry) = state.sessions.get(&old) {
+                tracing::info!(session_id = %old, "closing session: its names were taken over by a new session");
+                entry.close.cancel();
+            }
+        }
+        for name in names {
+            state.routes.insert(
+                name,
+                Route::Online {
+                    session_id: info.session_id.clone(),
+                    account_id: info.account_id.clone(),
+                    sender: sender.clone(),
+                },
+            );
+        }
+        state
+            .sessions
+            .insert(info.session_id.clone(), SessionEntry { info, close });
+        metrics::gauge!("burrow_relay_sessions").set(state.sessions.len() as f64);
+        Ok(())
+    }
+
+    /// Removes a session; names it still routes turn offline.
+    pub fn unbind(&self, session_id: &str) {
+        let mut state = self.lock();
+        let Some(entry) = state.sessions.remove(session_id) else {
+            return;
+        };
+        for ep in &entry.info.endpoints {
+            let still_ours = matches!(
+                state.routes.get(&ep.name),
+                Some(Route::Online { session_id: s, .. }) if s == session_id
+            );
+            if still_ours {
+                state.routes.insert(
+                    ep.name.clone(),
+                    Route::Offline {
+                        account_id: entry.info.account_id.clone(),
+                        since: Instant::now(),
+                    },
+                );
+            }
+        }
+        metrics::gauge!("burrow_relay_sessions").set(state.sessions.len() as f64);
+    }
+
+    /// Where `name` routes now.
+    pub fn lookup(&self, proto: EndpointProto, name: &str) -> Lookup {
+        let EndpointProto::Http = proto;
+        let mut state = self.lock();
+        self.expire(&mut state);
+        match state.routes.get(name) {
+            Some(Route::Online { sender, .. }) => Lookup::Online(sender.clone()),
+            Some(Route::Offline { since, .. }) => Lookup::Offline(since.elapsed()),
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Snapshot of sessions, optionally of one account.
+    pub fn sessions(&self, account_id: Option<&str>) -> Vec<SessionInfo> {
+        let state = self.lock();
+        let mut out: Vec<SessionInfo> = state
+            .sessions
+            .values()
+            .filter(|s| account_id.is_none_or(|a| s.info.account_id == a))
+            .map(|s| s.info.clone())
+            .collect();
+        out.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
+        out
+    }
+
+    /// Closes sessions matching `pred`; returns how many.
+    pub fn kick(&self, pred: impl Fn(&SessionInfo) -> bool) -> usize {
+        let state = self.lock();
+        let mut n = 0;
+        for entry in state.sessions.values().filter(|e| pred(&e.info)) {
+            entry.close.cancel();
+            n += 1;
+        }
+        n
+    }
+
+    fn expire(&self, state: &mut State) {
+        let grace = self.offline_grace;
+        state.routes.retain(|_, r| match r {
+            Route::Offline { since, .. } => since.elapsed() < grace,
+            Route::Online { .. } => true,
+        });
+    }
+}

@@ -1,0 +1,192 @@
+//! Agent sessions: TLS accept, handshake, authentication, binding, and the HTTP/2 connection
+//! over which the relay forwards visitor requests to the agent.
+
+use crate::{
+    auth::AuthError,
+    registry::{BindError, SessionInfo},
+    Relay,
+};
+use burrow_proto::tunnel::{
+    BoundEndpoint, Hello, PROTOCOL_VERSION, RejectCode, ServerMessage, read_frame,
+    validate_label, write_frame,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rand::Rng;
+use std::{net::SocketAddr, sync::Arc, time::Duration, time::SystemTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Time an agent gets to finish TLS and send its `Hello`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval of h2 PINGs; a link that does not answer within the timeout is closed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Accepts agent connections until `shutdown` fires.
+pub async fn serve(
+    relay: Arc<Relay>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let relay = relay.clone();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = handle(relay, tcp, peer, acceptor, shutdown).await {
+                    tracing::info!(error = %e, "agent session ended");
+                }
+            }
+            .instrument(tracing::info_span!("agent", %peer)),
+        );
+    }
+}
+
+async fn handle(
+    relay: Arc<Relay>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let (mut tls, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let mut tls = acceptor.accept(tcp).await?;
+        let hello: Hello = read_frame(&mut tls).await?;
+        anyhow::Ok((tls, hello))
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
+
+    let welcome = match admit(&relay, &hello).await {
+        Ok(w) => w,
+        Err((code, message)) => {
+            tracing::info!(?code, %message, "rejecting agent");
+            let _ = write_frame(&mut tls, &ServerMessage::Rejected { code, message }).await;
+            return Ok(());
+        }
+    };
+    let session_id = uuid::Uuid::new_v4().to_string();
+    write_frame(
+        &mut tls,
+        &ServerMessage::Welcome {
+            session_id: session_id.clone(),
+            endpoints: welcome.endpoints.clone(),
+        },
+    )
+    .await?;
+
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(8 << 20)
+        .handshake(TokioIo::new(tls))
+        .await?;
+    let close = CancellationToken::new();
+    let info = SessionInfo {
+        session_id: session_id.clone(),
+        account_id: welcome.account_id,
+        authtoken_id: welcome.authtoken_id,
+        peer: peer.to_string(),
+        connected_at: SystemTime::now(),
+        agent: hello.agent.clone(),
+        endpoints: welcome.endpoints,
+    };
+    if let Err(e) = relay.registry.bind(info.clone(), sender, close.clone()) {
+        // Lost a race with another account between check and bind; the agent reconnects.
+        anyhow::bail!("binding failed after welcome: {e}");
+    }
+    relay.presence.bound(&info.endpoints).await;
+    tracing::info!(%session_id, account_id = %info.account_id, endpoints = ?info.endpoints.iter().map(|e| &e.name).collect::<Vec<_>>(), "agent session up");
+
+    let result = tokio::select! {
+        r = conn => r.map_err(anyhow::Error::from),
+        _ = close.cancelled() => Ok(()),
+        _ = shutdown.cancelled() => Ok(()),
+    };
+    relay.registry.unbind(&session_id);
+    relay.presence.unbound(&info.endpoints).await;
+    tracing::info!(%session_id, "agent session closed");
+    result
+}
+
+struct Admission {
+    account_id: String,
+    authtoken_id: String,
+    endpoints: Vec<BoundEndpoint>,
+}
+
+async fn admit(relay: &Relay, hello: &Hello) -> Result<Admission, (RejectCode, String)> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err((
+            RejectCode::Unsupported,
+            format!(
+                "this relay speaks tunnel protocol {PROTOCOL_VERSION}, the agent sent {}; upgrade the agent",
+                hello.version
+            ),
+        ));
+    }
+    if hello.binds.is_empty() {
+        return Err((RejectCode::Unsupported, "no endpoint requested".into()));
+    }
+    let principal = relay.verifier.verify(&hello.authtoken).await.map_err(|e| match e {
+        AuthError::Rejected(m) => (RejectCode::AuthFailed, m),
+        AuthError::Unavailable(m) => (RejectCode::Unavailable, m),
+    })?;
+    let mut endpoints = Vec::with_capacity(hello.binds.len());
+    for bind in &hello.binds {
+        let name = match &bind.name {
+            Some(n) => {
+                validate_label(n).map_err(|e| (RejectCode::InvalidName, e.to_string()))?;
+                n.clone()
+            }
+            None => random_label(),
+        };
+        endpoints.push(BoundEndpoint {
+            proto: bind.proto,
+            url: relay.public_url(&name),
+            name,
+        });
+    }
+    let names: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
+    relay
+        .registry
+        .check_bindable(&principal.account_id, &names)
+        .map_err(|BindError::Taken(n)| {
+            (
+                RejectCode::NameTaken,
+                format!("the name {n:?} is already in use by another account; pick another --name"),
+            )
+        })?;
+    Ok(Admission {
+        account_id: principal.account_id,
+        authtoken_id: principal.authtoken_id,
+        endpoints,
+    })
+}
+
+fn random_label() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..10)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}

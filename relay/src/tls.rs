@@ -1,0 +1,142 @@
+//! TLS for the agent listener: rustls, TLS 1.3 only, ALPN `burrow/1`.
+//!
+//! Without a configured certificate the relay runs on a development CA it generates on first
+//! start under `state_dir` (`ca.pem` is what agents trust through `BURROW_CA_FILE`), issuing
+//! itself a certificate for `localhost`, `127.0.0.1` and `*.<domain>`. Both are reused on later
+//! starts so agents keep trusting the same CA.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use std::{path::Path, sync::Arc};
+
+/// Errors preparing TLS material.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Reading or writing a PEM file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A PEM file held no usable certificate or key.
+    #[error("{path}: {message}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// Certificate generation failed.
+    #[error("generating the dev certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the material.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Paths of the development CA and the relay certificate it issued.
+#[derive(Debug, Clone)]
+pub struct DevPki {
+    /// CA certificate agents trust.
+    pub ca_file: std::path::PathBuf,
+    /// Relay certificate chain.
+    pub cert_file: std::path::PathBuf,
+    /// Relay private key.
+    pub key_file: std::path::PathBuf,
+}
+
+/// Creates (or reuses) the dev CA and a relay certificate for `domain` under `dir`.
+pub fn ensure_dev_pki(dir: &Path, domain: &str) -> Result<DevPki, TlsError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let pki = DevPki {
+        ca_file: dir.join("ca.pem"),
+        cert_file: dir.join("relay.pem"),
+        key_file: dir.join("relay.key"),
+    };
+    let ca_key_file = dir.join("ca.key");
+    if !pki.ca_file.exists() || !ca_key_file.exists() {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Burrow development CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        write_private(&ca_key_file, &key.serialize_pem())?;
+        std::fs::write(&pki.ca_file, cert.pem()).map_err(io_err(&pki.ca_file))?;
+        // A new CA invalidates any certificate the old one issued.
+        let _ = std::fs::remove_file(&pki.cert_file);
+    }
+    if !pki.cert_file.exists() || !pki.key_file.exists() {
+        let ca_pem = std::fs::read_to_string(&pki.ca_file).map_err(io_err(&pki.ca_file))?;
+        let ca_key_pem = std::fs::read_to_string(&ca_key_file).map_err(io_err(&ca_key_file))?;
+        let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+        let mut params = CertificateParams::new(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            domain.to_owned(),
+            format!("*.{domain}"),
+        ])?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Burrow development relay");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        write_private(&pki.key_file, &key.serialize_pem())?;
+        std::fs::write(&pki.cert_file, cert.pem()).map_err(io_err(&pki.cert_file))?;
+    }
+    Ok(pki)
+}
+
+fn write_private(path: &Path, pem: &str) -> Result<(), TlsError> {
+    std::fs::write(path, pem).map_err(io_err(path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(path))?;
+    }
+    Ok(())
+}
+
+/// Builds the rustls server config for the agent listener from PEM files.
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| TlsError::Pem {
+            path: cert_file.display().to_string(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: cert_file.display().to_string(),
+            message: "no certificate found".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::Pem {
+        path: key_file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![burrow_proto::tunnel::ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
