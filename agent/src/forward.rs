@@ -1,0 +1,93 @@
+//! The agent's side of visitor traffic: an HTTP/2 server on the relay connection whose every
+//! request is replayed as HTTP/1.1 against the local service, bodies streaming both ways.
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use std::convert::Infallible;
+
+/// Body type of responses sent back through the relay.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Forwards requests to `http://<host>:<port>`.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: Client<HttpConnector, Incoming>,
+    authority: String,
+}
+
+impl Forwarder {
+    /// A forwarder to the local service at `host:port`.
+    pub fn new(host: &str, port: u16) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self {
+            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
+            authority: format!("{host}:{port}"),
+        }
+    }
+
+    /// The local target, `http://host:port`.
+    pub fn target(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+
+    /// Sends one visitor request to the local service.
+    pub async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let public_host = req.uri().authority().map(|a| a.to_string());
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(self.authority.as_str())
+            .path_and_query(path)
+            .build()
+        {
+            Ok(u) => u,
+            Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, format!("bad request target: {e}"))),
+        };
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        burrow_common::hop::strip_hop_by_hop(req.headers_mut());
+        // Keep the public Host, as a visitor's browser sent it (ngrok's default too).
+        if let Some(host) = public_host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+        match self.client.request(req).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                burrow_common::hop::strip_hop_by_hop(&mut parts.headers);
+                Ok(Response::from_parts(parts, body.boxed()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, target = %self.target(), "local service unreachable");
+                let cause = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                Ok(answer(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "Burrow agent: cannot reach the local service at {}: {cause}\n",
+                        self.target()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn answer(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert("x-burrow-error", HeaderValue::from_static("agent"));
+    resp
+}

@@ -1,0 +1,249 @@
+//! One tunnel session and the reconnect loop around it.
+//!
+//! [`run`] connects, authenticates, binds, serves visitor streams until the connection ends,
+//! and reconnects with [`Backoff`] — rebinding the same name, including one the relay picked —
+//! until shutdown or a rejection that retrying cannot fix (bad token, name taken).
+
+use crate::{AgentConfig, backoff::Backoff, forward::Forwarder};
+use burrow_proto::tunnel::{
+    ALPN, BindRequest, BoundEndpoint, EndpointProto, Hello, PROTOCOL_VERSION, RejectCode,
+    ServerMessage, read_frame, write_frame,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use std::{sync::Arc, time::Duration};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A session that lasted this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// What the agent tells its user.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The endpoint is live (first time or after a reconnect).
+    Online {
+        /// The endpoint as bound.
+        endpoint: BoundEndpoint,
+        /// Whether this follows a lost connection.
+        reconnected: bool,
+    },
+    /// The connection was lost; retrying after `retry_in`.
+    Disconnected {
+        /// Why.
+        reason: String,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+}
+
+/// Errors that end the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The relay rejected the authtoken.
+    #[error("the relay rejected the authtoken: {0}")]
+    TokenRejected(String),
+    /// The relay refused the session for a reason retrying cannot fix.
+    #[error("the relay refused the tunnel: {0}")]
+    Refused(String),
+    /// Local setup failed (CA file, relay address).
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What one tunnel exposes.
+#[derive(Debug, Clone)]
+pub struct TunnelSpec {
+    /// Local port.
+    pub port: u16,
+    /// Local host (usually `localhost`).
+    pub host: String,
+    /// Requested name, or `None` for a relay-chosen one.
+    pub name: Option<String>,
+}
+
+enum Outcome {
+    Shutdown,
+    Lost { reason: String, lasted: Duration },
+}
+
+/// Runs the tunnel until `shutdown`, reporting progress through `events`.
+pub async fn run(
+    config: &AgentConfig,
+    spec: TunnelSpec,
+    shutdown: CancellationToken,
+    mut events: impl FnMut(Event),
+) -> Result<(), AgentError> {
+    let tls = Arc::new(client_config(&config.ca_file)?);
+    let server_name = server_name(&config.relay)?;
+    let forwarder = Forwarder::new(&spec.host, spec.port);
+    let mut name = spec.name.clone();
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    let mut reconnected = false;
+    loop {
+        let attempt = session(
+            config,
+            &tls,
+            &server_name,
+            &forwarder,
+            name.clone(),
+            &shutdown,
+            |endpoint| {
+                name = Some(endpoint.name.clone());
+                events(Event::Online {
+                    endpoint,
+                    reconnected,
+                });
+            },
+        )
+        .await;
+        let reason = match attempt {
+            Ok(Outcome::Shutdown) => return Ok(()),
+            Ok(Outcome::Lost { reason, lasted }) => {
+                if lasted >= STABLE_AFTER {
+                    backoff.reset();
+                }
+                reconnected = true;
+                reason
+            }
+            Err(SessionError::Fatal(e)) => return Err(e),
+            Err(SessionError::Retry(reason)) => reason,
+        };
+        let retry_in = backoff.next_delay();
+        events(Event::Disconnected { reason, retry_in });
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(retry_in) => {}
+        }
+    }
+}
+
+enum SessionError {
+    Fatal(AgentError),
+    Retry(String),
+}
+
+async fn session(
+    config: &AgentConfig,
+    tls: &Arc<rustls::ClientConfig>,
+    server_name: &ServerName<'static>,
+    forwarder: &Forwarder,
+    name: Option<String>,
+    shutdown: &CancellationToken,
+    on_online: impl FnOnce(BoundEndpoint),
+) -> Result<Outcome, SessionError> {
+    let retry = |what: &str| {
+        let what = what.to_owned();
+        move |e: Box<dyn std::error::Error>| SessionError::Retry(format!("{what}: {e}"))
+    };
+    let connect = async {
+        let tcp = TcpStream::connect(&config.relay)
+            .await
+            .map_err(|e| retry(&format!("connecting to relay {}", config.relay))(e.into()))?;
+        let _ = tcp.set_nodelay(true);
+        tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(server_name.clone(), tcp)
+            .await
+            .map_err(|e| retry("TLS handshake with relay")(e.into()))
+    };
+    let mut stream = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
+        r = tokio::time::timeout(CONNECT_TIMEOUT, connect) => r
+            .map_err(|_| SessionError::Retry(format!("connecting to relay {} timed out", config.relay)))??,
+    };
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        authtoken: config.authtoken.expose().to_owned(),
+        agent: format!("burrow/{}", env!("CARGO_PKG_VERSION")),
+        binds: vec![BindRequest {
+            proto: EndpointProto::Http,
+            name,
+        }],
+    };
+    write_frame(&mut stream, &hello)
+        .await
+        .map_err(|e| retry("sending handshake")(e.into()))?;
+    let answer: ServerMessage = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut stream))
+        .await
+        .map_err(|_| SessionError::Retry("relay did not answer the handshake".into()))?
+        .map_err(|e| retry("reading handshake answer")(e.into()))?;
+    let endpoint = match answer {
+        ServerMessage::Welcome { endpoints, .. } => endpoints
+            .into_iter()
+            .next()
+            .ok_or_else(|| SessionError::Retry("relay bound no endpoint".into()))?,
+        ServerMessage::Rejected { code, message } => {
+            return Err(match code {
+                RejectCode::AuthFailed => SessionError::Fatal(AgentError::TokenRejected(message)),
+                c if c.is_retryable() => SessionError::Retry(message),
+                _ => SessionError::Fatal(AgentError::Refused(message)),
+            });
+        }
+    };
+    on_online(endpoint);
+    let started = std::time::Instant::now();
+
+    let forwarder = forwarder.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let forwarder = forwarder.clone();
+        async move { forwarder.forward(req).await }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(8 << 20)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => Ok(Outcome::Lost {
+            reason: match r {
+                Ok(()) => "relay closed the session".into(),
+                Err(e) => format!("session error: {e}"),
+            },
+            lasted: started.elapsed(),
+        }),
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            Ok(Outcome::Shutdown)
+        }
+    }
+}
+
+fn client_config(ca_file: &str) -> Result<rustls::ClientConfig, AgentError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| AgentError::Setup(format!("cannot read CA file {ca_file}: {e}")))?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| AgentError::Setup(format!("CA file {ca_file}: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(AgentError::Setup(format!(
+            "CA file {ca_file} holds no certificate"
+        )));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| AgentError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+fn server_name(relay: &str) -> Result<ServerName<'static>, AgentError> {
+    let host = relay
+        .rsplit_once(':')
+        .map_or(relay, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| AgentError::Setup(format!("relay host {host:?} is not a valid name: {e}")))
+}
