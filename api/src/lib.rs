@@ -1,1 +1,201 @@
-//! placeholder
+//! `burrow-api`: the control plane.
+//!
+//! # Layout
+//! - [`config`]: [`ApiConfig`] (`BURROW_API_*`).
+//! - [`error`]: [`error::ApiError`], the one error type, mapped to JSON HTTP answers.
+//! - [`auth`]: API key principals and roles; the relays' internal key.
+//! - [`accounts`]: accounts, authtokens, API keys, and authtoken verification for relays.
+//! - [`webhooks`]: signed provider webhook ingest that starts durable workflows.
+//! - [`ops`]: workflows, dead-letter replay, sessions, runbooks (ops role).
+//! - [`console`]: the ops web page.
+//! - [`relays`]: relay discovery (Redis) and `RelayControl` calls.
+//! - [`temporal`]: the lazily connected Temporal client.
+//! - [`seed`]: the dev account and credentials for the local stack.
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod auth;
+pub mod config;
+pub mod console;
+pub mod error;
+pub mod ops;
+pub mod relays;
+pub mod seed;
+pub mod temporal;
+pub mod webhooks;
+
+pub use config::ApiConfig;
+
+use axum::{
+    Router,
+    routing::{delete, get, post},
+};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Shared state of handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// PostgreSQL.
+    pub db: sqlx::PgPool,
+    /// Configuration.
+    pub config: Arc<ApiConfig>,
+    /// Temporal.
+    pub temporal: Arc<temporal::Temporal>,
+    /// Relays.
+    pub relays: Arc<relays::Relays>,
+    /// Redis, when configured and reachable at start.
+    pub redis: Option<redis::aio::ConnectionManager>,
+}
+
+/// Why the api could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// PostgreSQL could not be reached or migrated.
+    #[error("database: {0}")]
+    Database(String),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr} (`listen`): {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Connects to PostgreSQL and applies the migrations in `api/migrations`.
+pub async fn connect_db(url: &str) -> Result<sqlx::PgPool, StartError> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| StartError::Database(format!("cannot connect to {}: {e}", redact(url))))?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .map_err(|e| StartError::Database(format!("migrations failed: {e}")))?;
+    Ok(pool)
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+async fn connect_redis(url: &str) -> Option<redis::aio::ConnectionManager> {
+    if url.is_empty() {
+        return None;
+    }
+    let attempt = async {
+        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            redis::aio::ConnectionManager::new(client),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())
+    };
+    match attempt.await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "redis unavailable: relay discovery and replay-all lock disabled");
+            None
+        }
+    }
+}
+
+/// The api's routes.
+pub fn router(state: AppState) -> Router {
+    let ready_state = state.clone();
+    let ready: burrow_common::ops::ReadinessCheck = Arc::new(move || {
+        let s = ready_state.clone();
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&s.db)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+            s.temporal.check().await.map_err(|e| format!("temporal: {e}"))
+        })
+    });
+    Router::new()
+        .route("/v1/accounts", post(accounts::create_account))
+        .route("/v1/accounts/{id}", get(accounts::get_account))
+        .route(
+            "/v1/accounts/{id}/authtokens",
+            post(accounts::create_authtoken).get(accounts::list_authtokens),
+        )
+        .route("/v1/accounts/{id}/api-keys", post(accounts::create_api_key))
+        .route("/v1/authtokens/{id}", delete(accounts::revoke_authtoken))
+        .route(
+            "/v1/internal/authtokens/verify",
+            post(accounts::verify_authtoken),
+        )
+        .route("/v1/webhooks/provider", post(webhooks::receive))
+        .route("/v1/ops/workflows", get(ops::list_workflows))
+        .route(
+            "/v1/ops/dead-letters/replay-all",
+            post(ops::replay_all),
+        )
+        .route(
+            "/v1/ops/dead-letters/{id}/replay",
+            post(ops::replay_one),
+        )
+        .route("/v1/ops/sessions", get(ops::list_sessions))
+        .route("/v1/ops/sessions/{id}/kick", post(ops::kick_session))
+        .route("/runbooks/{kind}/{page}", get(ops::runbook))
+        .route("/console", get(console::page))
+        .route("/", get(|| async { axum::response::Redirect::to("/console") }))
+        .with_state(state)
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<_>| {
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .merge(burrow_common::ops::router(ready))
+}
+
+/// Runs the api until `shutdown`.
+pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+    let db = connect_db(&config.database_url).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(StartError::Serve)?;
+    if !config.addr_file.is_empty() {
+        let _ = std::fs::write(&config.addr_file, format!("{{\"api\":\"{addr}\"}}"));
+    }
+    let redis = connect_redis(&config.redis_url).await;
+    let state = AppState {
+        db,
+        temporal: Arc::new(temporal::Temporal::new(
+            &config.temporal_address,
+            &config.temporal_namespace,
+            &config.task_queue,
+        )),
+        relays: Arc::new(relays::Relays::new(redis.clone(), &config.redis_prefix)),
+        redis,
+        config: Arc::new(config),
+    };
+    tokio::spawn(webhooks::sweep_unstarted(state.clone(), shutdown.clone()));
+    tracing::info!(%addr, "api listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(StartError::Serve)
+}

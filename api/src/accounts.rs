@@ -1,0 +1,347 @@
+//! Accounts, authtokens and API keys: REST handlers and the queries behind them.
+//!
+//! Secrets (authtokens `bt_...`, API keys `bk_...`) are returned exactly once, in the response
+//! that creates them; only their SHA-256 is stored.
+
+use crate::{
+    AppState,
+    auth::{Internal, Principal, Role},
+    error::{ApiError, ApiResult},
+};
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use burrow_common::token;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+/// An account as the API shows it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Account {
+    /// Id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Current plan.
+    pub plan: String,
+    /// Payment provider customer id.
+    pub provider_customer_id: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /v1/accounts` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    /// Display name.
+    pub name: String,
+    /// Initial plan (default `free`).
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Payment provider customer id, linking provider events to this account.
+    #[serde(default)]
+    pub provider_customer_id: Option<String>,
+}
+
+/// `POST /v1/accounts` (admin).
+pub async fn create_account(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<NewAccount>,
+) -> ApiResult<(StatusCode, Json<Account>)> {
+    principal.require(&[], "creating an account")?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "`name` must be 1 to 200 characters",
+        ));
+    }
+    let account = insert_account(
+        &state.db,
+        name,
+        body.plan.as_deref().unwrap_or("free"),
+        body.provider_customer_id.as_deref(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(account)))
+}
+
+/// Inserts an account; a duplicate provider customer id is a 409.
+pub async fn insert_account(
+    db: &PgPool,
+    name: &str,
+    plan: &str,
+    provider_customer_id: Option<&str>,
+) -> ApiResult<Account> {
+    sqlx::query_as::<_, Account>(
+        "INSERT INTO accounts (id, name, plan, provider_customer_id) VALUES ($1, $2, $3, $4)
+         RETURNING id, name, plan, provider_customer_id, created_at",
+    )
+    .bind(Uuid::new_v4())
+    .bind(name)
+    .bind(plan)
+    .bind(provider_customer_id)
+    .fetch_one(db)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => ApiError::Conflict(format!(
+            "provider customer id {:?} is already linked to another account",
+            provider_customer_id.unwrap_or_default()
+        )),
+        _ => e.into(),
+    })
+}
+
+/// `GET /v1/accounts/{id}`.
+pub async fn get_account(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Account>> {
+    if principal.require(&[Role::Ops, Role::Finance], "reading an account").is_err() {
+        principal.require_account(id, "reading this account")?;
+    }
+    let account = sqlx::query_as::<_, Account>(
+        "SELECT id, name, plan, provider_customer_id, created_at FROM accounts WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no account {id}")))?;
+    Ok(Json(account))
+}
+
+/// An authtoken without its secret.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Authtoken {
+    /// Id.
+    pub id: Uuid,
+    /// Owning account.
+    pub account_id: Uuid,
+    /// Free text.
+    pub description: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A newly created credential: the only time its secret is shown.
+#[derive(Debug, Serialize)]
+pub struct CreatedSecret<T> {
+    /// The record.
+    #[serde(flatten)]
+    pub record: T,
+    /// The secret. Store it now: it cannot be shown again.
+    pub token: String,
+}
+
+/// `POST /v1/accounts/{id}/authtokens` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCredential {
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Role (API keys only).
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+/// `POST /v1/accounts/{id}/authtokens` (admin, or developer of the account).
+pub async fn create_authtoken(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(account_id): Path<Uuid>,
+    body: Option<Json<NewCredential>>,
+) -> ApiResult<(StatusCode, Json<CreatedSecret<Authtoken>>)> {
+    principal.require_account(account_id, "creating an authtoken")?;
+    let body = body.map(|b| b.0).unwrap_or_default();
+    if body.role.is_some() {
+        return Err(ApiError::bad_request(
+            "unexpected_role",
+            "authtokens have no role; `role` applies to API keys",
+        ));
+    }
+    let created = insert_authtoken(&state.db, account_id, &body.description).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates an authtoken for `account_id`.
+pub async fn insert_authtoken(
+    db: &PgPool,
+    account_id: Uuid,
+    description: &str,
+) -> ApiResult<CreatedSecret<Authtoken>> {
+    let secret = token::generate("bt");
+    let record = sqlx::query_as::<_, Authtoken>(
+        "INSERT INTO authtokens (id, account_id, token_hash, description)
+         SELECT $1, id, $3, $4 FROM accounts WHERE id = $2
+         RETURNING id, account_id, description, created_at, revoked_at",
+    )
+    .bind(Uuid::new_v4())
+    .bind(account_id)
+    .bind(token::hash(&secret))
+    .bind(description)
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no account {account_id}")))?;
+    Ok(CreatedSecret {
+        record,
+        token: secret,
+    })
+}
+
+/// `GET /v1/accounts/{id}/authtokens`.
+pub async fn list_authtokens(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(account_id): Path<Uuid>,
+) -> ApiResult<Json<Vec<Authtoken>>> {
+    principal.require_account(account_id, "listing authtokens")?;
+    let tokens = sqlx::query_as::<_, Authtoken>(
+        "SELECT id, account_id, description, created_at, revoked_at FROM authtokens
+         WHERE account_id = $1 ORDER BY created_at",
+    )
+    .bind(account_id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(tokens))
+}
+
+/// `DELETE /v1/authtokens/{id}`: revokes the token and closes every agent session using it.
+pub async fn revoke_authtoken(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let owner: Uuid = sqlx::query("SELECT account_id FROM authtokens WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no authtoken {id}")))?
+        .get("account_id");
+    principal.require_account(owner, "revoking this authtoken")?;
+    sqlx::query("UPDATE authtokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1")
+        .bind(id)
+        .execute(&state.db)
+        .await?;
+    let kicked = match state.relays.kick_authtoken(&id.to_string()).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, authtoken_id = %id, "revoked, but relays could not be told");
+            0
+        }
+    };
+    Ok(Json(serde_json::json!({ "id": id, "revoked": true, "sessions_closed": kicked })))
+}
+
+/// An API key without its secret.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct ApiKey {
+    /// Id.
+    pub id: Uuid,
+    /// Owning account, if any.
+    pub account_id: Option<Uuid>,
+    /// Role.
+    pub role: String,
+    /// Free text.
+    pub description: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /v1/accounts/{id}/api-keys` (admin).
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(account_id): Path<Uuid>,
+    Json(body): Json<NewCredential>,
+) -> ApiResult<(StatusCode, Json<CreatedSecret<ApiKey>>)> {
+    principal.require(&[], "creating an API key")?;
+    let role = body.role.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_role",
+            "`role` is required: developer, ops, finance or admin",
+        )
+    })?;
+    let created = insert_api_key(&state.db, Some(account_id), role, &body.description).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates an API key.
+pub async fn insert_api_key(
+    db: &PgPool,
+    account_id: Option<Uuid>,
+    role: Role,
+    description: &str,
+) -> ApiResult<CreatedSecret<ApiKey>> {
+    let secret = token::generate("bk");
+    let record = sqlx::query_as::<_, ApiKey>(
+        "INSERT INTO api_keys (id, account_id, role, key_hash, description)
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, account_id, role, description, created_at",
+    )
+    .bind(Uuid::new_v4())
+    .bind(account_id)
+    .bind(role.as_str())
+    .bind(token::hash(&secret))
+    .bind(description)
+    .fetch_one(db)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            ApiError::NotFound(format!("no account {}", account_id.unwrap_or_default()))
+        }
+        _ => e.into(),
+    })?;
+    Ok(CreatedSecret {
+        record,
+        token: secret,
+    })
+}
+
+/// `POST /v1/internal/authtokens/verify` body.
+#[derive(Debug, Deserialize)]
+pub struct VerifyRequest {
+    /// The authtoken an agent presented.
+    pub token: String,
+}
+
+/// What a relay learns about a valid authtoken.
+#[derive(Debug, Serialize)]
+pub struct VerifiedToken {
+    /// Token id.
+    pub authtoken_id: String,
+    /// Owning account.
+    pub account_id: String,
+}
+
+/// `POST /v1/internal/authtokens/verify` (relays, with the internal key).
+pub async fn verify_authtoken(
+    State(state): State<AppState>,
+    _internal: Internal,
+    Json(body): Json<VerifyRequest>,
+) -> ApiResult<Json<VerifiedToken>> {
+    let row = sqlx::query(
+        "SELECT id, account_id, revoked_at IS NOT NULL AS revoked FROM authtokens
+         WHERE token_hash = $1",
+    )
+    .bind(token::hash(&body.token))
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::Unauthorized("the authtoken is not valid".into()))?;
+    if row.get::<bool, _>("revoked") {
+        return Err(ApiError::Unauthorized("the authtoken was revoked".into()));
+    }
+    Ok(Json(VerifiedToken {
+        authtoken_id: row.get::<Uuid, _>("id").to_string(),
+        account_id: row.get::<Uuid, _>("account_id").to_string(),
+    }))
+}

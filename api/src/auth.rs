@@ -1,0 +1,137 @@
+//! Who is calling: API keys (`Authorization: Bearer bk_...`) resolved to a role, and the
+//! internal key relays present.
+
+use crate::{AppState, error::ApiError};
+use axum::{extract::FromRequestParts, http::request::Parts};
+use burrow_common::token;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+/// Roles an API key can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Manages their own account's tokens.
+    Developer,
+    /// Sees and drives workflows, sessions and dead letters.
+    Ops,
+    /// Finance operations (reports, reconciliation).
+    Finance,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// Parses a stored role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "developer" => Some(Role::Developer),
+            "ops" => Some(Role::Ops),
+            "finance" => Some(Role::Finance),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Developer => "developer",
+            Role::Ops => "ops",
+            Role::Finance => "finance",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// An authenticated API key.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Key id.
+    pub key_id: Uuid,
+    /// Account the key belongs to (none for platform-wide keys).
+    pub account_id: Option<Uuid>,
+    /// Its role.
+    pub role: Role,
+}
+
+impl Principal {
+    /// Requires one of `roles` (admin always passes).
+    pub fn require(&self, roles: &[Role], action: &str) -> Result<(), ApiError> {
+        if self.role == Role::Admin || roles.contains(&self.role) {
+            return Ok(());
+        }
+        let needed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(ApiError::Forbidden(format!(
+            "{action} needs the {} role; this API key has the {} role",
+            needed.join(" or "),
+            self.role.as_str()
+        )))
+    }
+
+    /// Requires admin, or a developer key of `account_id`.
+    pub fn require_account(&self, account_id: Uuid, action: &str) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::Developer if self.account_id == Some(account_id) => Ok(()),
+            _ => Err(ApiError::Forbidden(format!(
+                "{action} needs an admin key or a developer key of account {account_id}"
+            ))),
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = bearer(parts).ok_or_else(|| {
+            ApiError::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into())
+        })?;
+        let row = sqlx::query(
+            "SELECT id, account_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(token::hash(key))
+        .fetch_optional(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
+        let role: String = row.get("role");
+        Ok(Principal {
+            key_id: row.get("id"),
+            account_id: row.get("account_id"),
+            role: Role::parse(&role)
+                .ok_or_else(|| ApiError::Internal(format!("stored role {role:?} is unknown")))?,
+        })
+    }
+}
+
+/// A caller that presented the internal key (a relay).
+pub struct Internal;
+
+impl FromRequestParts<AppState> for Internal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = bearer(parts).unwrap_or_default();
+        let expected = state.config.internal_key.expose();
+        if presented.as_bytes().ct_eq(expected.as_bytes()).into() {
+            Ok(Internal)
+        } else {
+            Err(ApiError::Unauthorized(
+                "internal endpoints need the relay internal key".into(),
+            ))
+        }
+    }
+}

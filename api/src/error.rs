@@ -1,0 +1,87 @@
+//! The api's one error type: every failure a client can cause maps to a 4xx with a stable
+//! `code` and a message naming what was wrong; internal failures are logged with their cause
+//! and answered with a 5xx that leaks nothing.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+/// An error answered to an API client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request itself is wrong.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// 401: no or unknown credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: known credentials without the needed role.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the resource is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    /// 503: a dependency is down; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+                ApiError::Unavailable("the database is unavailable; retry later".into())
+            }
+            _ => ApiError::Internal(format!("database: {e}")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match &self {
+            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, *code, message.clone()),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m.clone()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the api logs".to_owned(),
+                )
+            }
+        };
+        (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+    }
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

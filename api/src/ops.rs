@@ -1,0 +1,325 @@
+//! Ops endpoints (`/v1/ops/*`, ops or admin role): workflows and their states, dead-letter
+//! replay (one, or all at a bounded rate), agent sessions across relays, and runbook pages.
+
+use crate::{
+    AppState,
+    auth::{Principal, Role},
+    error::{ApiError, ApiResult},
+};
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
+use burrow_workflows::{kinds, provider_webhook};
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A workflow as ops see it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct WorkflowRun {
+    /// Temporal workflow id.
+    pub workflow_id: String,
+    /// Kind.
+    pub kind: String,
+    /// What it is about.
+    pub subject: String,
+    /// Current state.
+    pub state: String,
+    /// Attempts of its main activity so far.
+    pub attempts: i32,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Replays so far.
+    pub replays: i32,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Whether it is parked in a failure state (replayable).
+    #[sqlx(skip)]
+    pub parked: bool,
+    /// Runbook page for its state, when it is a failure state.
+    #[sqlx(skip)]
+    pub runbook: Option<String>,
+}
+
+/// Filters of `GET /v1/ops/workflows`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowFilter {
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this state; `parked` means any failure state.
+    pub state: Option<String>,
+    /// At most this many (default 200, max 1000).
+    pub limit: Option<i64>,
+}
+
+/// `GET /v1/ops/workflows?kind=&state=&limit=`.
+pub async fn list_workflows(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(filter): Query<WorkflowFilter>,
+) -> ApiResult<Json<Vec<WorkflowRun>>> {
+    principal.require(&[Role::Ops], "listing workflows")?;
+    let known = kinds::all();
+    if let Some(k) = &filter.kind {
+        if !known.iter().any(|x| x.name == k) {
+            let names: Vec<&str> = known.iter().map(|x| x.name).collect();
+            return Err(ApiError::bad_request(
+                "unknown_kind",
+                format!("unknown workflow kind {k:?}; kinds: {}", names.join(", ")),
+            ));
+        }
+    }
+    let parked_states: Vec<String> = known
+        .iter()
+        .flat_map(|k| k.failure_states.iter().map(|s| s.to_string()))
+        .collect();
+    let limit = filter.limit.unwrap_or(200).clamp(1, 1000);
+    let mut runs = sqlx::query_as::<_, WorkflowRun>(
+        "SELECT workflow_id, kind, subject, state, attempts, last_error, replays, updated_at
+         FROM workflow_runs
+         WHERE ($1::text IS NULL OR kind = $1)
+           AND ($2::text IS NULL OR state = $2 OR ($2 = 'parked' AND state = ANY($3)))
+         ORDER BY updated_at DESC LIMIT $4",
+    )
+    .bind(&filter.kind)
+    .bind(&filter.state)
+    .bind(&parked_states)
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    for run in &mut runs {
+        run.parked = kinds::is_failure_state(&run.kind, &run.state);
+        if run.parked {
+            run.runbook = Some(format!("/{}", kinds::runbook_path(&run.kind, &run.state)));
+        }
+    }
+    Ok(Json(runs))
+}
+
+/// `POST /v1/ops/dead-letters/{id}/replay`.
+pub async fn replay_one(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(workflow_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    principal.require(&[Role::Ops], "replaying a dead letter")?;
+    replay(&state, &workflow_id, &principal.key_id.to_string()).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "workflow_id": workflow_id, "replay": "requested" })),
+    ))
+}
+
+/// Moves a parked run to `replay_requested` (only one caller wins) and signals it.
+async fn replay(state: &AppState, workflow_id: &str, requested_by: &str) -> ApiResult<()> {
+    let current: Option<(String, String)> =
+        sqlx::query_as("SELECT kind, state FROM workflow_runs WHERE workflow_id = $1")
+            .bind(workflow_id)
+            .fetch_optional(&state.db)
+            .await?;
+    let (kind, from) =
+        current.ok_or_else(|| ApiError::NotFound(format!("no workflow {workflow_id}")))?;
+    if !kinds::is_failure_state(&kind, &from) {
+        return Err(ApiError::Conflict(format!(
+            "workflow {workflow_id} is not in the dead-letter queue (state: {from})"
+        )));
+    }
+    let claimed = sqlx::query(
+        "UPDATE workflow_runs SET state = 'replay_requested', updated_at = now()
+         WHERE workflow_id = $1 AND state = $2",
+    )
+    .bind(workflow_id)
+    .bind(&from)
+    .execute(&state.db)
+    .await?
+    .rows_affected();
+    if claimed == 0 {
+        return Err(ApiError::Conflict(format!(
+            "workflow {workflow_id} changed state meanwhile; reload and retry"
+        )));
+    }
+    let signalled = match kind.as_str() {
+        provider_webhook::KIND => {
+            state
+                .temporal
+                .replay_provider_event(workflow_id, requested_by)
+                .await
+        }
+        other => Err(ApiError::Internal(format!("no replay for kind {other}"))),
+    };
+    if let Err(e) = signalled {
+        // Put it back so it stays visible as parked.
+        sqlx::query(
+            "UPDATE workflow_runs SET state = $2 WHERE workflow_id = $1 AND state = 'replay_requested'",
+        )
+        .bind(workflow_id)
+        .bind(&from)
+        .execute(&state.db)
+        .await?;
+        return Err(e);
+    }
+    metrics::counter!("burrow_api_dead_letter_replays_total", "kind" => kind).increment(1);
+    tracing::info!(%workflow_id, %requested_by, "dead letter replay requested");
+    Ok(())
+}
+
+/// `POST /v1/ops/dead-letters/replay-all` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayAll {
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Signals per second (capped by `replay_all_max_rate_per_sec`).
+    pub rate_per_sec: Option<u32>,
+}
+
+/// `POST /v1/ops/dead-letters/replay-all`: replays every parked run, paced.
+pub async fn replay_all(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Option<Json<ReplayAll>>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    principal.require(&[Role::Ops], "replaying dead letters")?;
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let max = state.config.replay_all_max_rate_per_sec;
+    let rate = match body.rate_per_sec {
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "invalid_rate",
+                "`rate_per_sec` must be at least 1",
+            ));
+        }
+        Some(r) => r.min(max),
+        None => max,
+    };
+    let parked: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT workflow_id, kind, state FROM workflow_runs
+         WHERE ($1::text IS NULL OR kind = $1) ORDER BY updated_at",
+    )
+    .bind(&body.kind)
+    .fetch_all(&state.db)
+    .await?;
+    let ids: Vec<String> = parked
+        .into_iter()
+        .filter(|(_, kind, st)| kinds::is_failure_state(kind, st))
+        .map(|(id, _, _)| id)
+        .collect();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let lock_secs = (ids.len() as u64 / u64::from(rate)) + 10;
+    if let Some(mut redis) = state.redis.clone() {
+        let key = format!("{}lock:replay-all", state.config.redis_prefix);
+        let got: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(principal.key_id.to_string())
+            .arg("NX")
+            .arg("EX")
+            .arg(lock_secs)
+            .query_async(&mut redis)
+            .await
+            .unwrap_or(Some("OK".into()));
+        if got.is_none() {
+            return Err(ApiError::Conflict(
+                "a replay-all is already running; wait for it to finish".into(),
+            ));
+        }
+    }
+    let queued = ids.len();
+    let requested_by = principal.key_id.to_string();
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        let mut done = 0usize;
+        for id in ids {
+            tick.tick().await;
+            match replay(&task_state, &id, &requested_by).await {
+                Ok(()) => done += 1,
+                Err(e) => tracing::warn!(workflow_id = %id, error = %e, "replay-all: skipped"),
+            }
+        }
+        tracing::info!(done, "replay-all finished");
+        if let Some(mut redis) = task_state.redis.clone() {
+            let key = format!("{}lock:replay-all", task_state.config.redis_prefix);
+            let _: redis::RedisResult<()> = redis.del(key).await;
+        }
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "queued": queued, "rate_per_sec": rate })),
+    ))
+}
+
+/// `GET /v1/ops/sessions`: agent sessions on every relay.
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<Json<serde_json::Value>> {
+    principal.require(&[Role::Ops], "listing sessions")?;
+    let relays = state
+        .relays
+        .list_sessions()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let out: Vec<serde_json::Value> = relays
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "relay_id": r.relay_id,
+                "sessions": r.sessions.into_iter().map(|s| serde_json::json!({
+                    "session_id": s.session_id,
+                    "account_id": s.account_id,
+                    "authtoken_id": s.authtoken_id,
+                    "peer": s.peer,
+                    "connected_at": s.connected_at,
+                    "agent_version": s.agent_version,
+                    "endpoints": s.endpoints.into_iter().map(|e| serde_json::json!({
+                        "proto": e.proto, "name": e.name, "url": e.url,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "relays": out })))
+}
+
+/// `POST /v1/ops/sessions/{id}/kick`.
+pub async fn kick_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(session_id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    principal.require(&[Role::Ops], "closing a session")?;
+    let kicked = state
+        .relays
+        .kick_session(&session_id)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if kicked == 0 {
+        return Err(ApiError::NotFound(format!("no session {session_id} on any relay")));
+    }
+    Ok(Json(serde_json::json!({ "session_id": session_id, "kicked": kicked })))
+}
+
+/// `GET /runbooks/{kind}/{page}`: a runbook page (markdown), for known failure states only.
+pub async fn runbook(
+    State(state): State<AppState>,
+    Path((kind, page)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let failure_state = page.strip_suffix(".md").unwrap_or(&page);
+    if !kinds::is_failure_state(&kind, failure_state) {
+        return Err(ApiError::NotFound(format!(
+            "no runbook for {kind}/{failure_state}"
+        )));
+    }
+    let path = std::path::Path::new(&state.config.runbooks_dir)
+        .join(&kind)
+        .join(format!("{failure_state}.md"));
+    let text = tokio::fs::read_to_string(&path)
+        .await
+        .map_err(|e| ApiError::NotFound(format!("runbook {}: {e}", path.display())))?;
+    Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], text))
+}

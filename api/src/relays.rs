@@ -1,0 +1,139 @@
+//! Talking to relays: discovery through Redis presence (keys written by `burrow-relay`'s
+//! presence module) and calls over `RelayControl`.
+
+use burrow_proto::relay::{
+    KickSessionRequest, ListSessionsRequest, ListSessionsResponse, kick_session_request::Target,
+    relay_control_client::RelayControlClient,
+};
+use redis::{AsyncCommands, aio::ConnectionManager};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Errors reaching relays.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Redis is not configured or unreachable, so relays cannot be found.
+    #[error("relay discovery unavailable: {0}")]
+    Discovery(String),
+    /// A relay did not answer.
+    #[error("relay {relay_id} at {url}: {message}")]
+    Call {
+        /// Relay id.
+        relay_id: String,
+        /// Its control URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct Announcement {
+    relay_id: String,
+    control_url: String,
+}
+
+/// Finds relays and calls them.
+pub struct Relays {
+    redis: Option<ConnectionManager>,
+    prefix: String,
+}
+
+impl Relays {
+    /// Relays discovered through `redis` under `prefix`.
+    pub fn new(redis: Option<ConnectionManager>, prefix: &str) -> Self {
+        Self {
+            redis,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    async fn discover(&self) -> Result<Vec<Announcement>, RelayError> {
+        let mut conn = self
+            .redis
+            .clone()
+            .ok_or_else(|| RelayError::Discovery("redis is not configured".into()))?;
+        let ids: Vec<String> = conn
+            .smembers(format!("{}relays", self.prefix))
+            .await
+            .map_err(|e| RelayError::Discovery(e.to_string()))?;
+        let mut out = Vec::new();
+        for id in ids {
+            let raw: Option<String> = conn
+                .get(format!("{}relay:{id}", self.prefix))
+                .await
+                .map_err(|e| RelayError::Discovery(e.to_string()))?;
+            // A relay whose announcement expired is gone.
+            if let Some(a) = raw.and_then(|r| serde_json::from_str(&r).ok()) {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn client(a: &Announcement) -> Result<RelayControlClient<tonic::transport::Channel>, RelayError> {
+        let channel = tonic::transport::Endpoint::from_shared(a.control_url.clone())
+            .map_err(|e| call_err(a, e))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| call_err(a, e))?;
+        Ok(RelayControlClient::new(channel))
+    }
+
+    /// Sessions on every live relay.
+    pub async fn list_sessions(&self) -> Result<Vec<ListSessionsResponse>, RelayError> {
+        let mut out = Vec::new();
+        for a in self.discover().await? {
+            let mut client = Self::client(&a).await?;
+            let resp = client
+                .list_sessions(ListSessionsRequest::default())
+                .await
+                .map_err(|e| call_err(&a, e))?;
+            out.push(resp.into_inner());
+        }
+        Ok(out)
+    }
+
+    async fn kick(&self, target: Target, reason: &str) -> Result<u32, RelayError> {
+        let mut kicked = 0;
+        for a in self.discover().await? {
+            let mut client = Self::client(&a).await?;
+            kicked += client
+                .kick_session(KickSessionRequest {
+                    target: Some(target.clone()),
+                    reason: reason.to_owned(),
+                })
+                .await
+                .map_err(|e| call_err(&a, e))?
+                .into_inner()
+                .kicked;
+        }
+        Ok(kicked)
+    }
+
+    /// Closes session `session_id` wherever it is.
+    pub async fn kick_session(&self, session_id: &str) -> Result<u32, RelayError> {
+        self.kick(Target::SessionId(session_id.to_owned()), "closed by ops")
+            .await
+    }
+
+    /// Closes every session using authtoken `authtoken_id` and drops relays' cached
+    /// verification of it.
+    pub async fn kick_authtoken(&self, authtoken_id: &str) -> Result<u32, RelayError> {
+        self.kick(
+            Target::AuthtokenId(authtoken_id.to_owned()),
+            "authtoken revoked",
+        )
+        .await
+    }
+}
+
+fn call_err(a: &Announcement, e: impl std::fmt::Display) -> RelayError {
+    RelayError::Call {
+        relay_id: a.relay_id.clone(),
+        url: a.control_url.clone(),
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,98 @@
+//! The api's Temporal client: connected lazily and retried on demand, so the api starts and
+//! keeps accepting (and durably storing) webhooks while Temporal is down.
+
+use crate::error::ApiError;
+use burrow_workflows::provider_webhook::{
+    ProviderEventInput, ProviderWebhookWorkflow, ReplayRequest,
+};
+use temporalio_client::{
+    Client, WorkflowIdReusePolicy, WorkflowSignalOptions, WorkflowStartOptions,
+    errors::WorkflowStartError,
+};
+use tokio::sync::OnceCell;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use opentelemetry::context::FutureExt as _;
+
+/// Lazily connected Temporal client.
+pub struct Temporal {
+    address: String,
+    namespace: String,
+    task_queue: String,
+    client: OnceCell<Client>,
+}
+
+impl Temporal {
+    /// A client for `address`/`namespace` starting workflows on `task_queue`.
+    pub fn new(address: &str, namespace: &str, task_queue: &str) -> Self {
+        Self {
+            address: address.to_owned(),
+            namespace: namespace.to_owned(),
+            task_queue: task_queue.to_owned(),
+            client: OnceCell::new(),
+        }
+    }
+
+    async fn client(&self) -> Result<&Client, ApiError> {
+        self.client
+            .get_or_try_init(|| async {
+                burrow_workflows::temporal::connect(&self.address, &self.namespace, "burrow-api")
+                    .await
+            })
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))
+    }
+
+    /// Whether Temporal answers (for `/readyz`).
+    pub async fn check(&self) -> Result<(), String> {
+        self.client().await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Starts the provider-webhook workflow `workflow_id`; an already started one is success.
+    pub async fn start_provider_event(
+        &self,
+        workflow_id: &str,
+        input: ProviderEventInput,
+    ) -> Result<(), ApiError> {
+        let client = self.client().await?;
+        // Continue the current request's trace inside Temporal.
+        let cx = tracing::Span::current().context();
+        let started = client
+            .start_workflow(
+                ProviderWebhookWorkflow::run,
+                input,
+                WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.to_owned())
+                    .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+                    .build(),
+            )
+            .with_context(cx)
+            .await;
+        match started {
+            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+            Err(e) => Err(ApiError::Unavailable(format!(
+                "starting workflow {workflow_id}: {e}"
+            ))),
+        }
+    }
+
+    /// Sends the `replay` signal to a parked provider-webhook workflow.
+    pub async fn replay_provider_event(
+        &self,
+        workflow_id: &str,
+        requested_by: &str,
+    ) -> Result<(), ApiError> {
+        let client = self.client().await?;
+        let cx = tracing::Span::current().context();
+        client
+            .get_workflow_handle::<ProviderWebhookWorkflow>(workflow_id.to_owned())
+            .signal(
+                ProviderWebhookWorkflow::replay,
+                ReplayRequest {
+                    requested_by: requested_by.to_owned(),
+                },
+                WorkflowSignalOptions::default(),
+            )
+            .with_context(cx)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("signalling {workflow_id}: {e}")))
+    }
+}
