@@ -6,9 +6,13 @@
 
 use crate::{AgentConfig, backoff::Backoff, forward::Forwarder};
 use burrow_proto::tunnel::{
-    ALPN, BindRequest, BoundEndpoint, EndpointProto, Hello, PROTOCOL_VERSION, RejectCode,
-    ServerMessage, read_frame, write_frame,
+    ALPN, BindRequest, BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, EndpointProto, Hello,
+    PROTOCOL_VERSION, RejectCode, ServerMessage, read_frame, write_frame,
 };
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use std::{sync::Arc, time::Duration};
@@ -168,26 +172,29 @@ async fn session(
         .await
         .map_err(|_| SessionError::Retry("relay did not answer the handshake".into()))?
         .map_err(|e| retry("reading handshake answer")(e.into()))?;
-    let endpoint = match answer {
-        ServerMessage::Welcome { endpoints, .. } => endpoints
-            .into_iter()
-            .next()
-            .ok_or_else(|| SessionError::Retry("relay bound no endpoint".into()))?,
-        ServerMessage::Rejected { code, message } => {
-            return Err(match code {
-                RejectCode::AuthFailed => SessionError::Fatal(AgentError::TokenRejected(message)),
-                c if c.is_retryable() => SessionError::Retry(message),
-                _ => SessionError::Fatal(AgentError::Refused(message)),
-            });
-        }
-    };
-    on_online(endpoint);
+    if let ServerMessage::Rejected { code, message } = answer {
+        return Err(match code {
+            RejectCode::AuthFailed => SessionError::Fatal(AgentError::TokenRejected(message)),
+            c if c.is_retryable() => SessionError::Retry(message),
+            _ => SessionError::Fatal(AgentError::Refused(message)),
+        });
+    }
     let started = std::time::Instant::now();
 
+    // The relay's "bound" control request arrives on the h2 connection once visitors can be
+    // routed; only then is the tunnel reported online.
+    let (bound_tx, mut bound_rx) = mpsc::unbounded_channel::<Vec<BoundEndpoint>>();
     let forwarder = forwarder.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let forwarder = forwarder.clone();
-        async move { forwarder.forward(req).await }
+        let bound_tx = bound_tx.clone();
+        async move {
+            if req.uri().authority().map(|a| a.as_str()) == Some(CONTROL_AUTHORITY) {
+                Ok(control(req, &bound_tx).await)
+            } else {
+                forwarder.forward(req).await
+            }
+        }
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -197,20 +204,52 @@ async fn session(
         .initial_connection_window_size(8 << 20)
         .serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => Ok(Outcome::Lost {
-            reason: match r {
-                Ok(()) => "relay closed the session".into(),
-                Err(e) => format!("session error: {e}"),
-            },
-            lasted: started.elapsed(),
-        }),
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-            Ok(Outcome::Shutdown)
+    let mut on_online = Some(on_online);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return Ok(Outcome::Lost {
+                reason: match r {
+                    Ok(()) => "relay closed the session".into(),
+                    Err(e) => format!("session error: {e}"),
+                },
+                lasted: started.elapsed(),
+            }),
+            Some(endpoints) = bound_rx.recv() => {
+                if let (Some(notify), Some(ep)) = (on_online.take(), endpoints.into_iter().next()) {
+                    notify(ep);
+                }
+            }
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                return Ok(Outcome::Shutdown);
+            }
         }
     }
+}
+
+/// Handles a relay → agent control request.
+async fn control(
+    req: Request<Incoming>,
+    bound_tx: &mpsc::UnboundedSender<Vec<BoundEndpoint>>,
+) -> Response<crate::forward::Body> {
+    let status = if req.uri().path() == CONTROL_BOUND_PATH {
+        match req.into_body().collect().await.map(|b| b.to_bytes()) {
+            Ok(bytes) => match serde_json::from_slice::<Vec<BoundEndpoint>>(&bytes) {
+                Ok(endpoints) => {
+                    let _ = bound_tx.send(endpoints);
+                    StatusCode::NO_CONTENT
+                }
+                Err(_) => StatusCode::BAD_REQUEST,
+            },
+            Err(_) => StatusCode::BAD_REQUEST,
+        }
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    let mut resp = Response::new(Empty::new().map_err(|n| match n {}).boxed());
+    *resp.status_mut() = status;
+    resp
 }
 
 fn client_config(ca_file: &str) -> Result<rustls::ClientConfig, AgentError> {

@@ -25,6 +25,15 @@ pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// ALPN protocol id the agent and relay negotiate for a tunnel session.
 pub const ALPN: &[u8] = b"burrow/1";
 
+/// `:authority` of relay → agent control requests on the session's HTTP/2 connection.
+/// Visitor requests always carry `<name>.<domain>`, so they can never reach this name.
+pub const CONTROL_AUTHORITY: &str = "control.burrow.internal";
+
+/// Control request the relay sends once the session's endpoints are routable; its JSON body
+/// is the `Vec<BoundEndpoint>`. The agent reports the tunnel online only after it, so a
+/// visitor sent the moment the agent prints its URL is never refused.
+pub const CONTROL_BOUND_PATH: &str = "/v1/bound";
+
 /// First frame on a session, agent → relay.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

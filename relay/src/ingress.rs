@@ -10,7 +10,7 @@ use crate::Relay;
 use burrow_proto::tunnel::EndpointProto;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -20,8 +20,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Body type of every ingress response.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+use crate::Body;
 
 /// Serves visitors until `shutdown`, then drains in-flight requests for up to `grace`.
 pub async fn serve(
@@ -118,6 +117,7 @@ pub async fn route(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) 
     append_forwarded(headers, peer, &host);
 
     let started = std::time::Instant::now();
+    let req = req.map(|b| b.boxed());
     let result = match sender.ready().await {
         Ok(()) => sender.send_request(req).await,
         Err(e) => Err(e),

@@ -7,7 +7,8 @@
 //! session is closed: that is what an agent reconnecting over a half-open link looks like.
 
 use burrow_proto::tunnel::{BoundEndpoint, EndpointProto};
-use hyper::{body::Incoming, client::conn::http2::SendRequest};
+use crate::Body;
+use hyper::client::conn::http2::SendRequest;
 use std::{
     collections::HashMap,
     sync::Mutex,
@@ -43,7 +44,7 @@ struct SessionEntry {
 /// Where a name routes.
 pub enum Lookup {
     /// Forward through this h2 handle.
-    Online(SendRequest<Incoming>),
+    Online(SendRequest<Body>),
     /// The agent disconnected; how long ago.
     Offline(Duration),
     /// No such endpoint.
@@ -54,7 +55,7 @@ enum Route {
     Online {
         session_id: String,
         account_id: String,
-        sender: SendRequest<Incoming>,
+        sender: SendRequest<Body>,
     },
     Offline {
         account_id: String,
@@ -117,7 +118,7 @@ impl Registry {
     pub fn bind(
         &self,
         info: SessionInfo,
-        sender: SendRequest<Incoming>,
+        sender: SendRequest<Body>,
         close: CancellationToken,
     ) -> Result<(), BindError> {
         let mut state = self.lock();

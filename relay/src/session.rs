@@ -6,10 +6,14 @@ use crate::{
     registry::{BindError, SessionInfo},
     Relay,
 };
+use crate::Body;
 use burrow_proto::tunnel::{
-    BoundEndpoint, Hello, PROTOCOL_VERSION, RejectCode, ServerMessage, read_frame,
-    validate_label, write_frame,
+    BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, Hello, PROTOCOL_VERSION, RejectCode,
+    ServerMessage, read_frame, validate_label, write_frame,
 };
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rand::Rng;
 use std::{net::SocketAddr, sync::Arc, time::Duration, time::SystemTime};
@@ -100,6 +104,8 @@ async fn handle(
         .initial_connection_window_size(8 << 20)
         .handshake(TokioIo::new(tls))
         .await?;
+    // Drive the connection in its own task so the control request below can make progress.
+    let mut conn = tokio::spawn(conn);
     let close = CancellationToken::new();
     let info = SessionInfo {
         session_id: session_id.clone(),
@@ -110,22 +116,56 @@ async fn handle(
         agent: hello.agent.clone(),
         endpoints: welcome.endpoints,
     };
+    let mut control = sender.clone();
     if let Err(e) = relay.registry.bind(info.clone(), sender, close.clone()) {
         // Lost a race with another account between check and bind; the agent reconnects.
+        conn.abort();
         anyhow::bail!("binding failed after welcome: {e}");
     }
     relay.presence.bound(&info.endpoints).await;
-    tracing::info!(%session_id, account_id = %info.account_id, endpoints = ?info.endpoints.iter().map(|e| &e.name).collect::<Vec<_>>(), "agent session up");
-
-    let result = tokio::select! {
-        r = conn => r.map_err(anyhow::Error::from),
-        _ = close.cancelled() => Ok(()),
-        _ = shutdown.cancelled() => Ok(()),
+    let result = match announce_bound(&mut control, &info.endpoints).await {
+        Ok(()) => {
+            tracing::info!(%session_id, account_id = %info.account_id, endpoints = ?info.endpoints.iter().map(|e| &e.name).collect::<Vec<_>>(), "agent session up");
+            tokio::select! {
+                r = &mut conn => match r {
+                    Ok(r) => r.map_err(anyhow::Error::from),
+                    Err(e) => Err(anyhow::Error::from(e)),
+                },
+                _ = close.cancelled() => Ok(()),
+                _ = shutdown.cancelled() => Ok(()),
+            }
+        }
+        Err(e) => Err(e),
     };
+    conn.abort();
     relay.registry.unbind(&session_id);
     relay.presence.unbound(&info.endpoints).await;
     tracing::info!(%session_id, "agent session closed");
     result
+}
+
+/// Tells the agent its endpoints are routable (see `CONTROL_BOUND_PATH`), so it reports the
+/// tunnel online only when a visitor can already reach it.
+async fn announce_bound(
+    sender: &mut SendRequest<Body>,
+    endpoints: &[BoundEndpoint],
+) -> anyhow::Result<()> {
+    let json = serde_json::to_vec(endpoints)?;
+    let req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(format!("http://{CONTROL_AUTHORITY}{CONTROL_BOUND_PATH}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(json)).map_err(|n| match n {}).boxed())?;
+    sender.ready().await?;
+    let resp = tokio::time::timeout(HANDSHAKE_TIMEOUT, sender.send_request(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("agent did not acknowledge its endpoints"))??;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "agent refused the bound notice: {}",
+        resp.status()
+    );
+    Ok(())
 }
 
 struct Admission {

@@ -1,1 +1,24 @@
-//! placeholder
+//! Harness for Burrow's end-to-end suites: starts the real `burrow-api`, `burrow-relay`,
+//! `burrow-worker` and `burrow` binaries as child processes on `127.0.0.1:0` ports, against
+//! real PostgreSQL (a fresh database per stack), Redis (a key prefix per stack) and Temporal (a
+//! task queue per stack).
+//!
+//! Where the stores are comes from the environment `scripts/test.sh` sets:
+//! `BURROW_TEST_DATABASE_URL` (an admin URL; default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! `BURROW_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`) and `BURROW_TEST_TEMPORAL_ADDRESS`
+//! (when unset, a `temporal server start-dev` is started for the test binary on free ports).
+//!
+//! # Layout
+//! - [`procs`]: child processes with captured logs, killed on drop.
+//! - [`stack`]: [`Stack`], the running platform, and [`Agent`].
+//! - [`stores`]: per-test database, Temporal dev server.
+//! - [`wait`]: polling a condition with a deadline (tests never sleep for a fixed time).
+//! - [`webhook`]: signing provider events like the provider does.
+
+pub mod procs;
+pub mod stack;
+pub mod stores;
+pub mod wait;
+pub mod webhook;
+
+pub use stack::{Agent, Stack, StackOptions};

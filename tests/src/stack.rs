@@ -1,0 +1,471 @@
+//! [`Stack`]: one running Burrow platform (api, relay, worker) for a test, and [`Agent`]s.
+
+use crate::{
+    procs::{Proc, bin},
+    stores::{self, TestDb},
+    wait,
+};
+use serde::Deserialize;
+use std::{path::PathBuf, time::Duration};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+    sync::mpsc,
+};
+
+/// Knobs of a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Attempts before a provider event parks (kept small so tests reach the DLQ fast).
+    pub apply_maximum_attempts: u32,
+    /// OTLP endpoint for api and worker traces; empty disables.
+    pub otlp_endpoint: String,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            apply_maximum_attempts: 3,
+            otlp_endpoint: String::new(),
+        }
+    }
+}
+
+/// Addresses the relay reports in its addr file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RelayAddrs {
+    /// Agent listener.
+    pub agent: String,
+    /// HTTP ingress.
+    pub http: String,
+    /// RelayControl.
+    pub control: String,
+    /// Health/metrics.
+    pub ops: String,
+    /// Dev CA.
+    pub ca_file: Option<String>,
+}
+
+/// Seeded credentials.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Credentials {
+    /// Dev account id.
+    pub account_id: String,
+    /// Dev authtoken.
+    pub authtoken: String,
+    /// Developer key of the dev account.
+    pub developer_api_key: String,
+    /// Ops key.
+    pub ops_api_key: String,
+    /// Admin key.
+    pub admin_api_key: String,
+}
+
+/// A running platform.
+pub struct Stack {
+    /// Scratch directory (logs, addr files, relay state).
+    pub dir: tempfile::TempDir,
+    /// Its database.
+    pub db: TestDb,
+    /// `http://127.0.0.1:port` of the api.
+    pub api_url: String,
+    /// Relay addresses.
+    pub relay: RelayAddrs,
+    /// Seeded credentials.
+    pub creds: Credentials,
+    /// Webhook signing secret.
+    pub webhook_secret: String,
+    /// Base domain of endpoints.
+    pub domain: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// The api process.
+    pub api: Proc,
+    /// The relay process.
+    pub relay_proc: Proc,
+    /// The worker process.
+    pub worker: Proc,
+    internal_key: String,
+    redis_prefix: String,
+    task_queue: String,
+    temporal: String,
+    options: StackOptions,
+}
+
+impl Stack {
+    /// Starts a stack with default options.
+    pub async fn start() -> anyhow::Result<Stack> {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// Starts api (and seeds it), relay and worker, each waited on until ready.
+    pub async fn start_with(options: StackOptions) -> anyhow::Result<Stack> {
+        let dir = tempfile::tempdir()?;
+        let db = TestDb::create().await?;
+        let temporal = stores::temporal_address().await?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let internal_key = format!("ik_{id}");
+        let webhook_secret = format!("whsec_{id}");
+        let redis_prefix = format!("e2e:{id}:");
+        let task_queue = format!("e2e-{id}");
+        let domain = "burrow.localhost".to_owned();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+
+        let api_addr_file = dir.path().join("api.json");
+        let api_cmd = |args: &[&str]| {
+            let mut c = Command::new(bin("burrow-api"));
+            c.args(args)
+                .env("BURROW_API_LISTEN", "127.0.0.1:0")
+                .env("BURROW_API_ADDR_FILE", &api_addr_file)
+                .env("BURROW_API_DATABASE_URL", &db.url)
+                .env("BURROW_API_REDIS_URL", stores::redis_url())
+                .env("BURROW_API_REDIS_PREFIX", &redis_prefix)
+                .env("BURROW_API_TEMPORAL_ADDRESS", &temporal)
+                .env("BURROW_API_TASK_QUEUE", &task_queue)
+                .env("BURROW_API_INTERNAL_KEY", &internal_key)
+                .env("BURROW_API_WEBHOOK_SECRET", &webhook_secret)
+                .env("BURROW_API_APPLY_INITIAL_INTERVAL_MS", "100")
+                .env("BURROW_API_APPLY_MAXIMUM_INTERVAL_MS", "200")
+                .env(
+                    "BURROW_API_APPLY_MAXIMUM_ATTEMPTS",
+                    options.apply_maximum_attempts.to_string(),
+                )
+                .env("BURROW_API_RUNBOOKS_DIR", repo_root().join("runbooks"))
+                .env("BURROW_API_OTLP_ENDPOINT", &options.otlp_endpoint);
+            c
+        };
+        let api = Proc::spawn("burrow-api", api_cmd(&["serve"]), dir.path())?;
+        let api_url = {
+            #[derive(Deserialize)]
+            struct A {
+                api: String,
+            }
+            let a: A = read_addr_file(&api_addr_file, &api).await?;
+            format!("http://{}", a.api)
+        };
+        wait_ready(&http, &format!("{api_url}/readyz"), &api).await?;
+
+        let creds_file = dir.path().join("creds.json");
+        let seeded = api_cmd(&["seed-dev", "--file", &creds_file.display().to_string()])
+            .output()
+            .await?;
+        anyhow::ensure!(
+            seeded.status.success(),
+            "seed-dev failed: {}",
+            String::from_utf8_lossy(&seeded.stderr)
+        );
+        let creds: Credentials = serde_json::from_str(&std::fs::read_to_string(&creds_file)?)?;
+
+        let (relay_proc, relay) = Self::spawn_relay(
+            dir.path(),
+            &api_url,
+            &internal_key,
+            &redis_prefix,
+            &domain,
+            None,
+        )
+        .await?;
+        wait_ready(&http, &format!("http://{}/readyz", relay.ops), &relay_proc).await?;
+
+        let worker_addr_file = dir.path().join("worker.json");
+        let mut worker_cmd = Command::new(bin("burrow-worker"));
+        worker_cmd
+            .env("BURROW_WORKER_TEMPORAL_ADDRESS", &temporal)
+            .env("BURROW_WORKER_TASK_QUEUE", &task_queue)
+            .env("BURROW_WORKER_DATABASE_URL", &db.url)
+            .env("BURROW_WORKER_OPS_LISTEN", "127.0.0.1:0")
+            .env("BURROW_WORKER_ADDR_FILE", &worker_addr_file)
+            .env("BURROW_WORKER_OTLP_ENDPOINT", &options.otlp_endpoint);
+        let worker = Proc::spawn("burrow-worker", worker_cmd, dir.path())?;
+        #[derive(Deserialize)]
+        struct W {
+            ops: String,
+        }
+        let w: W = read_addr_file(&worker_addr_file, &worker).await?;
+        wait_ready(&http, &format!("http://{}/readyz", w.ops), &worker).await?;
+
+        Ok(Stack {
+            dir,
+            db,
+            api_url,
+            relay,
+            creds,
+            webhook_secret,
+            domain,
+            http,
+            api,
+            relay_proc,
+            worker,
+            internal_key,
+            redis_prefix,
+            task_queue,
+            temporal,
+            options,
+        })
+    }
+
+    async fn spawn_relay(
+        dir: &std::path::Path,
+        api_url: &str,
+        internal_key: &str,
+        redis_prefix: &str,
+        domain: &str,
+        same_ports_as: Option<&RelayAddrs>,
+    ) -> anyhow::Result<(Proc, RelayAddrs)> {
+        let addr_file = dir.join("relay.json");
+        let _ = std::fs::remove_file(&addr_file);
+        let any = "127.0.0.1:0".to_owned();
+        let (agent, http, control, ops) = match same_ports_as {
+            Some(a) => (a.agent.clone(), a.http.clone(), a.control.clone(), a.ops.clone()),
+            None => (any.clone(), any.clone(), any.clone(), any),
+        };
+        let mut cmd = Command::new(bin("burrow-relay"));
+        cmd.env("BURROW_RELAY_AGENT_LISTEN", agent)
+            .env("BURROW_RELAY_HTTP_LISTEN", http)
+            .env("BURROW_RELAY_CONTROL_LISTEN", control)
+            .env("BURROW_RELAY_OPS_LISTEN", ops)
+            .env("BURROW_RELAY_DOMAIN", domain)
+            .env("BURROW_RELAY_API_URL", api_url)
+            .env("BURROW_RELAY_INTERNAL_KEY", internal_key)
+            .env("BURROW_RELAY_STATE_DIR", dir.join("relay-state"))
+            .env("BURROW_RELAY_REDIS_URL", stores::redis_url())
+            .env("BURROW_RELAY_REDIS_PREFIX", redis_prefix)
+            .env("BURROW_RELAY_ADDR_FILE", &addr_file);
+        let proc = Proc::spawn("burrow-relay", cmd, dir)?;
+        let addrs: RelayAddrs = read_addr_file(&addr_file, &proc).await?;
+        Ok((proc, addrs))
+    }
+
+    /// Kills the relay and starts a new one on the same ports.
+    pub async fn restart_relay(&mut self) -> anyhow::Result<()> {
+        self.relay_proc.kill().await;
+        let (proc, addrs) = Self::spawn_relay(
+            self.dir.path(),
+            &self.api_url,
+            &self.internal_key,
+            &self.redis_prefix,
+            &self.domain,
+            Some(&self.relay),
+        )
+        .await?;
+        self.relay_proc = proc;
+        self.relay = addrs;
+        wait_ready(
+            &self.http,
+            &format!("http://{}/readyz", self.relay.ops),
+            &self.relay_proc,
+        )
+        .await
+    }
+
+    /// Options the stack was started with.
+    pub fn options(&self) -> &StackOptions {
+        &self.options
+    }
+
+    /// The Temporal address and task queue this stack uses.
+    pub fn temporal(&self) -> (&str, &str) {
+        (&self.temporal, &self.task_queue)
+    }
+
+    /// Starts `burrow http <port> [--name <name>]` with `authtoken`.
+    pub fn agent(&self, port: u16, name: Option<&str>, authtoken: &str) -> anyhow::Result<Agent> {
+        let mut cmd = Command::new(bin("burrow"));
+        cmd.arg("http").arg(port.to_string());
+        if let Some(n) = name {
+            cmd.args(["--name", n]);
+        }
+        cmd.env("BURROW_AUTHTOKEN", authtoken)
+            .env("BURROW_RELAY", &self.relay.agent)
+            .env(
+                "BURROW_CA_FILE",
+                self.relay.ca_file.clone().unwrap_or_default(),
+            )
+            .env("HOME", self.dir.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("BURROW_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Agent {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Sends a request to the relay's HTTP ingress for `<name>.<domain>`.
+    pub fn ingress(&self, method: reqwest::Method, name: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("http://{}{path}", self.relay.http))
+            .header("host", format!("{name}.{}", self.domain))
+    }
+
+    /// A request to the api with `key` as bearer.
+    pub fn api(&self, method: reqwest::Method, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.api_url))
+            .bearer_auth(key)
+    }
+
+    /// Posts `body` to the webhook endpoint with the given `Stripe-Signature`.
+    pub async fn post_webhook(
+        &self,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/webhooks/provider", self.api_url))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(s) = signature {
+            req = req.header("stripe-signature", s);
+        }
+        Ok(req.send().await?)
+    }
+
+    /// Posts an event signed now with the stack's secret.
+    pub async fn send_event(&self, event: &serde_json::Value) -> anyhow::Result<reqwest::Response> {
+        let body = serde_json::to_vec(event)?;
+        let sig = crate::webhook::signature_header(
+            &self.webhook_secret,
+            chrono::Utc::now().timestamp(),
+            &body,
+        );
+        self.post_webhook(&body, Some(&sig)).await
+    }
+
+    /// Waits until workflow `id` (from `/v1/ops/workflows`) satisfies `pred`; returns its JSON.
+    pub async fn wait_workflow(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        wait::until(what, Duration::from_secs(60), || async {
+            let runs: Vec<serde_json::Value> = self
+                .api(reqwest::Method::GET, "/v1/ops/workflows", &self.creds.ops_api_key)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            runs.into_iter()
+                .find(|r| r["workflow_id"] == id)
+                .filter(|r| pred(r))
+        })
+        .await
+    }
+
+    /// A direct connection to the stack's database, for assertions.
+    pub async fn db(&self) -> anyhow::Result<sqlx::PgPool> {
+        Ok(sqlx::PgPool::connect(&self.db.url).await?)
+    }
+}
+
+/// A running `burrow` agent whose output lines can be awaited.
+pub struct Agent {
+    /// The process.
+    pub child: tokio::process::Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Agent {
+    /// Waits for an output line containing `needle`; returns it.
+    pub async fn wait_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Ok(l.clone());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return Ok(line);
+                    }
+                }
+                Ok(None) => anyhow::bail!(
+                    "agent exited before printing {needle:?}; output: {:?}",
+                    self.seen
+                ),
+                Err(_) => anyhow::bail!(
+                    "agent did not print {needle:?} within {timeout:?}; output: {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for the agent to exit; returns its exit code and all output.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<(Option<i32>, String)> {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .map_err(|_| anyhow::anyhow!("agent still running after {timeout:?}"))??;
+        while let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_secs(2), self.lines.recv()).await
+        {
+            self.seen.push(line);
+        }
+        Ok((status.code(), self.seen.join("\n")))
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+async fn read_addr_file<T: for<'de> Deserialize<'de>>(
+    path: &std::path::Path,
+    proc: &Proc,
+) -> anyhow::Result<T> {
+    let text = wait::until(
+        &format!("{} to write {}", proc.name, path.display()),
+        Duration::from_secs(60),
+        || async {
+            let t = tokio::fs::read_to_string(path).await.ok()?;
+            serde_json::from_str::<serde_json::Value>(&t).ok().map(|_| t)
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; {} output:\n{}", proc.name, proc.output()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str, proc: &Proc) -> anyhow::Result<()> {
+    wait::until(&format!("{} at {url}", proc.name), Duration::from_secs(60), || async {
+        let r = http.get(url).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; {} output:\n{}", proc.name, proc.output()))
+}

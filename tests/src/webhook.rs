@@ -1,0 +1,29 @@
+//! Provider-side webhook signing (`Stripe-Signature: t=..,v1=..`), as the real provider does it.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// `Stripe-Signature` header for `body` signed with `secret` at `timestamp`.
+pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A `customer.subscription.updated` event moving `customer` to `plan`.
+pub fn subscription_updated(event_id: &str, customer: &str, plan: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": event_id,
+        "object": "event",
+        "type": "customer.subscription.updated",
+        "created": chrono::Utc::now().timestamp(),
+        "data": { "object": {
+            "id": format!("sub_{event_id}"),
+            "object": "subscription",
+            "customer": customer,
+            "status": "active",
+            "plan": { "id": plan, "object": "plan" }
+        }}
+    })
+}

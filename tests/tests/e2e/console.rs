@@ -1,0 +1,204 @@
+//! The ops console in headless Chromium (driven over WebDriver by Debian's chromedriver):
+//! sign in with an ops key, see a parked workflow, press Replay.
+
+use burrow_e2e::{Stack, wait, webhook};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const T: Duration = Duration::from_secs(30);
+
+/// A WebDriver session on a chromedriver child process.
+struct Browser {
+    _driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let driver_bin =
+            std::env::var("BURROW_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = tokio::process::Command::new(&driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {driver_bin} (apt install chromium-driver): {e}"));
+        let http = reqwest::Client::new();
+        let driver_url = format!("http://127.0.0.1:{port}");
+        wait::until("chromedriver", T, || async {
+            http.get(format!("{driver_url}/status")).send().await.ok()
+        })
+        .await
+        .unwrap();
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": std::env::var("BURROW_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-quic", "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let session: Value = http
+            .post(format!("{driver_url}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = session["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
+            .to_owned();
+        Browser {
+            _driver: driver,
+            _profile: profile,
+            http,
+            base: format!("{driver_url}/session/{id}"),
+        }
+    }
+
+    async fn cmd(&self, method: Method, path: &str, body: Value) -> Value {
+        let v: Value = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd(Method::POST, "/url", json!({ "url": url })).await;
+    }
+
+    /// Finds `css`, waiting for it to appear.
+    async fn find(&self, css: &str) -> String {
+        wait::until(&format!("element {css}"), T, || async {
+            let v = self
+                .cmd(Method::POST, "/element", json!({"using": "css selector", "value": css}))
+                .await;
+            v[ELEMENT].as_str().map(str::to_owned)
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let el = self.find(css).await;
+        self.cmd(Method::POST, &format!("/element/{el}/value"), json!({ "text": text }))
+            .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let el = self.find(css).await;
+        self.cmd(Method::POST, &format!("/element/{el}/click"), json!({})).await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let el = self.find(css).await;
+        self.cmd(Method::GET, &format!("/element/{el}/text"), json!({}))
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let http = self.http.clone();
+        let url = self.base.clone();
+        tokio::spawn(async move {
+            let _ = http.delete(url).send().await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn ops_user_signs_in_and_replays_a_parked_workflow_in_the_console() {
+    let stack = Stack::start().await.unwrap();
+    let customer = format!("cus_{}", uuid::Uuid::new_v4().simple());
+    let event_id = format!("evt_{}", uuid::Uuid::new_v4().simple());
+    let workflow_id = format!("provider-webhook-{event_id}");
+    stack
+        .send_event(&webhook::subscription_updated(&event_id, &customer, "pro"))
+        .await
+        .unwrap();
+    stack
+        .wait_workflow(&workflow_id, "parked", |r| r["state"] == "account_unknown")
+        .await
+        .unwrap();
+
+    let browser = Browser::start().await;
+    let console = format!("{}/console", stack.api_url);
+
+    // A developer key is refused: the console uses the API's own role checks.
+    browser.goto(&console).await;
+    browser
+        .type_into("#api-key", &stack.creds.developer_api_key)
+        .await;
+    browser.click("#sign-in").await;
+    let refused = wait::until("the sign-in error", T, || async {
+        let t = browser.text("#signin-error").await;
+        (!t.is_empty()).then_some(t)
+    })
+    .await
+    .unwrap();
+    assert!(refused.contains("ops role"), "{refused}");
+
+    // The ops key signs in and sees the parked workflow with its runbook link.
+    browser.goto(&console).await;
+    browser.type_into("#api-key", &stack.creds.ops_api_key).await;
+    browser.click("#sign-in").await;
+    let row = format!("tr[data-workflow-id=\"{workflow_id}\"]");
+    let state = browser.text(&format!("{row} td.state")).await;
+    assert_eq!(state, "account_unknown");
+    let link = browser.text(&format!("{row} a")).await;
+    assert_eq!(link, "account_unknown");
+
+    stack
+        .api(Method::POST, "/v1/accounts", &stack.creds.admin_api_key)
+        .json(&json!({"name": "console", "provider_customer_id": customer}))
+        .send()
+        .await
+        .unwrap();
+    browser.click(&format!("{row} button.replay")).await;
+    let flash = wait::until("the replay confirmation", T, || async {
+        let t = browser.text("#flash").await;
+        t.contains("Replay requested").then_some(t)
+    })
+    .await
+    .unwrap();
+    assert!(flash.contains(&workflow_id), "{flash}");
+    stack
+        .wait_workflow(&workflow_id, "applied after console replay", |r| {
+            r["state"] == "applied"
+        })
+        .await
+        .unwrap();
+    // The page refreshes on its own and shows the new state.
+    wait::until("the console to show applied", T, || async {
+        (browser.text(&format!("{row} td.state")).await == "applied").then_some(())
+    })
+    .await
+    .unwrap();
+}

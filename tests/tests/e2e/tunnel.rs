@@ -1,0 +1,316 @@
+//! The data plane through real processes: agent → relay → visitor.
+
+use burrow_e2e::Stack;
+use reqwest::{Method, StatusCode};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `python3 -m http.server` serving a directory with one known file.
+struct PyServer {
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+async fn python_http_server() -> PyServer {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello-from-burrow.txt"), "hi\n").unwrap();
+    let port = free_port();
+    let child = tokio::process::Command::new("python3")
+        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    burrow_e2e::wait::until("python http.server", T, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await
+    .unwrap();
+    PyServer {
+        _child: child,
+        _dir: dir,
+        port,
+    }
+}
+
+#[tokio::test]
+async fn http_tunnel_serves_a_local_directory_listing() {
+    let stack = Stack::start().await.unwrap();
+    let py = python_http_server().await;
+    let mut agent = stack
+        .agent(py.port, Some("demo"), &stack.creds.authtoken)
+        .unwrap();
+    let line = agent.wait_line("Forwarding", T).await.unwrap();
+    let ingress_port = stack.relay.http.rsplit_once(':').unwrap().1;
+    assert_eq!(
+        line,
+        format!(
+            "Forwarding http://demo.burrow.localhost:{ingress_port} -> http://localhost:{}",
+            py.port
+        )
+    );
+
+    let resp = stack.ingress(Method::GET, "demo", "/").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("Directory listing"), "{body}");
+    assert!(body.contains("hello-from-burrow.txt"), "{body}");
+
+    let file = stack
+        .ingress(Method::GET, "demo", "/hello-from-burrow.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.text().await.unwrap(), "hi\n");
+}
+
+#[tokio::test]
+async fn unknown_host_is_404_and_offline_agent_is_502() {
+    let mut stack = Stack::start().await.unwrap();
+    let resp = stack
+        .ingress(Method::GET, "nobody", "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("nobody.burrow.localhost"), "{body}");
+
+    let py = python_http_server().await;
+    let mut agent = stack
+        .agent(py.port, Some("gone"), &stack.creds.authtoken)
+        .unwrap();
+    agent.wait_line("Forwarding", T).await.unwrap();
+    assert_eq!(
+        stack
+            .ingress(Method::GET, "gone", "/")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    agent.child.kill().await.unwrap();
+    let body = burrow_e2e::wait::until("the relay to notice the agent left", T, || async {
+        let r = stack.ingress(Method::GET, "gone", "/").send().await.ok()?;
+        (r.status() == StatusCode::BAD_GATEWAY).then_some(r.text().await.ok()?)
+    })
+    .await
+    .unwrap();
+    assert!(body.contains("gone.burrow.localhost is offline"), "{body}");
+
+    // A local service that is down: the agent answers 502 naming the target.
+    let dead_port = free_port();
+    let mut agent = stack
+        .agent(dead_port, Some("dead"), &stack.creds.authtoken)
+        .unwrap();
+    agent.wait_line("Forwarding", T).await.unwrap();
+    let r = stack.ingress(Method::GET, "dead", "/").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let body = r.text().await.unwrap();
+    assert!(body.contains(&format!("localhost:{dead_port}")), "{body}");
+    let _ = &mut stack;
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways_without_buffering() {
+    use axum::{Router, body::Body, routing::get, routing::post};
+    use futures::StreamExt;
+    use tokio::sync::mpsc;
+
+    // Upstream: GET /events sends one chunk, then the next only when the test allows it;
+    // POST /upload counts the bytes it receives.
+    let (release_tx, release_rx) = mpsc::unbounded_channel::<()>();
+    let release_rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
+    let app = Router::new()
+        .route(
+            "/events",
+            get(move || {
+                let rx = release_rx.clone();
+                async move {
+                    let mut rx = rx.lock().await.take().expect("one stream");
+                    let stream = async_stream(move |tx| async move {
+                        let _ = tx.send(Ok::<_, std::io::Error>("data: one\n\n".to_owned()));
+                        rx.recv().await;
+                        let _ = tx.send(Ok("data: two\n\n".to_owned()));
+                    });
+                    axum::response::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(Body::from_stream(stream))
+                        .unwrap()
+                }
+            }),
+        )
+        .route(
+            "/upload",
+            post(|body: Body| async move {
+                let mut n = 0usize;
+                let mut s = body.into_data_stream();
+                while let Some(chunk) = s.next().await {
+                    n += chunk.unwrap().len();
+                }
+                n.to_string()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let stack = Stack::start().await.unwrap();
+    let mut agent = stack
+        .agent(port, Some("stream"), &stack.creds.authtoken)
+        .unwrap();
+    agent.wait_line("Forwarding", T).await.unwrap();
+
+    let resp = stack
+        .ingress(Method::GET, "stream", "/events")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.bytes_stream();
+    // The first event must arrive while the upstream is still holding back the second.
+    let first = tokio::time::timeout(T, body.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(&first[..], b"data: one\n\n");
+    release_tx.send(()).unwrap();
+    let second = tokio::time::timeout(T, body.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(&second[..], b"data: two\n\n");
+
+    // 16 MiB upload, sent as a stream of 64 KiB chunks.
+    let chunks = futures::stream::iter(
+        (0..256).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 64 * 1024]))),
+    );
+    let resp = stack
+        .ingress(Method::POST, "stream", "/upload")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), (16 * 1024 * 1024).to_string());
+}
+
+/// A stream fed by a producer task through a channel.
+fn async_stream<F, Fut>(
+    producer: F,
+) -> impl futures::Stream<Item = Result<String, std::io::Error>> + Send
+where
+    F: FnOnce(tokio::sync::mpsc::UnboundedSender<Result<String, std::io::Error>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(producer(tx));
+    tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+}
+
+#[tokio::test]
+async fn bad_token_exits_nonzero_saying_it_was_rejected() {
+    let stack = Stack::start().await.unwrap();
+    let mut agent = stack
+        .agent(free_port(), Some("nope"), "bt_not_a_real_token")
+        .unwrap();
+    let (code, output) = agent.wait_exit(T).await.unwrap();
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("rejected the authtoken"), "{output}");
+}
+
+#[tokio::test]
+async fn agent_reconnects_after_relay_restart_and_keeps_its_name() {
+    let mut stack = Stack::start().await.unwrap();
+    let py = python_http_server().await;
+    // No --name: the relay picks one, and the agent must get the same one back.
+    let mut agent = stack.agent(py.port, None, &stack.creds.authtoken).unwrap();
+    let line = agent.wait_line("Forwarding", T).await.unwrap();
+    let host = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('.').next())
+        .unwrap()
+        .to_owned();
+
+    stack.restart_relay().await.unwrap();
+    agent.wait_line("reconnected", T).await.unwrap();
+    let resp = burrow_e2e::wait::until("the tunnel to come back", T, || async {
+        let r = stack.ingress(Method::GET, &host, "/").send().await.ok()?;
+        (r.status() == StatusCode::OK).then_some(r)
+    })
+    .await
+    .unwrap();
+    assert!(resp.text().await.unwrap().contains("hello-from-burrow.txt"));
+}
+
+#[tokio::test]
+async fn ops_see_sessions_and_revoking_a_token_ends_its_agent() {
+    let stack = Stack::start().await.unwrap();
+    let admin = stack.creds.admin_api_key.clone();
+    let account = &stack.creds.account_id;
+
+    let created: serde_json::Value = stack
+        .api(Method::POST, &format!("/v1/accounts/{account}/authtokens"), &admin)
+        .json(&serde_json::json!({"description": "e2e"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let token_id = created["id"].as_str().unwrap().to_owned();
+
+    let py = python_http_server().await;
+    let mut agent = stack.agent(py.port, Some("revoked"), &token).unwrap();
+    agent.wait_line("Forwarding", T).await.unwrap();
+
+    // The api lists the session through the relay's RelayControl service.
+    let sessions: serde_json::Value = stack
+        .api(Method::GET, "/v1/ops/sessions", &stack.creds.ops_api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let all: Vec<&serde_json::Value> = sessions["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["sessions"].as_array().unwrap())
+        .collect();
+    let ours = all
+        .iter()
+        .find(|s| s["authtoken_id"] == token_id.as_str())
+        .unwrap_or_else(|| panic!("session missing: {sessions}"));
+    assert_eq!(ours["endpoints"][0]["name"], "revoked");
+
+    // A developer key cannot see sessions.
+    let forbidden = stack
+        .api(Method::GET, "/v1/ops/sessions", &stack.creds.developer_api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+
+    let revoked: serde_json::Value = stack
+        .api(Method::DELETE, &format!("/v1/authtokens/{token_id}"), &admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["sessions_closed"], 1, "{revoked}");
+    let (code, output) = agent.wait_exit(T).await.unwrap();
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("revoked"), "{output}");
+}
