@@ -215,7 +215,8 @@ mod tests {
     fn plan_comes_from_plan_id_or_first_price() {
         let a = json!({"data": {"object": {"plan": {"id": "pro"}}}});
         assert_eq!(plan_of(&a).as_deref(), Some("pro"));
-        let b = json!({"data": {"object": {"items": {"data": [{"price": {"lookup_key": "team"}}]}}}});
+        let b =
+            json!({"data": {"object": {"items": {"data": [{"price": {"lookup_key": "team"}}]}}}});
         assert_eq!(plan_of(&b).as_deref(), Some("team"));
         let c = json!({"data": {"object": {"plan": {"id": ""}}}});
         assert_eq!(plan_of(&c), None);

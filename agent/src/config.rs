@@ -31,7 +31,9 @@ impl Default for AgentConfig {
 impl Config for AgentConfig {
     fn validate(&self) -> Result<(), String> {
         if self.authtoken.is_empty() {
-            return Err("no authtoken: set BURROW_AUTHTOKEN or `authtoken` in the config file".into());
+            return Err(
+                "no authtoken: set BURROW_AUTHTOKEN or `authtoken` in the config file".into(),
+            );
         }
         if self.ca_file.is_empty() {
             return Err(
@@ -40,7 +42,11 @@ impl Config for AgentConfig {
                     .into(),
             );
         }
-        if self.relay.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+        if self
+            .relay
+            .rsplit_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+        {
             return Err(format!("relay address {:?} must be host:port", self.relay));
         }
         Ok(())

@@ -48,7 +48,12 @@ impl Forwarder {
             .build()
         {
             Ok(u) => u,
-            Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, format!("bad request target: {e}"))),
+            Err(e) => {
+                return Ok(answer(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad request target: {e}"),
+                ));
+            }
         };
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;

@@ -36,8 +36,7 @@ async fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -50,11 +49,9 @@ async fn main() {
         }
     };
     let Command::Http { port, name, host } = cli.command;
-    if let Some(n) = &name {
-        if let Err(e) = burrow_proto::tunnel::validate_label(n) {
-            eprintln!("burrow: invalid --name: {e}");
-            std::process::exit(config::EXIT_BAD_CONFIG);
-        }
+    if let Some(Err(e)) = name.as_deref().map(burrow_proto::tunnel::validate_label) {
+        eprintln!("burrow: invalid --name: {e}");
+        std::process::exit(config::EXIT_BAD_CONFIG);
     }
     let local = format!("http://{host}:{port}");
     let shutdown = burrow_common::shutdown::on_signal();
@@ -80,7 +77,9 @@ async fn main() {
     match result {
         Ok(()) => {}
         Err(e @ AgentError::TokenRejected(_)) => {
-            eprintln!("burrow: {e}. Check BURROW_AUTHTOKEN; create a new token with the api if it was revoked.");
+            eprintln!(
+                "burrow: {e}. Check BURROW_AUTHTOKEN; create a new token with the api if it was revoked."
+            );
             std::process::exit(2);
         }
         Err(e) => {

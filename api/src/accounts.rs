@@ -104,7 +104,10 @@ pub async fn get_account(
     principal: Principal,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Account>> {
-    if principal.require(&[Role::Ops, Role::Finance], "reading an account").is_err() {
+    if principal
+        .require(&[Role::Ops, Role::Finance], "reading an account")
+        .is_err()
+    {
         principal.require_account(id, "reading this account")?;
     }
     let account = sqlx::query_as::<_, Account>(
@@ -239,7 +242,9 @@ pub async fn revoke_authtoken(
             0
         }
     };
-    Ok(Json(serde_json::json!({ "id": id, "revoked": true, "sessions_closed": kicked })))
+    Ok(Json(
+        serde_json::json!({ "id": id, "revoked": true, "sessions_closed": kicked }),
+    ))
 }
 
 /// An API key without its secret.

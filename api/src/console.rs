@@ -7,7 +7,10 @@ const PAGE: &str = include_str!("console.html");
 
 /// `GET /console`.
 pub async fn page() -> Html<String> {
-    let kinds: Vec<&str> = burrow_workflows::kinds::all().iter().map(|k| k.name).collect();
+    let kinds: Vec<&str> = burrow_workflows::kinds::all()
+        .iter()
+        .map(|k| k.name)
+        .collect();
     let kinds = serde_json::to_string(&kinds).unwrap_or_else(|_| "[]".into());
     Html(PAGE.replace("__KINDS__", &kinds))
 }

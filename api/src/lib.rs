@@ -122,7 +122,10 @@ pub fn router(state: AppState) -> Router {
                 .execute(&s.db)
                 .await
                 .map_err(|e| format!("database: {e}"))?;
-            s.temporal.check().await.map_err(|e| format!("temporal: {e}"))
+            s.temporal
+                .check()
+                .await
+                .map_err(|e| format!("temporal: {e}"))
         })
     });
     Router::new()
@@ -174,9 +177,7 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
             addr: config.listen.clone(),
             source,
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(StartError::Serve)?;
+    let addr = listener.local_addr().map_err(StartError::Serve)?;
     if !config.addr_file.is_empty() {
         let _ = std::fs::write(&config.addr_file, format!("{{\"api\":\"{addr}\"}}"));
     }

@@ -65,14 +65,14 @@ pub async fn list_workflows(
 ) -> ApiResult<Json<Vec<WorkflowRun>>> {
     principal.require(&[Role::Ops], "listing workflows")?;
     let known = kinds::all();
-    if let Some(k) = &filter.kind {
-        if !known.iter().any(|x| x.name == k) {
-            let names: Vec<&str> = known.iter().map(|x| x.name).collect();
-            return Err(ApiError::bad_request(
-                "unknown_kind",
-                format!("unknown workflow kind {k:?}; kinds: {}", names.join(", ")),
-            ));
-        }
+    if let Some(k) = &filter.kind
+        && !known.iter().any(|x| x.name == k)
+    {
+        let names: Vec<&str> = known.iter().map(|x| x.name).collect();
+        return Err(ApiError::bad_request(
+            "unknown_kind",
+            format!("unknown workflow kind {k:?}; kinds: {}", names.join(", ")),
+        ));
     }
     let parked_states: Vec<String> = known
         .iter()
@@ -299,9 +299,13 @@ pub async fn kick_session(
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     if kicked == 0 {
-        return Err(ApiError::NotFound(format!("no session {session_id} on any relay")));
+        return Err(ApiError::NotFound(format!(
+            "no session {session_id} on any relay"
+        )));
     }
-    Ok(Json(serde_json::json!({ "session_id": session_id, "kicked": kicked })))
+    Ok(Json(
+        serde_json::json!({ "session_id": session_id, "kicked": kicked }),
+    ))
 }
 
 /// `GET /runbooks/{kind}/{page}`: a runbook page (markdown), for known failure states only.
@@ -321,5 +325,8 @@ pub async fn runbook(
     let text = tokio::fs::read_to_string(&path)
         .await
         .map_err(|e| ApiError::NotFound(format!("runbook {}: {e}", path.display())))?;
-    Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], text))
+    Ok((
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        text,
+    ))
 }

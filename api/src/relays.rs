@@ -71,7 +71,9 @@ impl Relays {
         Ok(out)
     }
 
-    async fn client(a: &Announcement) -> Result<RelayControlClient<tonic::transport::Channel>, RelayError> {
+    async fn client(
+        a: &Announcement,
+    ) -> Result<RelayControlClient<tonic::transport::Channel>, RelayError> {
         let channel = tonic::transport::Endpoint::from_shared(a.control_url.clone())
             .map_err(|e| call_err(a, e))?
             .connect_timeout(Duration::from_secs(3))

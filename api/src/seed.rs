@@ -52,7 +52,11 @@ pub async fn seed_dev(db: &PgPool, file: &Path) -> Result<DevCredentials, ApiErr
             .token;
     }
     for (field, role, account) in [
-        (&mut creds.developer_api_key, Role::Developer, Some(account_id)),
+        (
+            &mut creds.developer_api_key,
+            Role::Developer,
+            Some(account_id),
+        ),
         (&mut creds.ops_api_key, Role::Ops, None),
         (&mut creds.admin_api_key, Role::Admin, None),
     ] {
@@ -62,10 +66,10 @@ pub async fn seed_dev(db: &PgPool, file: &Path) -> Result<DevCredentials, ApiErr
                 .token;
         }
     }
-    let json = serde_json::to_string_pretty(&creds).map_err(|e| ApiError::Internal(e.to_string()))?;
-    write_private(file, &json).map_err(|e| {
-        ApiError::Internal(format!("writing {}: {e}", file.display()))
-    })?;
+    let json =
+        serde_json::to_string_pretty(&creds).map_err(|e| ApiError::Internal(e.to_string()))?;
+    write_private(file, &json)
+        .map_err(|e| ApiError::Internal(format!("writing {}: {e}", file.display())))?;
     Ok(creds)
 }
 
@@ -74,7 +78,8 @@ async fn valid(db: &PgPool, table: &str, column: &str, secret: &str) -> Result<b
         return Ok(false);
     }
     // Table and column come from the fixed list above, never from input.
-    let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE {column} = $1 AND revoked_at IS NULL)");
+    let sql =
+        format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE {column} = $1 AND revoked_at IS NULL)");
     Ok(sqlx::query_scalar(&sql)
         .bind(token::hash(secret))
         .fetch_one(db)

@@ -5,13 +5,13 @@ use crate::error::ApiError;
 use burrow_workflows::provider_webhook::{
     ProviderEventInput, ProviderWebhookWorkflow, ReplayRequest,
 };
+use opentelemetry::context::FutureExt as _;
 use temporalio_client::{
     Client, WorkflowIdReusePolicy, WorkflowSignalOptions, WorkflowStartOptions,
     errors::WorkflowStartError,
 };
 use tokio::sync::OnceCell;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use opentelemetry::context::FutureExt as _;
 
 /// Lazily connected Temporal client.
 pub struct Temporal {

@@ -304,10 +304,22 @@ mod tests {
         assert!(validate_label("demo").is_ok());
         assert!(validate_label("a-1").is_ok());
         assert_eq!(validate_label(""), Err(LabelError::Empty));
-        assert!(matches!(validate_label("-a"), Err(LabelError::BadCharacters(_))));
-        assert!(matches!(validate_label("Demo"), Err(LabelError::BadCharacters(_))));
-        assert!(matches!(validate_label("a.b"), Err(LabelError::BadCharacters(_))));
-        assert!(matches!(validate_label(&"a".repeat(64)), Err(LabelError::TooLong(_))));
+        assert!(matches!(
+            validate_label("-a"),
+            Err(LabelError::BadCharacters(_))
+        ));
+        assert!(matches!(
+            validate_label("Demo"),
+            Err(LabelError::BadCharacters(_))
+        ));
+        assert!(matches!(
+            validate_label("a.b"),
+            Err(LabelError::BadCharacters(_))
+        ));
+        assert!(matches!(
+            validate_label(&"a".repeat(64)),
+            Err(LabelError::TooLong(_))
+        ));
     }
 
     proptest! {

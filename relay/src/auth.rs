@@ -68,7 +68,10 @@ impl Verifier {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
-            url: format!("{}/v1/internal/authtokens/verify", api_url.trim_end_matches('/')),
+            url: format!(
+                "{}/v1/internal/authtokens/verify",
+                api_url.trim_end_matches('/')
+            ),
             key,
             ttl,
             cache: Mutex::new(HashMap::new()),
@@ -95,7 +98,8 @@ impl Verifier {
                 .json()
                 .await
                 .map_err(|e| AuthError::Unavailable(format!("bad answer from api: {e}")))?;
-            self.lock().insert(hash, (principal.clone(), Instant::now()));
+            self.lock()
+                .insert(hash, (principal.clone(), Instant::now()));
             Ok(principal)
         } else if status == reqwest::StatusCode::UNAUTHORIZED
             || status == reqwest::StatusCode::FORBIDDEN
@@ -113,7 +117,8 @@ impl Verifier {
 
     /// Forgets every cached verification of `authtoken_id`.
     pub fn evict(&self, authtoken_id: &str) {
-        self.lock().retain(|_, (p, _)| p.authtoken_id != authtoken_id);
+        self.lock()
+            .retain(|_, (p, _)| p.authtoken_id != authtoken_id);
     }
 
     fn cached(&self, hash: &str) -> Option<Principal> {

@@ -76,9 +76,11 @@ impl Default for RelayConfig {
 impl Config for RelayConfig {
     fn validate(&self) -> Result<(), String> {
         if self.internal_key.is_empty() {
-            return Err("`internal_key` (BURROW_RELAY_INTERNAL_KEY) must be set: the relay \
+            return Err(
+                "`internal_key` (BURROW_RELAY_INTERNAL_KEY) must be set: the relay \
                         presents it to the api to verify authtokens"
-                .into());
+                    .into(),
+            );
         }
         if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
             return Err("`tls_cert_file` and `tls_key_file` must be set together".into());

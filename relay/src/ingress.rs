@@ -152,7 +152,11 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
     let host = raw.rsplit_once(':').map_or(raw.as_str(), |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) { h } else { raw.as_str() }
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            raw.as_str()
+        }
     });
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     (!host.is_empty()).then_some(host)

@@ -67,7 +67,9 @@ impl Presence {
 
     /// Records that this relay now holds `endpoints`.
     pub async fn bound(&self, endpoints: &[BoundEndpoint]) {
-        let Some(mut conn) = self.conn.clone() else { return };
+        let Some(mut conn) = self.conn.clone() else {
+            return;
+        };
         let key = format!("{}routes", self.prefix);
         for ep in endpoints {
             let r: redis::RedisResult<()> =
@@ -80,7 +82,9 @@ impl Presence {
 
     /// Records that this relay no longer holds `endpoints`.
     pub async fn unbound(&self, endpoints: &[BoundEndpoint]) {
-        let Some(mut conn) = self.conn.clone() else { return };
+        let Some(mut conn) = self.conn.clone() else {
+            return;
+        };
         let key = format!("{}routes", self.prefix);
         for ep in endpoints {
             let r: redis::RedisResult<()> = conn.hdel(&key, &ep.name).await;
@@ -92,7 +96,9 @@ impl Presence {
 
     /// Announces the relay every few seconds until `shutdown`, then withdraws it.
     pub async fn announce_until(&self, shutdown: CancellationToken) {
-        let Some(mut conn) = self.conn.clone() else { return };
+        let Some(mut conn) = self.conn.clone() else {
+            return;
+        };
         let id = &self.announcement.relay_id;
         let key = format!("{}relay:{id}", self.prefix);
         let set = format!("{}relays", self.prefix);

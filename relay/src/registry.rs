@@ -6,8 +6,8 @@
 //! A second session of the *same account* binding an online name takes it over and the old
 //! session is closed: that is what an agent reconnecting over a half-open link looks like.
 
-use burrow_proto::tunnel::{BoundEndpoint, EndpointProto};
 use crate::Body;
+use burrow_proto::tunnel::{BoundEndpoint, EndpointProto};
 use hyper::client::conn::http2::SendRequest;
 use std::{
     collections::HashMap,
@@ -102,9 +102,9 @@ impl Registry {
         self.expire(&mut state);
         for name in names {
             match state.routes.get(name) {
-                Some(Route::Online { account_id: a, .. } | Route::Offline { account_id: a, .. })
-                    if a != account_id =>
-                {
+                Some(
+                    Route::Online { account_id: a, .. } | Route::Offline { account_id: a, .. },
+                ) if a != account_id => {
                     return Err(BindError::Taken(name.clone()));
                 }
                 _ => {}
@@ -204,7 +204,7 @@ impl Registry {
             .filter(|s| account_id.is_none_or(|a| s.info.account_id == a))
             .map(|s| s.info.clone())
             .collect();
-        out.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
+        out.sort_by_key(|a| a.connected_at);
         out
     }
 

@@ -1,12 +1,12 @@
 //! Agent sessions: TLS accept, handshake, authentication, binding, and the HTTP/2 connection
 //! over which the relay forwards visitor requests to the agent.
 
+use crate::Body;
 use crate::{
+    Relay,
     auth::AuthError,
     registry::{BindError, SessionInfo},
-    Relay,
 };
-use crate::Body;
 use burrow_proto::tunnel::{
     BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, Hello, PROTOCOL_VERSION, RejectCode,
     ServerMessage, read_frame, validate_label, write_frame,
@@ -187,10 +187,14 @@ async fn admit(relay: &Relay, hello: &Hello) -> Result<Admission, (RejectCode, S
     if hello.binds.is_empty() {
         return Err((RejectCode::Unsupported, "no endpoint requested".into()));
     }
-    let principal = relay.verifier.verify(&hello.authtoken).await.map_err(|e| match e {
-        AuthError::Rejected(m) => (RejectCode::AuthFailed, m),
-        AuthError::Unavailable(m) => (RejectCode::Unavailable, m),
-    })?;
+    let principal = relay
+        .verifier
+        .verify(&hello.authtoken)
+        .await
+        .map_err(|e| match e {
+            AuthError::Rejected(m) => (RejectCode::AuthFailed, m),
+            AuthError::Unavailable(m) => (RejectCode::Unavailable, m),
+        })?;
     let mut endpoints = Vec::with_capacity(hello.binds.len());
     for bind in &hello.binds {
         let name = match &bind.name {

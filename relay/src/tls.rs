@@ -115,7 +115,10 @@ fn write_private(path: &Path, pem: &str) -> Result<(), TlsError> {
 }
 
 /// Builds the rustls server config for the agent listener from PEM files.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| TlsError::Pem {

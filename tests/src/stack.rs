@@ -218,7 +218,12 @@ impl Stack {
         let _ = std::fs::remove_file(&addr_file);
         let any = "127.0.0.1:0".to_owned();
         let (agent, http, control, ops) = match same_ports_as {
-            Some(a) => (a.agent.clone(), a.http.clone(), a.control.clone(), a.ops.clone()),
+            Some(a) => (
+                a.agent.clone(),
+                a.http.clone(),
+                a.control.clone(),
+                a.ops.clone(),
+            ),
             None => (any.clone(), any.clone(), any.clone(), any),
         };
         let mut cmd = Command::new(bin("burrow-relay"));
@@ -293,8 +298,14 @@ impl Stack {
         let mut child = cmd.spawn()?;
         let (tx, rx) = mpsc::unbounded_channel();
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
         ]
         .into_iter()
         .flatten()
@@ -317,7 +328,12 @@ impl Stack {
     }
 
     /// Sends a request to the relay's HTTP ingress for `<name>.<domain>`.
-    pub fn ingress(&self, method: reqwest::Method, name: &str, path: &str) -> reqwest::RequestBuilder {
+    pub fn ingress(
+        &self,
+        method: reqwest::Method,
+        name: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("http://{}{path}", self.relay.http))
             .header("host", format!("{name}.{}", self.domain))
@@ -367,7 +383,11 @@ impl Stack {
     ) -> anyhow::Result<serde_json::Value> {
         wait::until(what, Duration::from_secs(60), || async {
             let runs: Vec<serde_json::Value> = self
-                .api(reqwest::Method::GET, "/v1/ops/workflows", &self.creds.ops_api_key)
+                .api(
+                    reqwest::Method::GET,
+                    "/v1/ops/workflows",
+                    &self.creds.ops_api_key,
+                )
                 .send()
                 .await
                 .ok()?
@@ -453,7 +473,9 @@ async fn read_addr_file<T: for<'de> Deserialize<'de>>(
         Duration::from_secs(60),
         || async {
             let t = tokio::fs::read_to_string(path).await.ok()?;
-            serde_json::from_str::<serde_json::Value>(&t).ok().map(|_| t)
+            serde_json::from_str::<serde_json::Value>(&t)
+                .ok()
+                .map(|_| t)
         },
     )
     .await
@@ -462,10 +484,14 @@ async fn read_addr_file<T: for<'de> Deserialize<'de>>(
 }
 
 async fn wait_ready(http: &reqwest::Client, url: &str, proc: &Proc) -> anyhow::Result<()> {
-    wait::until(&format!("{} at {url}", proc.name), Duration::from_secs(60), || async {
-        let r = http.get(url).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
+    wait::until(
+        &format!("{} at {url}", proc.name),
+        Duration::from_secs(60),
+        || async {
+            let r = http.get(url).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
     .await
     .map_err(|e| anyhow::anyhow!("{e}; {} output:\n{}", proc.name, proc.output()))
 }

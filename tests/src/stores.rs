@@ -54,7 +54,9 @@ impl Drop for TestDb {
                 .build()
                 .ok()?;
             rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&admin_database_url()).await.ok()?;
+                let mut conn = sqlx::PgConnection::connect(&admin_database_url())
+                    .await
+                    .ok()?;
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut conn)
                     .await
@@ -99,10 +101,10 @@ pub async fn temporal_address() -> anyhow::Result<String> {
         .join()
         .map_err(|_| anyhow::anyhow!("temporal start thread panicked"))?
     });
-    result
-        .as_ref()
-        .map(Clone::clone)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    match result {
+        Ok(address) => Ok(address.clone()),
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
 }
 
 async fn start_temporal() -> anyhow::Result<OwnTemporal> {
@@ -123,9 +125,15 @@ async fn start_temporal() -> anyhow::Result<OwnTemporal> {
         std::process::id()
     ));
     let proc = Proc::spawn("temporal", cmd, dir.path())?;
-    wait::until("temporal to accept connections", Duration::from_secs(60), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
-    })
+    wait::until(
+        "temporal to accept connections",
+        Duration::from_secs(60),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        },
+    )
     .await?;
     Ok(OwnTemporal {
         address: format!("http://127.0.0.1:{port}"),

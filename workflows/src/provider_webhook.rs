@@ -19,8 +19,8 @@ use burrow_activities::{
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use temporalio_common::error::{ActivityExecutionError, IncomingError};
 use temporalio_common::RetryPolicy;
+use temporalio_common::error::{ActivityExecutionError, IncomingError};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
@@ -168,7 +168,8 @@ impl ProviderWebhookWorkflow {
                         replays,
                     )
                     .await?;
-                    ctx.wait_condition(|s| s.replays_requested > replays).await?;
+                    ctx.wait_condition(|s| s.replays_requested > replays)
+                        .await?;
                     replays += 1;
                 }
             }

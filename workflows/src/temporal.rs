@@ -30,7 +30,11 @@ pub enum ConnectError {
 }
 
 /// Connects a client for `namespace` at `address` (`http://host:port`).
-pub async fn connect(address: &str, namespace: &str, identity: &str) -> Result<Client, ConnectError> {
+pub async fn connect(
+    address: &str,
+    namespace: &str,
+    identity: &str,
+) -> Result<Client, ConnectError> {
     let url = Url::parse(address).map_err(|e| ConnectError::Address {
         address: address.to_owned(),
         message: e.to_string(),

@@ -124,8 +124,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         "burrow-worker",
     )
     .await?;
-    let runtime =
-        Runtime::from_current_tokio(Default::default()).map_err(|e| WorkerError::Sdk(e.to_string()))?;
+    let runtime = Runtime::from_current_tokio(Default::default())
+        .map_err(|e| WorkerError::Sdk(e.to_string()))?;
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<ProviderWebhookWorkflow>()
         .map_err(|e| WorkerError::Sdk(e.to_string()))?
@@ -140,7 +140,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         stop();
     });
     tracing::info!(task_queue = %config.task_queue, temporal = %config.temporal_address, "worker polling");
-    worker.run().await.map_err(|e| WorkerError::Sdk(e.to_string()))?;
+    worker
+        .run()
+        .await
+        .map_err(|e| WorkerError::Sdk(e.to_string()))?;
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -13,7 +13,10 @@
 
 pub mod signature;
 
-use crate::{AppState, error::{ApiError, ApiResult}};
+use crate::{
+    AppState,
+    error::{ApiError, ApiResult},
+};
 use axum::{Json, body::Bytes, extract::State, http::HeaderMap};
 use burrow_workflows::provider_webhook::{self, ProviderEventInput, RetrySchedule};
 use serde::Serialize;
@@ -55,8 +58,9 @@ pub async fn receive(
         ApiError::bad_request(e.code(), e.to_string())
     })?;
 
-    let payload: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("malformed_payload", format!("body is not JSON: {e}")))?;
+    let payload: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("malformed_payload", format!("body is not JSON: {e}"))
+    })?;
     let field = |name: &str| {
         payload
             .get(name)
@@ -91,11 +95,11 @@ pub async fn receive(
     metrics::counter!("burrow_api_webhooks_received_total", "duplicate" => (!inserted).to_string())
         .increment(1);
     let workflow_id = provider_webhook::workflow_id(&event_id);
-    if started.is_none() {
-        if let Err(e) = start(&state, &event_id).await {
-            // Stored and acknowledged: the sweeper starts it when Temporal is back.
-            tracing::warn!(error = %e, %event_id, "event stored; workflow start deferred");
-        }
+    if started.is_none()
+        && let Err(e) = start(&state, &event_id).await
+    {
+        // Stored and acknowledged: the sweeper starts it when Temporal is back.
+        tracing::warn!(error = %e, %event_id, "event stored; workflow start deferred");
     }
     Ok(Json(Accepted {
         event_id,

@@ -74,9 +74,10 @@ pub fn parse(header: &str) -> Result<SignatureHeader, SignatureError> {
                     SignatureError::Malformed(format!("t={value:?} is not a unix timestamp"))
                 })?);
             }
-            "v1" => v1.push(hex::decode(value.trim()).map_err(|_| {
-                SignatureError::Malformed(format!("v1={value:?} is not hex"))
-            })?),
+            "v1" => v1.push(
+                hex::decode(value.trim())
+                    .map_err(|_| SignatureError::Malformed(format!("v1={value:?} is not hex")))?,
+            ),
             _ => {}
         }
     }
@@ -182,13 +183,28 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_named() {
-        assert_eq!(verify(SECRET, None, b"", 0, 300), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(SECRET, None, b"", 0, 300),
+            Err(SignatureError::Missing)
+        );
         assert!(matches!(parse("v1=00"), Err(SignatureError::Malformed(m)) if m.contains("no t=")));
         assert!(matches!(parse("t=1"), Err(SignatureError::NoV1)));
-        assert!(matches!(parse("t=x,v1=00"), Err(SignatureError::Malformed(_))));
-        assert!(matches!(parse("t=1,v1=zz"), Err(SignatureError::Malformed(_))));
-        assert!(matches!(parse("t=1,t=2,v1=00"), Err(SignatureError::Malformed(_))));
-        assert!(matches!(parse("garbage"), Err(SignatureError::Malformed(_))));
+        assert!(matches!(
+            parse("t=x,v1=00"),
+            Err(SignatureError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("t=1,v1=zz"),
+            Err(SignatureError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("t=1,t=2,v1=00"),
+            Err(SignatureError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse("garbage"),
+            Err(SignatureError::Malformed(_))
+        ));
     }
 
     proptest! {

@@ -32,7 +32,9 @@ impl Browser {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {driver_bin} (apt install chromium-driver): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run {driver_bin} (apt install chromium-driver): {e}")
+            });
         let http = reqwest::Client::new();
         let driver_url = format!("http://127.0.0.1:{port}");
         wait::until("chromedriver", T, || async {
@@ -94,7 +96,11 @@ impl Browser {
     async fn find(&self, css: &str) -> String {
         wait::until(&format!("element {css}"), T, || async {
             let v = self
-                .cmd(Method::POST, "/element", json!({"using": "css selector", "value": css}))
+                .cmd(
+                    Method::POST,
+                    "/element",
+                    json!({"using": "css selector", "value": css}),
+                )
                 .await;
             v[ELEMENT].as_str().map(str::to_owned)
         })
@@ -104,13 +110,18 @@ impl Browser {
 
     async fn type_into(&self, css: &str, text: &str) {
         let el = self.find(css).await;
-        self.cmd(Method::POST, &format!("/element/{el}/value"), json!({ "text": text }))
-            .await;
+        self.cmd(
+            Method::POST,
+            &format!("/element/{el}/value"),
+            json!({ "text": text }),
+        )
+        .await;
     }
 
     async fn click(&self, css: &str) {
         let el = self.find(css).await;
-        self.cmd(Method::POST, &format!("/element/{el}/click"), json!({})).await;
+        self.cmd(Method::POST, &format!("/element/{el}/click"), json!({}))
+            .await;
     }
 
     async fn text(&self, css: &str) -> String {
@@ -167,7 +178,9 @@ async fn ops_user_signs_in_and_replays_a_parked_workflow_in_the_console() {
 
     // The ops key signs in and sees the parked workflow with its runbook link.
     browser.goto(&console).await;
-    browser.type_into("#api-key", &stack.creds.ops_api_key).await;
+    browser
+        .type_into("#api-key", &stack.creds.ops_api_key)
+        .await;
     browser.click("#sign-in").await;
     let row = format!("tr[data-workflow-id=\"{workflow_id}\"]");
     let state = browser.text(&format!("{row} td.state")).await;

@@ -74,7 +74,9 @@ async fn one_trace_spans_api_workflow_and_activity() {
     .unwrap();
     let event_id = format!("evt_{}", uuid::Uuid::new_v4().simple());
     stack
-        .send_event(&serde_json::json!({"id": event_id, "type": "invoice.paid", "data": {"object": {}}}))
+        .send_event(
+            &serde_json::json!({"id": event_id, "type": "invoice.paid", "data": {"object": {}}}),
+        )
         .await
         .unwrap();
     stack
@@ -87,27 +89,31 @@ async fn one_trace_spans_api_workflow_and_activity() {
         .unwrap();
 
     // Spans are exported in batches; wait until one trace holds all three parts.
-    let found = wait::until("api, workflow and activity spans in one trace", Duration::from_secs(60), || {
-        let spans = spans.clone();
-        async move {
-            let spans = spans.lock().unwrap();
-            let mut by_trace: HashMap<&[u8], HashSet<(String, String)>> = HashMap::new();
-            for (trace, service, name) in spans.iter() {
-                by_trace
-                    .entry(trace.as_slice())
-                    .or_default()
-                    .insert((service.clone(), name.clone()));
+    let found = wait::until(
+        "api, workflow and activity spans in one trace",
+        Duration::from_secs(60),
+        || {
+            let spans = spans.clone();
+            async move {
+                let spans = spans.lock().unwrap();
+                let mut by_trace: HashMap<&[u8], HashSet<(String, String)>> = HashMap::new();
+                for (trace, service, name) in spans.iter() {
+                    by_trace
+                        .entry(trace.as_slice())
+                        .or_default()
+                        .insert((service.clone(), name.clone()));
+                }
+                by_trace.into_values().find(|set| {
+                    let has = |svc: &str, pred: &dyn Fn(&str) -> bool| {
+                        set.iter().any(|(s, n)| s == svc && pred(n))
+                    };
+                    has("burrow-api", &|n| n == "provider_webhook")
+                        && has("burrow-worker", &|n| n.starts_with("RunWorkflow"))
+                        && has("burrow-worker", &|n| n == "apply_provider_event")
+                })
             }
-            by_trace.into_values().find(|set| {
-                let has = |svc: &str, pred: &dyn Fn(&str) -> bool| {
-                    set.iter().any(|(s, n)| s == svc && pred(n))
-                };
-                has("burrow-api", &|n| n == "provider_webhook")
-                    && has("burrow-worker", &|n| n.starts_with("RunWorkflow"))
-                    && has("burrow-worker", &|n| n == "apply_provider_event")
-            })
-        }
-    })
+        },
+    )
     .await;
     let all: Vec<(String, String)> = spans
         .lock()

@@ -26,7 +26,13 @@ async fn python_http_server() -> PyServer {
     std::fs::write(dir.path().join("hello-from-burrow.txt"), "hi\n").unwrap();
     let port = free_port();
     let child = tokio::process::Command::new("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
         .current_dir(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -34,7 +40,9 @@ async fn python_http_server() -> PyServer {
         .spawn()
         .unwrap();
     burrow_e2e::wait::until("python http.server", T, || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
     })
     .await
     .unwrap();
@@ -62,7 +70,11 @@ async fn http_tunnel_serves_a_local_directory_listing() {
         )
     );
 
-    let resp = stack.ingress(Method::GET, "demo", "/").send().await.unwrap();
+    let resp = stack
+        .ingress(Method::GET, "demo", "/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.text().await.unwrap();
     assert!(body.contains("Directory listing"), "{body}");
@@ -117,7 +129,11 @@ async fn unknown_host_is_404_and_offline_agent_is_502() {
         .agent(dead_port, Some("dead"), &stack.creds.authtoken)
         .unwrap();
     agent.wait_line("Forwarding", T).await.unwrap();
-    let r = stack.ingress(Method::GET, "dead", "/").send().await.unwrap();
+    let r = stack
+        .ingress(Method::GET, "dead", "/")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     let body = r.text().await.unwrap();
     assert!(body.contains(&format!("localhost:{dead_port}")), "{body}");
@@ -182,10 +198,18 @@ async fn bodies_stream_both_ways_without_buffering() {
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.bytes_stream();
     // The first event must arrive while the upstream is still holding back the second.
-    let first = tokio::time::timeout(T, body.next()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(T, body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(&first[..], b"data: one\n\n");
     release_tx.send(()).unwrap();
-    let second = tokio::time::timeout(T, body.next()).await.unwrap().unwrap().unwrap();
+    let second = tokio::time::timeout(T, body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(&second[..], b"data: two\n\n");
 
     // 16 MiB upload, sent as a stream of 64 KiB chunks.
@@ -257,7 +281,11 @@ async fn ops_see_sessions_and_revoking_a_token_ends_its_agent() {
     let account = &stack.creds.account_id;
 
     let created: serde_json::Value = stack
-        .api(Method::POST, &format!("/v1/accounts/{account}/authtokens"), &admin)
+        .api(
+            Method::POST,
+            &format!("/v1/accounts/{account}/authtokens"),
+            &admin,
+        )
         .json(&serde_json::json!({"description": "e2e"}))
         .send()
         .await
@@ -295,14 +323,22 @@ async fn ops_see_sessions_and_revoking_a_token_ends_its_agent() {
 
     // A developer key cannot see sessions.
     let forbidden = stack
-        .api(Method::GET, "/v1/ops/sessions", &stack.creds.developer_api_key)
+        .api(
+            Method::GET,
+            "/v1/ops/sessions",
+            &stack.creds.developer_api_key,
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
 
     let revoked: serde_json::Value = stack
-        .api(Method::DELETE, &format!("/v1/authtokens/{token_id}"), &admin)
+        .api(
+            Method::DELETE,
+            &format!("/v1/authtokens/{token_id}"),
+            &admin,
+        )
         .send()
         .await
         .unwrap()

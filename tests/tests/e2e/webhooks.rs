@@ -52,7 +52,11 @@ async fn event_for_unknown_account_dead_letters_then_replay_applies_it() {
     );
     let runbook = stack
         .http
-        .get(format!("{}{}", stack.api_url, parked["runbook"].as_str().unwrap()))
+        .get(format!(
+            "{}{}",
+            stack.api_url,
+            parked["runbook"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap();
@@ -127,9 +131,11 @@ async fn redelivered_event_is_not_applied_twice_and_unknown_types_are_ignored() 
     let first_event = webhook::subscription_updated(&first, &customer, "pro");
     stack.send_event(&first_event).await.unwrap();
     stack
-        .wait_workflow(&format!("provider-webhook-{first}"), "first event applied", |r| {
-            r["state"] == "applied"
-        })
+        .wait_workflow(
+            &format!("provider-webhook-{first}"),
+            "first event applied",
+            |r| r["state"] == "applied",
+        )
         .await
         .unwrap();
 
@@ -139,9 +145,11 @@ async fn redelivered_event_is_not_applied_twice_and_unknown_types_are_ignored() 
         .await
         .unwrap();
     stack
-        .wait_workflow(&format!("provider-webhook-{second}"), "second event applied", |r| {
-            r["state"] == "applied"
-        })
+        .wait_workflow(
+            &format!("provider-webhook-{second}"),
+            "second event applied",
+            |r| r["state"] == "applied",
+        )
         .await
         .unwrap();
     assert_eq!(plan_of(&stack, &customer).await.as_deref(), Some("team"));
@@ -164,13 +172,17 @@ async fn redelivered_event_is_not_applied_twice_and_unknown_types_are_ignored() 
     // An event type Burrow does not act on is acknowledged and recorded as ignored.
     let other = unique("evt");
     stack
-        .send_event(&serde_json::json!({"id": other, "type": "invoice.paid", "data": {"object": {}}}))
+        .send_event(
+            &serde_json::json!({"id": other, "type": "invoice.paid", "data": {"object": {}}}),
+        )
         .await
         .unwrap();
     let ignored = stack
-        .wait_workflow(&format!("provider-webhook-{other}"), "unknown type ignored", |r| {
-            r["state"] == "ignored"
-        })
+        .wait_workflow(
+            &format!("provider-webhook-{other}"),
+            "unknown type ignored",
+            |r| r["state"] == "ignored",
+        )
         .await
         .unwrap();
     assert_eq!(ignored["parked"], false);
@@ -181,7 +193,8 @@ async fn bad_signatures_stale_timestamps_and_malformed_json_are_rejected_and_not
     let stack = Stack::start().await.unwrap();
     let now = chrono::Utc::now().timestamp();
     let event_id = unique("evt");
-    let body = serde_json::to_vec(&webhook::subscription_updated(&event_id, "cus_x", "pro")).unwrap();
+    let body =
+        serde_json::to_vec(&webhook::subscription_updated(&event_id, "cus_x", "pro")).unwrap();
 
     let check = |resp: reqwest::Response, code: &'static str| async move {
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
@@ -195,31 +208,55 @@ async fn bad_signatures_stale_timestamps_and_malformed_json_are_rejected_and_not
     let mut tampered = body.clone();
     let pos = tampered.windows(3).position(|w| w == b"pro").unwrap();
     tampered[pos..pos + 3].copy_from_slice(b"ent");
-    let msg = check(stack.post_webhook(&tampered, Some(&sig)).await.unwrap(), "invalid_signature").await;
+    let msg = check(
+        stack.post_webhook(&tampered, Some(&sig)).await.unwrap(),
+        "invalid_signature",
+    )
+    .await;
     assert!(msg.contains("no v1 signature matches"), "{msg}");
 
     // Wrong secret.
     let wrong = webhook::signature_header("whsec_wrong", now, &body);
-    check(stack.post_webhook(&body, Some(&wrong)).await.unwrap(), "invalid_signature").await;
+    check(
+        stack.post_webhook(&body, Some(&wrong)).await.unwrap(),
+        "invalid_signature",
+    )
+    .await;
 
     // Missing header.
-    let msg = check(stack.post_webhook(&body, None).await.unwrap(), "invalid_signature").await;
+    let msg = check(
+        stack.post_webhook(&body, None).await.unwrap(),
+        "invalid_signature",
+    )
+    .await;
     assert!(msg.contains("missing"), "{msg}");
 
     // Stale timestamp (correctly signed 10 minutes ago).
     let stale = webhook::signature_header(&stack.webhook_secret, now - 600, &body);
-    let msg = check(stack.post_webhook(&body, Some(&stale)).await.unwrap(), "stale_timestamp").await;
+    let msg = check(
+        stack.post_webhook(&body, Some(&stale)).await.unwrap(),
+        "stale_timestamp",
+    )
+    .await;
     assert!(msg.contains("tolerance 300s"), "{msg}");
 
     // Malformed JSON, validly signed.
     let junk = b"{not json";
     let sig = webhook::signature_header(&stack.webhook_secret, now, junk);
-    check(stack.post_webhook(junk, Some(&sig)).await.unwrap(), "malformed_payload").await;
+    check(
+        stack.post_webhook(junk, Some(&sig)).await.unwrap(),
+        "malformed_payload",
+    )
+    .await;
 
     // No id.
     let noid = br#"{"type":"invoice.paid"}"#;
     let sig = webhook::signature_header(&stack.webhook_secret, now, noid);
-    let msg = check(stack.post_webhook(noid, Some(&sig)).await.unwrap(), "malformed_payload").await;
+    let msg = check(
+        stack.post_webhook(noid, Some(&sig)).await.unwrap(),
+        "malformed_payload",
+    )
+    .await;
     assert!(msg.contains("`id`"), "{msg}");
 
     let db = stack.db().await.unwrap();
@@ -232,7 +269,11 @@ async fn bad_signatures_stale_timestamps_and_malformed_json_are_rejected_and_not
     // The same event, correctly signed, is accepted.
     let sig = webhook::signature_header(&stack.webhook_secret, now, &body);
     assert_eq!(
-        stack.post_webhook(&body, Some(&sig)).await.unwrap().status(),
+        stack
+            .post_webhook(&body, Some(&sig))
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
 }
