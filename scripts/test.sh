@@ -29,4 +29,12 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "cargo test"
-cargo test --workspace
+OUT="$LOGS/cargo-test.log"
+set +e
+cargo test --workspace --all-targets 2>&1 | tee "$OUT"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals of every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$OUT"
+exit "$status"
