@@ -1,15 +1,12 @@
 //! The agent's side of visitor traffic: an HTTP/2 server on the relay connection whose every
 //! request is replayed as HTTP/1.1 against the local service, bodies streaming both ways.
 
-use bytes::Bytes;
+use burrow_common::proxy::{self, Body};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use std::convert::Infallible;
-
-/// Body type of responses sent back through the relay.
-pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Forwards requests to `http://<host>:<port>`.
 #[derive(Clone)]
@@ -57,7 +54,7 @@ impl Forwarder {
         };
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
-        burrow_common::hop::strip_hop_by_hop(req.headers_mut());
+        proxy::strip_hop_by_hop(req.headers_mut());
         // Keep the public Host, as a visitor's browser sent it (ngrok's default too).
         if let Some(host) = public_host.and_then(|h| HeaderValue::from_str(&h).ok()) {
             req.headers_mut().insert(header::HOST, host);
@@ -65,7 +62,7 @@ impl Forwarder {
         match self.client.request(req).await {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
-                burrow_common::hop::strip_hop_by_hop(&mut parts.headers);
+                proxy::strip_hop_by_hop(&mut parts.headers);
                 Ok(Response::from_parts(parts, body.boxed()))
             }
             Err(e) => {
@@ -86,13 +83,5 @@ impl Forwarder {
 }
 
 fn answer(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert("x-burrow-error", HeaderValue::from_static("agent"));
-    resp
+    proxy::text_response(status, body, "agent")
 }

@@ -232,7 +232,7 @@ async fn session(
 async fn control(
     req: Request<Incoming>,
     bound_tx: &mpsc::UnboundedSender<Vec<BoundEndpoint>>,
-) -> Response<crate::forward::Body> {
+) -> Response<burrow_common::proxy::Body> {
     let status = if req.uri().path() == CONTROL_BOUND_PATH {
         match req.into_body().collect().await.map(|b| b.to_bytes()) {
             Ok(bytes) => match serde_json::from_slice::<Vec<BoundEndpoint>>(&bytes) {

@@ -70,6 +70,16 @@ impl Default for ApiConfig {
     }
 }
 
+impl burrow_common::service::ServiceConfig for ApiConfig {
+    fn otlp_endpoint(&self) -> &str {
+        &self.otlp_endpoint
+    }
+
+    fn log_json(&self) -> bool {
+        self.log_json
+    }
+}
+
 impl Config for ApiConfig {
     fn validate(&self) -> Result<(), String> {
         if self.internal_key.is_empty() {

@@ -1,7 +1,6 @@
 //! `burrow-api`: serves the control plane, or seeds the dev account (`seed-dev`).
 
 use burrow_api::ApiConfig;
-use burrow_common::{config, telemetry};
 use clap::{Parser, Subcommand};
 
 /// Burrow control plane.
@@ -30,27 +29,12 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let cfg: ApiConfig = match config::load(args.config.as_deref(), "BURROW_API_") {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("burrow-api: {e}");
-            std::process::exit(config::EXIT_BAD_CONFIG);
-        }
-    };
-    let _telemetry = match telemetry::init(
-        &telemetry::TelemetryConfig {
-            service_name: "burrow-api".into(),
-            otlp_endpoint: cfg.otlp_endpoint.clone(),
-            json_logs: cfg.log_json,
-        },
+    let (cfg, _telemetry) = burrow_common::service::start::<ApiConfig>(
+        "burrow-api",
+        "BURROW_API_",
+        args.config.as_deref(),
         |b| b,
-    ) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("burrow-api: {e}");
-            std::process::exit(config::EXIT_BAD_CONFIG);
-        }
-    };
+    );
     match args.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let shutdown = burrow_common::shutdown::on_signal();

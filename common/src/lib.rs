@@ -6,15 +6,20 @@
 //! - [`secret`]: a string wrapper that prints as `MASKED`.
 //! - [`telemetry`]: `tracing` subscriber setup, with OpenTelemetry OTLP export when configured.
 //! - [`ops`]: the `/healthz`, `/readyz` and Prometheus `/metrics` endpoints every binary serves.
+//! - [`service`]: start-up shared by service binaries (config + telemetry, exit 64 on error).
 //! - [`shutdown`]: a cancellation token fired by SIGINT/SIGTERM.
-//! - [`hop`]: hop-by-hop header stripping shared by the relay and agent proxies.
+//! - [`proxy`]: what the relay and agent HTTP proxies share (body type, hop-by-hop headers,
+//!   their own plain-text answers).
+//! - [`net`]: the accept loop step every listener uses.
 //! - [`token`]: random credential generation and the one-way hash stored in place of a secret.
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod hop;
+pub mod net;
 pub mod ops;
+pub mod proxy;
 pub mod secret;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;

@@ -73,6 +73,16 @@ impl Default for RelayConfig {
     }
 }
 
+impl burrow_common::service::ServiceConfig for RelayConfig {
+    fn otlp_endpoint(&self) -> &str {
+        &self.otlp_endpoint
+    }
+
+    fn log_json(&self) -> bool {
+        self.log_json
+    }
+}
+
 impl Config for RelayConfig {
     fn validate(&self) -> Result<(), String> {
         if self.internal_key.is_empty() {

@@ -8,9 +8,8 @@
 
 use crate::Relay;
 use burrow_proto::tunnel::EndpointProto;
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -20,7 +19,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::Body;
+use burrow_common::{net, proxy, proxy::Body};
 
 /// Serves visitors until `shutdown`, then drains in-flight requests for up to `grace`.
 pub async fn serve(
@@ -30,19 +29,7 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ingress accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) = net::accept(&listener, &shutdown, "ingress").await {
         let relay = relay.clone();
         let service = hyper::service::service_fn(move |req| {
             let relay = relay.clone();
@@ -112,7 +99,7 @@ pub async fn route(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) 
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_2;
     let headers = req.headers_mut();
-    burrow_common::hop::strip_hop_by_hop(headers);
+    proxy::strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     append_forwarded(headers, peer, &host);
 
@@ -129,7 +116,7 @@ pub async fn route(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) 
             metrics::histogram!("burrow_relay_http_upstream_seconds")
                 .record(started.elapsed().as_secs_f64());
             let (mut parts, body) = resp.into_parts();
-            burrow_common::hop::strip_hop_by_hop(&mut parts.headers);
+            proxy::strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.boxed())
         }
         Err(e) => {
@@ -186,13 +173,5 @@ fn not_found(host: &str) -> Response<Body> {
 }
 
 fn relay_answer(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|n| match n {}).boxed());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert("x-burrow-error", HeaderValue::from_static("relay"));
-    resp
+    proxy::text_response(status, body, "relay")
 }

@@ -26,10 +26,6 @@ pub mod tls;
 
 pub use config::RelayConfig;
 
-/// Body of every request and response the relay forwards: visitor bodies streamed as they
-/// arrive, or small bodies the relay makes itself.
-pub type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
-
 use serde::Serialize;
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use tokio::net::TcpListener;

@@ -6,7 +6,7 @@
 //! A second session of the *same account* binding an online name takes it over and the old
 //! session is closed: that is what an agent reconnecting over a half-open link looks like.
 
-use crate::Body;
+use burrow_common::proxy::Body;
 use burrow_proto::tunnel::{BoundEndpoint, EndpointProto};
 use hyper::client::conn::http2::SendRequest;
 use std::{

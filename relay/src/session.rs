@@ -1,18 +1,16 @@
 //! Agent sessions: TLS accept, handshake, authentication, binding, and the HTTP/2 connection
 //! over which the relay forwards visitor requests to the agent.
 
-use crate::Body;
 use crate::{
     Relay,
     auth::AuthError,
     registry::{BindError, SessionInfo},
 };
+use burrow_common::proxy::{self, Body};
 use burrow_proto::tunnel::{
     BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, Hello, PROTOCOL_VERSION, RejectCode,
     ServerMessage, read_frame, validate_label, write_frame,
 };
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rand::Rng;
@@ -35,18 +33,7 @@ pub async fn serve(
     acceptor: TlsAcceptor,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "agent accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((tcp, peer)) = burrow_common::net::accept(&listener, &shutdown, "agents").await {
         let relay = relay.clone();
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
@@ -68,7 +55,6 @@ async fn handle(
     acceptor: TlsAcceptor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let _ = tcp.set_nodelay(true);
     let (mut tls, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let mut tls = acceptor.accept(tcp).await?;
         let hello: Hello = read_frame(&mut tls).await?;
@@ -155,7 +141,7 @@ async fn announce_bound(
         .method(http::Method::POST)
         .uri(format!("http://{CONTROL_AUTHORITY}{CONTROL_BOUND_PATH}"))
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(json)).map_err(|n| match n {}).boxed())?;
+        .body(proxy::full(json))?;
     sender.ready().await?;
     let resp = tokio::time::timeout(HANDSHAKE_TIMEOUT, sender.send_request(req))
         .await

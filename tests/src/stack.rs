@@ -346,6 +346,69 @@ impl Stack {
             .bearer_auth(key)
     }
 
+    /// Calls the api with `key`; returns the status and the JSON body (`null` if none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+        let mut req = self.api(method, path, key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+        Ok((status, json))
+    }
+
+    /// Creates an account (admin key) linked to provider customer `customer`.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        customer: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/accounts",
+                &self.creds.admin_api_key,
+                Some(serde_json::json!({"name": name, "provider_customer_id": customer})),
+            )
+            .await?;
+        anyhow::ensure!(
+            status == reqwest::StatusCode::CREATED,
+            "creating account: {status} {body}"
+        );
+        Ok(body)
+    }
+
+    /// Asks for a replay of parked workflow `workflow_id` with `key`; returns the status.
+    pub async fn replay(
+        &self,
+        workflow_id: &str,
+        key: &str,
+    ) -> anyhow::Result<reqwest::StatusCode> {
+        let path = format!("/v1/ops/dead-letters/{workflow_id}/replay");
+        Ok(self.call(reqwest::Method::POST, &path, key, None).await?.0)
+    }
+
+    /// Starts an agent and waits until it reports the tunnel online; returns it and that line.
+    pub async fn online_agent(
+        &self,
+        port: u16,
+        name: Option<&str>,
+        authtoken: &str,
+    ) -> anyhow::Result<(Agent, String)> {
+        let mut agent = self.agent(port, name, authtoken)?;
+        let line = agent
+            .wait_line("Forwarding", Duration::from_secs(30))
+            .await?;
+        Ok((agent, line))
+    }
+
     /// Posts `body` to the webhook endpoint with the given `Stripe-Signature`.
     pub async fn post_webhook(
         &self,

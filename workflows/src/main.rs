@@ -1,6 +1,5 @@
 //! `burrow-worker`: hosts Burrow's Temporal workflows and activities.
 
-use burrow_common::{config, telemetry};
 use burrow_workflows::worker::WorkerConfig;
 use clap::Parser;
 
@@ -16,28 +15,13 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let cfg: WorkerConfig = match config::load(args.config.as_deref(), "BURROW_WORKER_") {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("burrow-worker: {e}");
-            std::process::exit(config::EXIT_BAD_CONFIG);
-        }
-    };
-    let _telemetry = match telemetry::init(
-        &telemetry::TelemetryConfig {
-            service_name: "burrow-worker".into(),
-            otlp_endpoint: cfg.otlp_endpoint.clone(),
-            json_logs: cfg.log_json,
-        },
+    let (cfg, _telemetry) = burrow_common::service::start::<WorkerConfig>(
+        "burrow-worker",
+        "BURROW_WORKER_",
+        args.config.as_deref(),
         // Replay-safe span ids for workflow spans (the Temporal tracing plugin requires it).
         |b| b.with_id_generator(temporalio_sdk::opentelemetry::WorkflowIdGenerator::default()),
-    ) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("burrow-worker: {e}");
-            std::process::exit(config::EXIT_BAD_CONFIG);
-        }
-    };
+    );
     let shutdown = burrow_common::shutdown::on_signal();
     if let Err(e) = burrow_workflows::worker::run(cfg, shutdown).await {
         tracing::error!(error = %e, "worker failed");

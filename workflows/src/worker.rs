@@ -45,6 +45,16 @@ impl Default for WorkerConfig {
     }
 }
 
+impl burrow_common::service::ServiceConfig for WorkerConfig {
+    fn otlp_endpoint(&self) -> &str {
+        &self.otlp_endpoint
+    }
+
+    fn log_json(&self) -> bool {
+        self.log_json
+    }
+}
+
 impl Config for WorkerConfig {
     fn validate(&self) -> Result<(), String> {
         if self.task_queue.is_empty() {

@@ -188,12 +188,7 @@ async fn ops_user_signs_in_and_replays_a_parked_workflow_in_the_console() {
     let link = browser.text(&format!("{row} a")).await;
     assert_eq!(link, "account_unknown");
 
-    stack
-        .api(Method::POST, "/v1/accounts", &stack.creds.admin_api_key)
-        .json(&json!({"name": "console", "provider_customer_id": customer}))
-        .send()
-        .await
-        .unwrap();
+    stack.create_account("console", &customer).await.unwrap();
     browser.click(&format!("{row} button.replay")).await;
     let flash = wait::until("the replay confirmation", T, || async {
         let t = browser.text("#flash").await;

@@ -57,10 +57,10 @@ async fn python_http_server() -> PyServer {
 async fn http_tunnel_serves_a_local_directory_listing() {
     let stack = Stack::start().await.unwrap();
     let py = python_http_server().await;
-    let mut agent = stack
-        .agent(py.port, Some("demo"), &stack.creds.authtoken)
+    let (_agent, line) = stack
+        .online_agent(py.port, Some("demo"), &stack.creds.authtoken)
+        .await
         .unwrap();
-    let line = agent.wait_line("Forwarding", T).await.unwrap();
     let ingress_port = stack.relay.http.rsplit_once(':').unwrap().1;
     assert_eq!(
         line,
@@ -90,7 +90,7 @@ async fn http_tunnel_serves_a_local_directory_listing() {
 
 #[tokio::test]
 async fn unknown_host_is_404_and_offline_agent_is_502() {
-    let mut stack = Stack::start().await.unwrap();
+    let stack = Stack::start().await.unwrap();
     let resp = stack
         .ingress(Method::GET, "nobody", "/")
         .send()
@@ -101,10 +101,10 @@ async fn unknown_host_is_404_and_offline_agent_is_502() {
     assert!(body.contains("nobody.burrow.localhost"), "{body}");
 
     let py = python_http_server().await;
-    let mut agent = stack
-        .agent(py.port, Some("gone"), &stack.creds.authtoken)
+    let (mut agent, _) = stack
+        .online_agent(py.port, Some("gone"), &stack.creds.authtoken)
+        .await
         .unwrap();
-    agent.wait_line("Forwarding", T).await.unwrap();
     assert_eq!(
         stack
             .ingress(Method::GET, "gone", "/")
@@ -125,10 +125,10 @@ async fn unknown_host_is_404_and_offline_agent_is_502() {
 
     // A local service that is down: the agent answers 502 naming the target.
     let dead_port = free_port();
-    let mut agent = stack
-        .agent(dead_port, Some("dead"), &stack.creds.authtoken)
+    let (_agent, _) = stack
+        .online_agent(dead_port, Some("dead"), &stack.creds.authtoken)
+        .await
         .unwrap();
-    agent.wait_line("Forwarding", T).await.unwrap();
     let r = stack
         .ingress(Method::GET, "dead", "/")
         .send()
@@ -137,7 +137,6 @@ async fn unknown_host_is_404_and_offline_agent_is_502() {
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     let body = r.text().await.unwrap();
     assert!(body.contains(&format!("localhost:{dead_port}")), "{body}");
-    let _ = &mut stack;
 }
 
 #[tokio::test]
@@ -185,10 +184,10 @@ async fn bodies_stream_both_ways_without_buffering() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let stack = Stack::start().await.unwrap();
-    let mut agent = stack
-        .agent(port, Some("stream"), &stack.creds.authtoken)
+    let (_agent, _) = stack
+        .online_agent(port, Some("stream"), &stack.creds.authtoken)
+        .await
         .unwrap();
-    agent.wait_line("Forwarding", T).await.unwrap();
 
     let resp = stack
         .ingress(Method::GET, "stream", "/events")
@@ -254,8 +253,10 @@ async fn agent_reconnects_after_relay_restart_and_keeps_its_name() {
     let mut stack = Stack::start().await.unwrap();
     let py = python_http_server().await;
     // No --name: the relay picks one, and the agent must get the same one back.
-    let mut agent = stack.agent(py.port, None, &stack.creds.authtoken).unwrap();
-    let line = agent.wait_line("Forwarding", T).await.unwrap();
+    let (mut agent, line) = stack
+        .online_agent(py.port, None, &stack.creds.authtoken)
+        .await
+        .unwrap();
     let host = line
         .split("http://")
         .nth(1)
@@ -297,8 +298,10 @@ async fn ops_see_sessions_and_revoking_a_token_ends_its_agent() {
     let token_id = created["id"].as_str().unwrap().to_owned();
 
     let py = python_http_server().await;
-    let mut agent = stack.agent(py.port, Some("revoked"), &token).unwrap();
-    agent.wait_line("Forwarding", T).await.unwrap();
+    let (mut agent, _) = stack
+        .online_agent(py.port, Some("revoked"), &token)
+        .await
+        .unwrap();
 
     // The api lists the session through the relay's RelayControl service.
     let sessions: serde_json::Value = stack

@@ -64,36 +64,20 @@ async fn event_for_unknown_account_dead_letters_then_replay_applies_it() {
 
     // Replay before the account exists parks it again; replaying needs the ops role.
     let denied = stack
-        .api(
-            Method::POST,
-            &format!("/v1/ops/dead-letters/{workflow_id}/replay"),
-            &stack.creds.developer_api_key,
-        )
-        .send()
+        .replay(&workflow_id, &stack.creds.developer_api_key)
         .await
         .unwrap();
-    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    assert_eq!(denied, StatusCode::FORBIDDEN);
 
     // The account appears (out-of-order delivery resolved); ops replay the dead letter.
-    let created = stack
-        .api(Method::POST, "/v1/accounts", &stack.creds.admin_api_key)
-        .json(&serde_json::json!({"name": "late", "provider_customer_id": customer}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
+    stack.create_account("late", &customer).await.unwrap();
     assert_eq!(plan_of(&stack, &customer).await.as_deref(), Some("free"));
 
     let replay = stack
-        .api(
-            Method::POST,
-            &format!("/v1/ops/dead-letters/{workflow_id}/replay"),
-            &stack.creds.ops_api_key,
-        )
-        .send()
+        .replay(&workflow_id, &stack.creds.ops_api_key)
         .await
         .unwrap();
-    assert_eq!(replay.status(), StatusCode::ACCEPTED);
+    assert_eq!(replay, StatusCode::ACCEPTED);
     let done = stack
         .wait_workflow(&workflow_id, "the replay to apply the event", |r| {
             r["state"] == "applied"
@@ -105,27 +89,17 @@ async fn event_for_unknown_account_dead_letters_then_replay_applies_it() {
 
     // Replaying a run that is not parked is a conflict, not a second application.
     let again = stack
-        .api(
-            Method::POST,
-            &format!("/v1/ops/dead-letters/{workflow_id}/replay"),
-            &stack.creds.ops_api_key,
-        )
-        .send()
+        .replay(&workflow_id, &stack.creds.ops_api_key)
         .await
         .unwrap();
-    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert_eq!(again, StatusCode::CONFLICT);
 }
 
 #[tokio::test]
 async fn redelivered_event_is_not_applied_twice_and_unknown_types_are_ignored() {
     let stack = Stack::start().await.unwrap();
     let customer = unique("cus");
-    stack
-        .api(Method::POST, "/v1/accounts", &stack.creds.admin_api_key)
-        .json(&serde_json::json!({"name": "acme", "provider_customer_id": customer}))
-        .send()
-        .await
-        .unwrap();
+    stack.create_account("acme", &customer).await.unwrap();
 
     let first = unique("evt");
     let first_event = webhook::subscription_updated(&first, &customer, "pro");
@@ -319,12 +293,7 @@ async fn replay_all_replays_every_parked_run_and_needs_the_ops_role() {
         .unwrap();
     assert_eq!(unauth.status(), StatusCode::UNAUTHORIZED);
 
-    stack
-        .api(Method::POST, "/v1/accounts", &stack.creds.admin_api_key)
-        .json(&serde_json::json!({"name": "bulk", "provider_customer_id": customer}))
-        .send()
-        .await
-        .unwrap();
+    stack.create_account("bulk", &customer).await.unwrap();
     let resp: serde_json::Value = stack
         .api(
             Method::POST,

@@ -1,9 +1,37 @@
-//! Hop-by-hop header handling for the HTTP proxies (relay ingress and agent).
+//! What the two HTTP proxies (relay ingress and agent) share: the body type they forward,
+//! hop-by-hop header stripping, and the plain-text answers they give themselves.
 //!
 //! Headers that describe one connection (RFC 9110 §7.6.1) must not be forwarded to the next
 //! hop; HTTP/2 forbids them outright, so forwarding one would fail the whole stream.
 
-use http::{HeaderMap, HeaderName, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+
+/// Body of everything the proxies forward: visitor bodies streamed as they arrive, or small
+/// bodies a proxy makes itself.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A body from bytes in memory.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A plain-text answer made by the proxy itself; `origin` (`relay` or `agent`) goes into the
+/// `X-Burrow-Error` header so a visitor can tell it from the application's own answers.
+pub fn text_response(status: StatusCode, text: String, origin: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert("x-burrow-error", HeaderValue::from_static(origin));
+    resp
+}
 
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
