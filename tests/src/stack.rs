@@ -464,6 +464,26 @@ impl Stack {
         .await
     }
 
+    /// When `BURROW_RECORD_HISTORY_DIR` is set, saves workflow `workflow_id`'s Temporal history
+    /// there as `<name>.json`: the replay fixtures in `workflows/tests/histories/` are recorded
+    /// this way from real runs.
+    pub async fn record_history(&self, workflow_id: &str, name: &str) -> anyhow::Result<()> {
+        let Ok(dir) = std::env::var("BURROW_RECORD_HISTORY_DIR") else {
+            return Ok(());
+        };
+        let client =
+            burrow_workflows::temporal::connect(&self.temporal, "default", "burrow-e2e").await?;
+        let json = client
+            .get_workflow_handle::<burrow_workflows::provider_webhook::ProviderWebhookWorkflow>(
+                workflow_id.to_owned(),
+            )
+            .fetch_history(Default::default())
+            .to_json()
+            .await?;
+        std::fs::write(PathBuf::from(dir).join(format!("{name}.json")), json)?;
+        Ok(())
+    }
+
     /// A direct connection to the stack's database, for assertions.
     pub async fn db(&self) -> anyhow::Result<sqlx::PgPool> {
         Ok(sqlx::PgPool::connect(&self.db.url).await?)

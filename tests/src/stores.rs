@@ -121,8 +121,9 @@ async fn start_temporal() -> anyhow::Result<OwnTemporal> {
     // dropped, so kill-on-drop cannot do it).
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c").arg(format!(
-        "{server} & t=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $t",
-        std::process::id()
+        "{server} & t=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $t; wait $t; rm -rf {}",
+        std::process::id(),
+        dir.path().display()
     ));
     let proc = Proc::spawn("temporal", cmd, dir.path())?;
     wait::until(

@@ -86,6 +86,10 @@ async fn event_for_unknown_account_dead_letters_then_replay_applies_it() {
         .unwrap();
     assert_eq!(done["replays"], 1, "{done}");
     assert_eq!(plan_of(&stack, &customer).await.as_deref(), Some("pro"));
+    stack
+        .record_history(&workflow_id, "provider_webhook_dead_letter_then_replay")
+        .await
+        .unwrap();
 
     // Replaying a run that is not parked is a conflict, not a second application.
     let again = stack
@@ -160,6 +164,10 @@ async fn redelivered_event_is_not_applied_twice_and_unknown_types_are_ignored() 
         .await
         .unwrap();
     assert_eq!(ignored["parked"], false);
+    stack
+        .record_history(&format!("provider-webhook-{other}"), "provider_webhook_ignored")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
