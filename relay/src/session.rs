@@ -8,8 +8,8 @@ use crate::{
 };
 use burrow_common::proxy::{self, Body};
 use burrow_proto::tunnel::{
-    BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, Hello, PROTOCOL_VERSION, RejectCode,
-    ServerMessage, read_frame, validate_label, write_frame,
+    BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, FrameError, Hello, PROTOCOL_VERSION,
+    RejectCode, ServerMessage, read_frame, validate_label, write_frame,
 };
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -54,14 +54,14 @@ async fn handle(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), SessionError> {
     let (mut tls, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let mut tls = acceptor.accept(tcp).await?;
+        let mut tls = acceptor.accept(tcp).await.map_err(SessionError::Tls)?;
         let hello: Hello = read_frame(&mut tls).await?;
-        anyhow::Ok((tls, hello))
+        Ok::<_, SessionError>((tls, hello))
     })
     .await
-    .map_err(|_| anyhow::anyhow!("handshake timed out"))??;
+    .map_err(|_| SessionError::Timeout("handshake"))??;
 
     let welcome = match admit(&relay, &hello).await {
         Ok(w) => w,
@@ -106,7 +106,7 @@ async fn handle(
     if let Err(e) = relay.registry.bind(info.clone(), sender, close.clone()) {
         // Lost a race with another account between check and bind; the agent reconnects.
         conn.abort();
-        anyhow::bail!("binding failed after welcome: {e}");
+        return Err(e.into());
     }
     relay.presence.bound(&info.endpoints).await;
     let result = match announce_bound(&mut control, &info.endpoints).await {
@@ -114,8 +114,8 @@ async fn handle(
             tracing::info!(%session_id, account_id = %info.account_id, endpoints = ?info.endpoints.iter().map(|e| &e.name).collect::<Vec<_>>(), "agent session up");
             tokio::select! {
                 r = &mut conn => match r {
-                    Ok(r) => r.map_err(anyhow::Error::from),
-                    Err(e) => Err(anyhow::Error::from(e)),
+                    Ok(r) => r.map_err(SessionError::from),
+                    Err(e) => Err(SessionError::from(e)),
                 },
                 _ = close.cancelled() => Ok(()),
                 _ = shutdown.cancelled() => Ok(()),
@@ -135,8 +135,8 @@ async fn handle(
 async fn announce_bound(
     sender: &mut SendRequest<Body>,
     endpoints: &[BoundEndpoint],
-) -> anyhow::Result<()> {
-    let json = serde_json::to_vec(endpoints)?;
+) -> Result<(), SessionError> {
+    let json = serde_json::to_vec(endpoints).map_err(FrameError::from)?;
     let req = http::Request::builder()
         .method(http::Method::POST)
         .uri(format!("http://{CONTROL_AUTHORITY}{CONTROL_BOUND_PATH}"))
@@ -145,13 +145,40 @@ async fn announce_bound(
     sender.ready().await?;
     let resp = tokio::time::timeout(HANDSHAKE_TIMEOUT, sender.send_request(req))
         .await
-        .map_err(|_| anyhow::anyhow!("agent did not acknowledge its endpoints"))??;
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "agent refused the bound notice: {}",
-        resp.status()
-    );
+        .map_err(|_| SessionError::Timeout("the agent's acknowledgement of its endpoints"))??;
+    if !resp.status().is_success() {
+        return Err(SessionError::AckRefused(resp.status()));
+    }
     Ok(())
+}
+
+/// Why an agent session ended abnormally (logged; the agent reconnects).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A step took too long.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// The TLS handshake failed.
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    /// The handshake frames were malformed or the link broke during them.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The HTTP/2 connection failed.
+    #[error("HTTP/2: {0}")]
+    Http2(#[from] hyper::Error),
+    /// The control request could not be built.
+    #[error("control request: {0}")]
+    Http(#[from] http::Error),
+    /// Another account bound a name between the check and the bind.
+    #[error("binding after welcome: {0}")]
+    Bind(#[from] BindError),
+    /// The agent answered the bound notice with an error.
+    #[error("agent refused the bound notice: {0}")]
+    AckRefused(http::StatusCode),
+    /// The connection task panicked or was cancelled.
+    #[error("connection task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 struct Admission {

@@ -165,7 +165,10 @@ async fn redelivered_event_is_not_applied_twice_and_unknown_types_are_ignored() 
         .unwrap();
     assert_eq!(ignored["parked"], false);
     stack
-        .record_history(&format!("provider-webhook-{other}"), "provider_webhook_ignored")
+        .record_history(
+            &format!("provider-webhook-{other}"),
+            "provider_webhook_ignored",
+        )
         .await
         .unwrap();
 }
