@@ -61,3 +61,18 @@ pub fn default_file() -> Option<PathBuf> {
     let path = base.join("burrow").join("burrow.toml");
     path.exists().then_some(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/agent.toml");
+        let cfg: AgentConfig =
+            burrow_common::config::load_from(Some(&path), "UNUSED_", std::iter::empty())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(cfg.relay, "127.0.0.1:7443");
+    }
+}
