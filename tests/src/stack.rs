@@ -20,6 +20,9 @@ pub struct StackOptions {
     pub apply_maximum_attempts: u32,
     /// OTLP endpoint for api and worker traces; empty disables.
     pub otlp_endpoint: String,
+    /// Temporal address to use instead of the suite's; when set, the stack does not wait for
+    /// Temporal (the test may start it later).
+    pub temporal_address: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -27,6 +30,7 @@ impl Default for StackOptions {
         Self {
             apply_maximum_attempts: 3,
             otlp_endpoint: String::new(),
+            temporal_address: None,
         }
     }
 }
@@ -102,7 +106,16 @@ impl Stack {
     pub async fn start_with(options: StackOptions) -> anyhow::Result<Stack> {
         let dir = tempfile::tempdir()?;
         let db = TestDb::create().await?;
-        let temporal = stores::temporal_address().await?;
+        let temporal = match &options.temporal_address {
+            Some(a) => a.clone(),
+            None => stores::temporal_address().await?,
+        };
+        // The api's /readyz includes Temporal; without it only liveness can be awaited.
+        let api_probe = if options.temporal_address.is_some() {
+            "healthz"
+        } else {
+            "readyz"
+        };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let internal_key = format!("ik_{id}");
         let webhook_secret = format!("whsec_{id}");
@@ -145,7 +158,7 @@ impl Stack {
             let a: A = read_addr_file(&api_addr_file, &api).await?;
             format!("http://{}", a.api)
         };
-        wait_ready(&http, &format!("{api_url}/readyz"), &api).await?;
+        wait_ready(&http, &format!("{api_url}/{api_probe}"), &api).await?;
 
         let creds_file = dir.path().join("creds.json");
         let seeded = api_cmd(&["seed-dev", "--file", &creds_file.display().to_string()])

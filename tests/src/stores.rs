@@ -76,7 +76,8 @@ struct OwnTemporal {
 
 static OWN_TEMPORAL: OnceLock<anyhow::Result<String>> = OnceLock::new();
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -107,25 +108,31 @@ pub async fn temporal_address() -> anyhow::Result<String> {
     }
 }
 
-async fn start_temporal() -> anyhow::Result<OwnTemporal> {
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
+/// A Temporal dev server on `port` with its SQLite file in `dir`, stopped when the returned
+/// process is dropped — or, with `watch_pid`, once that process exits (for a server that lives
+/// in a static and is never dropped).
+pub async fn start_temporal_on(
+    port: u16,
+    dir: &std::path::Path,
+    watch_pid: Option<u32>,
+) -> anyhow::Result<Proc> {
     let server = format!(
         "temporal server start-dev --headless --ip 127.0.0.1 --log-level warn --port {port} \
          --http-port {} --metrics-port {} --db-filename {}",
         free_port(),
         free_port(),
-        dir.path().join("temporal.db").display()
+        dir.join("temporal.db").display()
     );
-    // A watchdog shell stops the server once this test binary exits (statics are never
-    // dropped, so kill-on-drop cannot do it).
+    let script = match watch_pid {
+        None => format!("exec {server}"),
+        Some(pid) => format!(
+            "{server} & t=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $t; wait $t; rm -rf {}",
+            dir.display()
+        ),
+    };
     let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c").arg(format!(
-        "{server} & t=$!; while kill -0 {} 2>/dev/null; do sleep 1; done; kill $t; wait $t; rm -rf {}",
-        std::process::id(),
-        dir.path().display()
-    ));
-    let proc = Proc::spawn("temporal", cmd, dir.path())?;
+    cmd.arg("-c").arg(script);
+    let proc = Proc::spawn("temporal", cmd, dir)?;
     wait::until(
         "temporal to accept connections",
         Duration::from_secs(60),
@@ -136,6 +143,13 @@ async fn start_temporal() -> anyhow::Result<OwnTemporal> {
         },
     )
     .await?;
+    Ok(proc)
+}
+
+async fn start_temporal() -> anyhow::Result<OwnTemporal> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let proc = start_temporal_on(port, dir.path(), Some(std::process::id())).await?;
     Ok(OwnTemporal {
         address: format!("http://127.0.0.1:{port}"),
         _proc: proc,

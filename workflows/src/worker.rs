@@ -128,12 +128,29 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         }
     });
 
-    let client = crate::temporal::connect(
-        &config.temporal_address,
-        &config.temporal_namespace,
-        "burrow-worker",
-    )
-    .await?;
+    // Temporal may come up after the worker (or restart under it): keep trying rather than
+    // exiting, so the worker needs no supervisor to recover.
+    let mut delay = std::time::Duration::from_millis(500);
+    let client = loop {
+        match crate::temporal::connect(
+            &config.temporal_address,
+            &config.temporal_namespace,
+            "burrow-worker",
+        )
+        .await
+        {
+            Ok(c) => break c,
+            Err(e @ crate::temporal::ConnectError::Address { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "temporal unavailable");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    };
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Sdk(e.to_string()))?;
     let options = WorkerOptions::new(config.task_queue.clone())

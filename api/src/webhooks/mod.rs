@@ -129,8 +129,10 @@ async fn start(state: &AppState, event_id: &str) -> ApiResult<()> {
     .bind(event_id)
     .execute(&state.db)
     .await?;
+    // Bounded so a webhook is answered quickly even while Temporal is unreachable; the sweeper
+    // starts what this could not.
     tokio::time::timeout(
-        Duration::from_secs(5),
+        Duration::from_secs(2),
         state.temporal.start_provider_event(
             &workflow_id,
             ProviderEventInput {

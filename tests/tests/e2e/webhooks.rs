@@ -329,3 +329,46 @@ async fn replay_all_replays_every_parked_run_and_needs_the_ops_role() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn webhook_accepted_while_temporal_is_down_is_processed_once_it_is_back() {
+    let port = burrow_e2e::stores::free_port();
+    let stack = burrow_e2e::Stack::start_with(burrow_e2e::StackOptions {
+        temporal_address: Some(format!("http://127.0.0.1:{port}")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let event_id = unique("evt");
+    let resp = stack
+        .send_event(
+            &serde_json::json!({"id": event_id, "type": "invoice.paid", "data": {"object": {}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "stored and acknowledged without Temporal"
+    );
+    let db = stack.db().await.unwrap();
+    let started: Option<String> =
+        sqlx::query_scalar("SELECT workflow_id FROM provider_events WHERE id = $1")
+            .bind(&event_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(started, None, "no workflow can have started yet");
+
+    let _temporal = burrow_e2e::stores::start_temporal_on(port, stack.dir.path(), None)
+        .await
+        .unwrap();
+    stack
+        .wait_workflow(
+            &format!("provider-webhook-{event_id}"),
+            "the deferred workflow to run",
+            |r| r["state"] == "ignored",
+        )
+        .await
+        .unwrap();
+}
