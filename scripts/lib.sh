@@ -57,7 +57,7 @@ ensure_tools() {
   command -v curl >/dev/null || missing+=(curl)
   command -v psql >/dev/null && [ -n "$(pg_bin)" ] || missing+=(postgresql postgresql-client)
   command -v redis-server >/dev/null || missing+=(redis-server)
-  command -v python3 >/dev/null || missing+=(python3 python3-pip)
+  { command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; } || missing+=(python3 python3-pip)
   local p
   for p in "$@"; do
     case "$p" in
