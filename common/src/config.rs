@@ -85,7 +85,10 @@ pub fn load_from<C: Config>(
             )));
         }
     };
+    let defaults = table.clone();
     let known = || table_keys(&C::default());
+    // Where each overridden key came from, to name it when its value does not fit.
+    let mut origins: Vec<(String, String)> = Vec::new();
 
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -104,6 +107,7 @@ pub fn load_from<C: Config>(
                     known: known(),
                 });
             }
+            origins.push((key.clone(), path.display().to_string()));
             table.insert(key, value);
         }
     }
@@ -113,21 +117,35 @@ pub fn load_from<C: Config>(
     for key in keys {
         let var = format!("{env_prefix}{}", key.to_uppercase());
         let Some(raw) = env.get(&var) else { continue };
+        let origin = format!("environment variable {var}");
         let value = parse_like(&table[&key], raw).map_err(|message| ConfigError::Invalid {
             key: key.clone(),
-            origin: format!("environment variable {var}"),
+            origin: origin.clone(),
             message,
         })?;
+        origins.push((key.clone(), origin));
         table.insert(key, value);
     }
 
-    let config: C = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Invalid {
-            key: "?".into(),
-            origin: "merged configuration".into(),
-            message: e.message().to_owned(),
-        })?;
+    let config: C = match toml::Value::Table(table.clone()).try_into() {
+        Ok(c) => c,
+        Err(merged) => {
+            let merged: toml::de::Error = merged;
+            // Find the override that does not fit its field (the latest one wins, as above).
+            for (key, origin) in origins.iter().rev() {
+                let mut single = defaults.clone();
+                single.insert(key.clone(), table[key].clone());
+                if let Err(e) = toml::Value::Table(single).try_into::<C>() {
+                    return Err(ConfigError::Invalid {
+                        key: key.clone(),
+                        origin: origin.clone(),
+                        message: e.message().to_owned(),
+                    });
+                }
+            }
+            return Err(ConfigError::Rule(merged.message().to_owned()));
+        }
+    };
     config.validate().map_err(ConfigError::Rule)?;
     Ok(config)
 }
@@ -246,6 +264,40 @@ mod tests {
         let err = load_from::<Sample>(None, "T_", env(&[("T_PORT", "eighty")])).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("T_PORT") && msg.contains("eighty"), "{msg}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn env_strings_round_trip_and_numbers_parse_or_name_the_variable(
+            listen in "\\PC{0,40}",
+            port in proptest::prelude::any::<i64>(),
+        ) {
+            let result = load_from::<Sample>(
+                None,
+                "T_",
+                env(&[("T_LISTEN", &listen), ("T_PORT", &port.to_string())]),
+            );
+            match result {
+                Ok(c) => {
+                    proptest::prop_assert_eq!(c.listen, listen);
+                    proptest::prop_assert_eq!(i64::from(c.port), port);
+                }
+                Err(e) => {
+                    // Only an out-of-range or zero port may fail, and the message says which key.
+                    proptest::prop_assert!(port <= 0 || port > i64::from(u16::MAX));
+                    let msg = e.to_string();
+                    proptest::prop_assert!(msg.contains("port"), "{}", msg);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_file_text_never_panics(text in "\\PC{0,200}") {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("c.toml");
+            std::fs::write(&file, &text).unwrap();
+            let _ = load_from::<Sample>(Some(&file), "T_", env(&[]));
+        }
     }
 
     #[test]
