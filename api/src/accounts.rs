@@ -3,16 +3,13 @@
 //! Secrets (authtokens `bt_...`, API keys `bk_...`) are returned exactly once, in the response
 //! that creates them; only their SHA-256 is stored.
 
+use crate::extract::{Json, Path};
 use crate::{
     AppState,
     auth::{Internal, Principal, Role},
     error::{ApiError, ApiResult},
 };
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{extract::State, http::StatusCode};
 use burrow_common::token;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: [`ApiConfig`] (`BURROW_API_*`).
 //! - [`error`]: [`error::ApiError`], the one error type, mapped to JSON HTTP answers.
+//! - [`extract`]: JSON/path/query extractors that reject with [`error::ApiError`].
 //! - [`auth`]: API key principals and roles; the relays' internal key.
 //! - [`accounts`]: accounts, authtokens, API keys, and authtoken verification for relays.
 //! - [`webhooks`]: signed provider webhook ingest that starts durable workflows.
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod extract;
 pub mod ops;
 pub mod relays;
 pub mod seed;

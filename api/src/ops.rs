@@ -1,14 +1,14 @@
 //! Ops endpoints (`/v1/ops/*`, ops or admin role): workflows and their states, dead-letter
 //! replay (one, or all at a bounded rate), agent sessions across relays, and runbook pages.
 
+use crate::extract::{Json, Path, Query};
 use crate::{
     AppState,
     auth::{Principal, Role},
     error::{ApiError, ApiResult},
 };
 use axum::{
-    Json,
-    extract::{Path, Query, State},
+    extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
 };

@@ -1,6 +1,7 @@
 //! End-to-end suites: real processes over real sockets against real stores.
 //! One test binary (`cargo test -p burrow-e2e`); each test starts its own stack.
 
+mod accounts;
 mod console;
 mod tracing_spans;
 mod tunnel;
