@@ -28,6 +28,8 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+say "cargo build (the end-to-end suite runs the workspace's binaries)"
+cargo build --workspace --bins --quiet
 say "cargo test"
 OUT="$LOGS/cargo-test.log"
 set +e

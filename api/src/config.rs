@@ -70,15 +70,7 @@ impl Default for ApiConfig {
     }
 }
 
-impl burrow_common::service::ServiceConfig for ApiConfig {
-    fn otlp_endpoint(&self) -> &str {
-        &self.otlp_endpoint
-    }
-
-    fn log_json(&self) -> bool {
-        self.log_json
-    }
-}
+burrow_common::impl_service_config!(ApiConfig);
 
 impl Config for ApiConfig {
     fn validate(&self) -> Result<(), String> {

@@ -41,3 +41,20 @@ pub fn start<C: ServiceConfig>(
     .unwrap_or_else(|e| bail(&e));
     (cfg, guard)
 }
+
+/// Implements [`ServiceConfig`] for a config struct whose telemetry settings are the fields
+/// `otlp_endpoint: String` and `log_json: bool`.
+#[macro_export]
+macro_rules! impl_service_config {
+    ($ty:ty) => {
+        impl $crate::service::ServiceConfig for $ty {
+            fn otlp_endpoint(&self) -> &str {
+                &self.otlp_endpoint
+            }
+
+            fn log_json(&self) -> bool {
+                self.log_json
+            }
+        }
+    };
+}

@@ -73,15 +73,7 @@ impl Default for RelayConfig {
     }
 }
 
-impl burrow_common::service::ServiceConfig for RelayConfig {
-    fn otlp_endpoint(&self) -> &str {
-        &self.otlp_endpoint
-    }
-
-    fn log_json(&self) -> bool {
-        self.log_json
-    }
-}
+burrow_common::impl_service_config!(RelayConfig);
 
 impl Config for RelayConfig {
     fn validate(&self) -> Result<(), String> {

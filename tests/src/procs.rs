@@ -18,7 +18,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the suite with `cargo test --workspace` so every binary is built",
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`; scripts/test.sh does)",
         path.display()
     );
     path

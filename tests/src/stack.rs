@@ -497,6 +497,20 @@ impl Stack {
         Ok(())
     }
 
+    /// Waits until the provider-webhook workflow of `event_id` is in `state`; returns its JSON.
+    pub async fn wait_event_state(
+        &self,
+        event_id: &str,
+        state: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.wait_workflow(
+            &format!("provider-webhook-{event_id}"),
+            &format!("event {event_id} to reach {state}"),
+            |r| r["state"] == state,
+        )
+        .await
+    }
+
     /// A direct connection to the stack's database, for assertions.
     pub async fn db(&self) -> anyhow::Result<sqlx::PgPool> {
         Ok(sqlx::PgPool::connect(&self.db.url).await?)

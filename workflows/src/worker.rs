@@ -45,15 +45,7 @@ impl Default for WorkerConfig {
     }
 }
 
-impl burrow_common::service::ServiceConfig for WorkerConfig {
-    fn otlp_endpoint(&self) -> &str {
-        &self.otlp_endpoint
-    }
-
-    fn log_json(&self) -> bool {
-        self.log_json
-    }
-}
+burrow_common::impl_service_config!(WorkerConfig);
 
 impl Config for WorkerConfig {
     fn validate(&self) -> Result<(), String> {

@@ -155,7 +155,7 @@ async fn ops_user_signs_in_and_replays_a_parked_workflow_in_the_console() {
         .await
         .unwrap();
     stack
-        .wait_workflow(&workflow_id, "parked", |r| r["state"] == "account_unknown")
+        .wait_event_state(&event_id, "account_unknown")
         .await
         .unwrap();
 
@@ -197,12 +197,7 @@ async fn ops_user_signs_in_and_replays_a_parked_workflow_in_the_console() {
     .await
     .unwrap();
     assert!(flash.contains(&workflow_id), "{flash}");
-    stack
-        .wait_workflow(&workflow_id, "applied after console replay", |r| {
-            r["state"] == "applied"
-        })
-        .await
-        .unwrap();
+    stack.wait_event_state(&event_id, "applied").await.unwrap();
     // The page refreshes on its own and shows the new state.
     wait::until("the console to show applied", T, || async {
         (browser.text(&format!("{row} td.state")).await == "applied").then_some(())

@@ -79,14 +79,7 @@ async fn one_trace_spans_api_workflow_and_activity() {
         )
         .await
         .unwrap();
-    stack
-        .wait_workflow(
-            &format!("provider-webhook-{event_id}"),
-            "the event to be processed",
-            |r| r["state"] == "ignored",
-        )
-        .await
-        .unwrap();
+    stack.wait_event_state(&event_id, "ignored").await.unwrap();
 
     // Spans are exported in batches; wait until one trace holds all three parts.
     let found = wait::until(

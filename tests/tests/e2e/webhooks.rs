@@ -31,9 +31,7 @@ async fn event_for_unknown_account_dead_letters_then_replay_applies_it() {
     assert_eq!(resp.status(), StatusCode::OK);
 
     let parked = stack
-        .wait_workflow(&workflow_id, "the event to dead-letter", |r| {
-            r["state"] == "account_unknown"
-        })
+        .wait_event_state(&event_id, "account_unknown")
         .await
         .unwrap();
     assert_eq!(parked["parked"], true);
@@ -78,12 +76,7 @@ async fn event_for_unknown_account_dead_letters_then_replay_applies_it() {
         .await
         .unwrap();
     assert_eq!(replay, StatusCode::ACCEPTED);
-    let done = stack
-        .wait_workflow(&workflow_id, "the replay to apply the event", |r| {
-            r["state"] == "applied"
-        })
-        .await
-        .unwrap();
+    let done = stack.wait_event_state(&event_id, "applied").await.unwrap();
     assert_eq!(done["replays"], 1, "{done}");
     assert_eq!(plan_of(&stack, &customer).await.as_deref(), Some("pro"));
     stack
@@ -108,28 +101,14 @@ async fn redelivered_event_is_not_applied_twice_and_unknown_types_are_ignored() 
     let first = unique("evt");
     let first_event = webhook::subscription_updated(&first, &customer, "pro");
     stack.send_event(&first_event).await.unwrap();
-    stack
-        .wait_workflow(
-            &format!("provider-webhook-{first}"),
-            "first event applied",
-            |r| r["state"] == "applied",
-        )
-        .await
-        .unwrap();
+    stack.wait_event_state(&first, "applied").await.unwrap();
 
     let second = unique("evt");
     stack
         .send_event(&webhook::subscription_updated(&second, &customer, "team"))
         .await
         .unwrap();
-    stack
-        .wait_workflow(
-            &format!("provider-webhook-{second}"),
-            "second event applied",
-            |r| r["state"] == "applied",
-        )
-        .await
-        .unwrap();
+    stack.wait_event_state(&second, "applied").await.unwrap();
     assert_eq!(plan_of(&stack, &customer).await.as_deref(), Some("team"));
 
     // The provider re-delivers the first event: acknowledged, recorded, not applied again.
@@ -155,14 +134,7 @@ async fn redelivered_event_is_not_applied_twice_and_unknown_types_are_ignored() 
         )
         .await
         .unwrap();
-    let ignored = stack
-        .wait_workflow(
-            &format!("provider-webhook-{other}"),
-            "unknown type ignored",
-            |r| r["state"] == "ignored",
-        )
-        .await
-        .unwrap();
+    let ignored = stack.wait_event_state(&other, "ignored").await.unwrap();
     assert_eq!(ignored["parked"], false);
     stack
         .record_history(
@@ -275,12 +247,7 @@ async fn replay_all_replays_every_parked_run_and_needs_the_ops_role() {
             .unwrap();
     }
     for id in &ids {
-        stack
-            .wait_workflow(&format!("provider-webhook-{id}"), "parked", |r| {
-                r["state"] == "account_unknown"
-            })
-            .await
-            .unwrap();
+        stack.wait_event_state(id, "account_unknown").await.unwrap();
     }
     let parked: Vec<serde_json::Value> = stack
         .api(
@@ -321,12 +288,7 @@ async fn replay_all_replays_every_parked_run_and_needs_the_ops_role() {
     assert_eq!(resp["queued"], 3, "{resp}");
     assert_eq!(resp["rate_per_sec"], 5);
     for id in &ids {
-        stack
-            .wait_workflow(&format!("provider-webhook-{id}"), "replayed", |r| {
-                r["state"] == "applied"
-            })
-            .await
-            .unwrap();
+        stack.wait_event_state(id, "applied").await.unwrap();
     }
 }
 
@@ -363,12 +325,5 @@ async fn webhook_accepted_while_temporal_is_down_is_processed_once_it_is_back() 
     let _temporal = burrow_e2e::stores::start_temporal_on(port, stack.dir.path(), None)
         .await
         .unwrap();
-    stack
-        .wait_workflow(
-            &format!("provider-webhook-{event_id}"),
-            "the deferred workflow to run",
-            |r| r["state"] == "ignored",
-        )
-        .await
-        .unwrap();
+    stack.wait_event_state(&event_id, "ignored").await.unwrap();
 }
