@@ -138,6 +138,16 @@ ensure_temporal() {
   wait_for "Temporal dev server" 60 temporal_healthy
 }
 
+# What a recorded process's command line must contain: a pid reused by an unrelated process
+# after a reboot is never signalled.
+expected_cmd() {
+  case "$1" in
+    api) echo burrow-api ;; relay) echo burrow-relay ;; worker) echo burrow-worker ;;
+    agent-*) echo "burrow http" ;; temporal) echo "temporal server" ;; redis) echo redis-server ;;
+    *) echo "$1" ;;
+  esac
+}
+
 # stop_started NAME...: stops processes these scripts started (pid files), nothing else.
 stop_started() {
   local name pid
@@ -146,7 +156,7 @@ stop_started() {
     pid=$(cat "$PIDS/$name.pid")
     if [ "$name" = postgres ]; then
       runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$BURROW_STATE_DIR/postgres" -m fast stop >/dev/null 2>&1 || true
-    elif kill -0 "$pid" 2>/dev/null; then
+    elif kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o args= | grep -q "$(expected_cmd "$name")"; then
       kill "$pid" 2>/dev/null || true
       for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -9 "$pid" 2>/dev/null || true
