@@ -244,3 +244,42 @@ fn classify(e: &ActivityExecutionError) -> (FailureState, String) {
         _ => (FailureState::ApplyFailed, e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_state_names_match_their_serialized_form_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for f in FailureState::ALL {
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(json, format!("\"{}\"", f.as_str()));
+            assert!(
+                seen.insert(f.as_str()),
+                "duplicate state name {}",
+                f.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn activity_failure_types_map_to_failure_states() {
+        assert_eq!(
+            FailureState::from_failure_type(Some(failure::ACCOUNT_UNKNOWN)),
+            FailureState::AccountUnknown
+        );
+        assert_eq!(
+            FailureState::from_failure_type(Some(failure::INVALID_PAYLOAD)),
+            FailureState::InvalidPayload
+        );
+        assert_eq!(
+            FailureState::from_failure_type(Some(failure::INTERNAL)),
+            FailureState::ApplyFailed
+        );
+        assert_eq!(
+            FailureState::from_failure_type(None),
+            FailureState::ApplyFailed
+        );
+    }
+}
