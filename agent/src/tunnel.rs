@@ -6,8 +6,9 @@
 
 use crate::{AgentConfig, backoff::Backoff, forward::Forwarder};
 use burrow_proto::tunnel::{
-    ALPN, BindRequest, BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, EndpointProto, Hello,
-    PROTOCOL_VERSION, RejectCode, ServerMessage, read_frame, write_frame,
+    ALPN, BindRequest, BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, CONTROL_CLOSING_PATH,
+    CloseCode, Closing, EndpointProto, Hello, PROTOCOL_VERSION, RejectCode, ServerMessage,
+    read_frame, write_frame,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -51,6 +52,9 @@ pub enum AgentError {
     /// The relay refused the session for a reason retrying cannot fix.
     #[error("the relay refused the tunnel: {0}")]
     Refused(String),
+    /// The relay closed the session on purpose (an operator, or another agent taking the name).
+    #[error("the relay closed the tunnel: {0}")]
+    Closed(String),
     /// Local setup failed (CA file, relay address).
     #[error("{0}")]
     Setup(String),
@@ -183,7 +187,7 @@ async fn session(
 
     // The relay's "bound" control request arrives on the h2 connection once visitors can be
     // routed; only then is the tunnel reported online.
-    let (bound_tx, mut bound_rx) = mpsc::unbounded_channel::<Vec<BoundEndpoint>>();
+    let (bound_tx, mut bound_rx) = mpsc::unbounded_channel::<Control>();
     let forwarder = forwarder.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let forwarder = forwarder.clone();
@@ -205,20 +209,33 @@ async fn session(
         .serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     let mut on_online = Some(on_online);
+    let mut closing: Option<Closing> = None;
     loop {
         tokio::select! {
-            r = conn.as_mut() => return Ok(Outcome::Lost {
-                reason: match r {
-                    Ok(()) => "relay closed the session".into(),
-                    Err(e) => format!("session error: {e}"),
-                },
-                lasted: started.elapsed(),
-            }),
-            Some(endpoints) = bound_rx.recv() => {
-                if let (Some(notify), Some(ep)) = (on_online.take(), endpoints.into_iter().next()) {
-                    notify(ep);
+            r = conn.as_mut() => {
+                // A close the relay announced decides whether to come back.
+                if let Some(c) = closing.filter(|c| !c.code.should_reconnect()) {
+                    return Err(SessionError::Fatal(match c.code {
+                        CloseCode::Revoked => AgentError::TokenRejected(c.message),
+                        _ => AgentError::Closed(c.message),
+                    }));
                 }
+                return Ok(Outcome::Lost {
+                    reason: match r {
+                        Ok(()) => "relay closed the session".into(),
+                        Err(e) => format!("session error: {e}"),
+                    },
+                    lasted: started.elapsed(),
+                });
             }
+            Some(message) = bound_rx.recv() => match message {
+                Control::Bound(endpoints) => {
+                    if let (Some(notify), Some(ep)) = (on_online.take(), endpoints.into_iter().next()) {
+                        notify(ep);
+                    }
+                }
+                Control::Closing(c) => closing = Some(c),
+            },
             _ = shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
@@ -228,24 +245,35 @@ async fn session(
     }
 }
 
+/// Control messages from the relay, as the h2 service hands them to the session loop.
+enum Control {
+    Bound(Vec<BoundEndpoint>),
+    Closing(Closing),
+}
+
 /// Handles a relay → agent control request.
 async fn control(
     req: Request<Incoming>,
-    bound_tx: &mpsc::UnboundedSender<Vec<BoundEndpoint>>,
+    tx: &mpsc::UnboundedSender<Control>,
 ) -> Response<burrow_common::proxy::Body> {
-    let status = if req.uri().path() == CONTROL_BOUND_PATH {
-        match req.into_body().collect().await.map(|b| b.to_bytes()) {
-            Ok(bytes) => match serde_json::from_slice::<Vec<BoundEndpoint>>(&bytes) {
-                Ok(endpoints) => {
-                    let _ = bound_tx.send(endpoints);
-                    StatusCode::NO_CONTENT
-                }
-                Err(_) => StatusCode::BAD_REQUEST,
-            },
-            Err(_) => StatusCode::BAD_REQUEST,
+    let path = req.uri().path().to_owned();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+    let message = match (path.as_str(), body) {
+        (CONTROL_BOUND_PATH, Ok(bytes)) => serde_json::from_slice(&bytes).ok().map(Control::Bound),
+        (CONTROL_CLOSING_PATH, Ok(bytes)) => {
+            serde_json::from_slice(&bytes).ok().map(Control::Closing)
         }
-    } else {
-        StatusCode::NOT_FOUND
+        _ => None,
+    };
+    let status = match message {
+        Some(m) => {
+            let _ = tx.send(m);
+            StatusCode::NO_CONTENT
+        }
+        None if matches!(path.as_str(), CONTROL_BOUND_PATH | CONTROL_CLOSING_PATH) => {
+            StatusCode::BAD_REQUEST
+        }
+        None => StatusCode::NOT_FOUND,
     };
     let mut resp = Response::new(Empty::new().map_err(|n| match n {}).boxed());
     *resp.status_mut() = status;

@@ -232,16 +232,17 @@ pub async fn revoke_authtoken(
         .bind(id)
         .execute(&state.db)
         .await?;
-    let kicked = match state.relays.kick_authtoken(&id.to_string()).await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(error = %e, authtoken_id = %id, "revoked, but relays could not be told");
-            0
-        }
-    };
-    Ok(Json(
-        serde_json::json!({ "id": id, "revoked": true, "sessions_closed": kicked }),
-    ))
+    // Relays that miss this call still close the sessions within their auth cache period.
+    let outcome = state.relays.kick_authtoken(&id.to_string()).await;
+    for e in &outcome.errors {
+        tracing::warn!(error = %e, authtoken_id = %id, "revoked, but a relay could not be told");
+    }
+    Ok(Json(serde_json::json!({
+        "id": id,
+        "revoked": true,
+        "sessions_closed": outcome.kicked,
+        "relays_unreachable": outcome.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })))
 }
 
 /// An API key without its secret.
@@ -346,4 +347,44 @@ pub async fn verify_authtoken(
         authtoken_id: row.get::<Uuid, _>("id").to_string(),
         account_id: row.get::<Uuid, _>("account_id").to_string(),
     }))
+}
+
+/// `POST /v1/internal/authtokens/status` body.
+#[derive(Debug, Deserialize)]
+pub struct StatusRequest {
+    /// Authtoken ids of live sessions.
+    pub ids: Vec<String>,
+}
+
+/// Which of the asked ids may no longer be used.
+#[derive(Debug, Serialize)]
+pub struct StatusResponse {
+    /// Revoked or unknown ids.
+    pub revoked: Vec<String>,
+}
+
+/// `POST /v1/internal/authtokens/status` (relays): which tokens of live sessions were revoked.
+pub async fn authtoken_status(
+    State(state): State<AppState>,
+    _internal: Internal,
+    Json(body): Json<StatusRequest>,
+) -> ApiResult<Json<StatusResponse>> {
+    if body.ids.len() > 10_000 {
+        return Err(ApiError::bad_request(
+            "too_many_ids",
+            "ask about at most 10000 authtokens at once",
+        ));
+    }
+    let parsed: Vec<Uuid> = body.ids.iter().filter_map(|i| i.parse().ok()).collect();
+    let active: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM authtokens WHERE id = ANY($1) AND revoked_at IS NULL")
+            .bind(&parsed)
+            .fetch_all(&state.db)
+            .await?;
+    let revoked = body
+        .ids
+        .into_iter()
+        .filter(|i| !i.parse::<Uuid>().is_ok_and(|u| active.contains(&u)))
+        .collect();
+    Ok(Json(StatusResponse { revoked }))
 }

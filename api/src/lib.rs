@@ -143,6 +143,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/internal/authtokens/verify",
             post(accounts::verify_authtoken),
         )
+        .route(
+            "/v1/internal/authtokens/status",
+            post(accounts::authtoken_status),
+        )
         .route("/v1/webhooks/provider", post(webhooks::receive))
         .route("/v1/ops/workflows", get(ops::list_workflows))
         .route(

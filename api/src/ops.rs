@@ -253,7 +253,8 @@ pub async fn replay_all(
     ))
 }
 
-/// `GET /v1/ops/sessions`: agent sessions on every relay.
+/// `GET /v1/ops/sessions`: agent sessions on every relay (a relay that does not answer is
+/// listed with its error).
 pub async fn list_sessions(
     State(state): State<AppState>,
     principal: Principal,
@@ -266,8 +267,9 @@ pub async fn list_sessions(
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let out: Vec<serde_json::Value> = relays
         .into_iter()
-        .map(|r| {
-            serde_json::json!({
+        .map(|r| match r {
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+            Ok(r) => serde_json::json!({
                 "relay_id": r.relay_id,
                 "sessions": r.sessions.into_iter().map(|s| serde_json::json!({
                     "session_id": s.session_id,
@@ -280,7 +282,7 @@ pub async fn list_sessions(
                         "proto": e.proto, "name": e.name, "url": e.url,
                     })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
-            })
+            }),
         })
         .collect();
     Ok(Json(serde_json::json!({ "relays": out })))
@@ -293,19 +295,23 @@ pub async fn kick_session(
     Path(session_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     principal.require(&[Role::Ops], "closing a session")?;
-    let kicked = state
-        .relays
-        .kick_session(&session_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    if kicked == 0 {
-        return Err(ApiError::NotFound(format!(
-            "no session {session_id} on any relay"
-        )));
+    let outcome = state.relays.kick_session(&session_id).await;
+    let errors: Vec<String> = outcome.errors.iter().map(ToString::to_string).collect();
+    if outcome.kicked == 0 {
+        return Err(if errors.is_empty() {
+            ApiError::NotFound(format!("no session {session_id} on any relay"))
+        } else {
+            ApiError::Unavailable(format!(
+                "session {session_id} not found on the relays that answered; unreachable: {}",
+                errors.join("; ")
+            ))
+        });
     }
-    Ok(Json(
-        serde_json::json!({ "session_id": session_id, "kicked": kicked }),
-    ))
+    Ok(Json(serde_json::json!({
+        "session_id": session_id,
+        "kicked": outcome.kicked,
+        "relays_unreachable": errors,
+    })))
 }
 
 /// `GET /runbooks/{kind}/{page}`: a runbook page (markdown), for known failure states only.

@@ -27,6 +27,15 @@ pub enum RelayError {
     },
 }
 
+/// Result of asking every relay to close sessions.
+#[derive(Debug, Default)]
+pub struct KickOutcome {
+    /// Sessions closed.
+    pub kicked: u32,
+    /// Relays (or discovery) that could not be asked.
+    pub errors: Vec<RelayError>,
+}
+
 #[derive(Debug, Deserialize)]
 struct Announcement {
     relay_id: String,
@@ -84,49 +93,72 @@ impl Relays {
         Ok(RelayControlClient::new(channel))
     }
 
-    /// Sessions on every live relay.
-    pub async fn list_sessions(&self) -> Result<Vec<ListSessionsResponse>, RelayError> {
+    /// Sessions on every live relay; a relay that does not answer is reported, not fatal.
+    pub async fn list_sessions(
+        &self,
+    ) -> Result<Vec<Result<ListSessionsResponse, RelayError>>, RelayError> {
         let mut out = Vec::new();
         for a in self.discover().await? {
-            let mut client = Self::client(&a).await?;
-            let resp = client
-                .list_sessions(ListSessionsRequest::default())
-                .await
-                .map_err(|e| call_err(&a, e))?;
-            out.push(resp.into_inner());
+            let listed = async {
+                let mut client = Self::client(&a).await?;
+                let resp = client
+                    .list_sessions(ListSessionsRequest::default())
+                    .await
+                    .map_err(|e| call_err(&a, e))?;
+                Ok(resp.into_inner())
+            }
+            .await;
+            out.push(listed);
         }
         Ok(out)
     }
 
-    async fn kick(&self, target: Target, reason: &str) -> Result<u32, RelayError> {
-        let mut kicked = 0;
-        for a in self.discover().await? {
-            let mut client = Self::client(&a).await?;
-            kicked += client
-                .kick_session(KickSessionRequest {
-                    target: Some(target.clone()),
-                    reason: reason.to_owned(),
-                })
-                .await
-                .map_err(|e| call_err(&a, e))?
-                .into_inner()
-                .kicked;
+    async fn kick(&self, target: Target, reason: &str) -> KickOutcome {
+        let mut outcome = KickOutcome::default();
+        let relays = match self.discover().await {
+            Ok(r) => r,
+            Err(e) => {
+                outcome.errors.push(e);
+                return outcome;
+            }
+        };
+        // Every relay is asked, even after one fails.
+        for a in relays {
+            let kicked = async {
+                let mut client = Self::client(&a).await?;
+                let resp = client
+                    .kick_session(KickSessionRequest {
+                        target: Some(target.clone()),
+                        reason: reason.to_owned(),
+                    })
+                    .await
+                    .map_err(|e| call_err(&a, e))?;
+                Ok::<_, RelayError>(resp.into_inner().kicked)
+            }
+            .await;
+            match kicked {
+                Ok(n) => outcome.kicked += n,
+                Err(e) => outcome.errors.push(e),
+            }
         }
-        Ok(kicked)
+        outcome
     }
 
     /// Closes session `session_id` wherever it is.
-    pub async fn kick_session(&self, session_id: &str) -> Result<u32, RelayError> {
-        self.kick(Target::SessionId(session_id.to_owned()), "closed by ops")
-            .await
+    pub async fn kick_session(&self, session_id: &str) -> KickOutcome {
+        self.kick(
+            Target::SessionId(session_id.to_owned()),
+            "closed by an operator",
+        )
+        .await
     }
 
     /// Closes every session using authtoken `authtoken_id` and drops relays' cached
     /// verification of it.
-    pub async fn kick_authtoken(&self, authtoken_id: &str) -> Result<u32, RelayError> {
+    pub async fn kick_authtoken(&self, authtoken_id: &str) -> KickOutcome {
         self.kick(
             Target::AuthtokenId(authtoken_id.to_owned()),
-            "authtoken revoked",
+            "the authtoken was revoked",
         )
         .await
     }

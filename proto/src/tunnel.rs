@@ -212,6 +212,41 @@ where
     Ok(())
 }
 
+/// Control request the relay sends just before it closes a session on purpose; its JSON body
+/// is a [`Closing`]. Without one, a lost connection is a network failure and the agent retries.
+pub const CONTROL_CLOSING_PATH: &str = "/v1/closing";
+
+/// Why the relay is closing a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Closing {
+    /// Machine-readable reason.
+    pub code: CloseCode,
+    /// Human-readable explanation for the agent to print.
+    pub message: String,
+}
+
+/// Reasons a relay closes a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseCode {
+    /// An operator closed it.
+    Kicked,
+    /// Its authtoken was revoked.
+    Revoked,
+    /// Another session of the same account bound its name.
+    TakenOver,
+    /// The relay is shutting down; another relay (or this one restarted) will take the agent.
+    Shutdown,
+}
+
+impl CloseCode {
+    /// Whether the agent should reconnect after this close.
+    pub fn should_reconnect(self) -> bool {
+        matches!(self, CloseCode::Shutdown)
+    }
+}
+
 /// Why a requested endpoint name is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LabelError {

@@ -4,7 +4,9 @@
 //! `POST <api>/v1/internal/authtokens/verify` and trusts a positive answer for
 //! `auth_cache_secs`. Rejections are not cached, so a token created a moment ago works at once.
 //! A `KickSession` by authtoken id (sent by the api when a token is revoked) evicts the cache
-//! entry, so revocation takes effect immediately rather than after the cache period.
+//! entry and closes the sessions at once. Because that call can miss a relay (down, or not yet
+//! announced), [`recheck_sessions`] also asks the api every cache period which tokens of live
+//! sessions were revoked, and closes those: a revoked token never outlives the cache period.
 
 use burrow_common::{Secret, token};
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,7 @@ pub enum AuthError {
 pub struct Verifier {
     http: reqwest::Client,
     url: String,
+    status_url: String,
     key: Secret,
     ttl: Duration,
     /// token hash → (principal, verified at). Keyed by hash so no secret sits in memory longer
@@ -70,6 +73,10 @@ impl Verifier {
                 .unwrap_or_default(),
             url: format!(
                 "{}/v1/internal/authtokens/verify",
+                api_url.trim_end_matches('/')
+            ),
+            status_url: format!(
+                "{}/v1/internal/authtokens/status",
                 api_url.trim_end_matches('/')
             ),
             key,
@@ -115,6 +122,36 @@ impl Verifier {
         }
     }
 
+    /// Which of `authtoken_ids` the api no longer accepts (revoked or unknown).
+    pub async fn revoked(&self, authtoken_ids: &[String]) -> Result<Vec<String>, AuthError> {
+        #[derive(Serialize)]
+        struct StatusRequest<'a> {
+            ids: &'a [String],
+        }
+        #[derive(Deserialize)]
+        struct StatusResponse {
+            revoked: Vec<String>,
+        }
+        let resp = self
+            .http
+            .post(&self.status_url)
+            .bearer_auth(self.key.expose())
+            .json(&StatusRequest { ids: authtoken_ids })
+            .send()
+            .await
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(AuthError::Unavailable(format!(
+                "api answered {}",
+                resp.status()
+            )));
+        }
+        resp.json::<StatusResponse>()
+            .await
+            .map(|r| r.revoked)
+            .map_err(|e| AuthError::Unavailable(format!("bad answer from api: {e}")))
+    }
+
     /// Forgets every cached verification of `authtoken_id`.
     pub fn evict(&self, authtoken_id: &str) {
         self.lock()
@@ -135,5 +172,45 @@ impl Verifier {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, Instant)>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every `auth_cache_secs`, closes sessions whose authtoken the api no longer accepts.
+pub async fn recheck_sessions(
+    relay: std::sync::Arc<crate::Relay>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let every = Duration::from_secs(relay.config.auth_cache_secs.max(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let mut ids: Vec<String> = relay
+            .registry
+            .sessions(None)
+            .into_iter()
+            .map(|s| s.authtoken_id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            continue;
+        }
+        match relay.verifier.revoked(&ids).await {
+            Ok(revoked) => {
+                for id in revoked {
+                    relay.verifier.evict(&id);
+                    let n = relay.registry.close(
+                        |s| s.authtoken_id == id,
+                        burrow_proto::tunnel::CloseCode::Revoked,
+                        "the authtoken was revoked",
+                    );
+                    tracing::info!(authtoken_id = %id, sessions = n, "closed sessions of a revoked authtoken");
+                }
+            }
+            // Keep serving: an unreachable api must not take every tunnel down.
+            Err(e) => tracing::warn!(error = %e, "re-checking session authtokens failed"),
+        }
     }
 }

@@ -5,7 +5,16 @@ use burrow_proto::relay::{
     Endpoint, KickSessionRequest, KickSessionResponse, ListSessionsRequest, ListSessionsResponse,
     Session, kick_session_request::Target, relay_control_server::RelayControl,
 };
+use burrow_proto::tunnel::CloseCode;
 use std::sync::Arc;
+
+fn reason_or(reason: &str, default: &str) -> String {
+    if reason.is_empty() {
+        default.to_owned()
+    } else {
+        reason.to_owned()
+    }
+}
 use tonic::{Request, Response, Status};
 
 /// Implements `RelayControl` over the relay's registry.
@@ -67,12 +76,18 @@ impl RelayControl for ControlService {
     ) -> Result<Response<KickSessionResponse>, Status> {
         let req = request.into_inner();
         let kicked = match req.target {
-            Some(Target::SessionId(id)) if !id.is_empty() => {
-                self.relay.registry.kick(|s| s.session_id == id)
-            }
+            Some(Target::SessionId(id)) if !id.is_empty() => self.relay.registry.close(
+                |s| s.session_id == id,
+                CloseCode::Kicked,
+                &reason_or(&req.reason, "closed by an operator"),
+            ),
             Some(Target::AuthtokenId(id)) if !id.is_empty() => {
                 self.relay.verifier.evict(&id);
-                self.relay.registry.kick(|s| s.authtoken_id == id)
+                self.relay.registry.close(
+                    |s| s.authtoken_id == id,
+                    CloseCode::Revoked,
+                    &reason_or(&req.reason, "the authtoken was revoked"),
+                )
             }
             _ => {
                 return Err(Status::invalid_argument(

@@ -12,7 +12,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -20,6 +20,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use burrow_common::{net, proxy, proxy::Body};
+
+/// How long a visitor may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves visitors until `shutdown`, then drains in-flight requests for up to `grace`.
 pub async fn serve(
@@ -35,7 +38,15 @@ pub async fn serve(
             let relay = relay.clone();
             async move { Ok::<_, std::convert::Infallible>(route(&relay, req, peer).await) }
         });
-        let conn = auto::Builder::new(TokioExecutor::new())
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Without a timer hyper skips its header-read timeout: a client dribbling headers
+        // would hold a connection forever.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.http2().timer(TokioTimer::new());
+        let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), service)
             .into_owned();
         let conn = graceful.watch(conn);

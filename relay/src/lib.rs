@@ -187,18 +187,25 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
     );
 
     let mut tasks = tokio::task::JoinSet::new();
+    // Shutdown order: stop accepting, let in-flight visitor requests drain through the agent
+    // sessions, then close the sessions (telling agents to reconnect elsewhere).
+    let end_sessions = CancellationToken::new();
     tasks.spawn(session::serve(
         relay.clone(),
         agent_l,
         acceptor,
         shutdown.clone(),
+        end_sessions.clone(),
     ));
-    tasks.spawn(ingress::serve(
-        relay.clone(),
-        http_l,
-        shutdown.clone(),
-        DRAIN_GRACE,
-    ));
+    {
+        let relay = relay.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            ingress::serve(relay, http_l, shutdown, DRAIN_GRACE).await;
+            end_sessions.cancel();
+        });
+    }
+    tasks.spawn(auth::recheck_sessions(relay.clone(), shutdown.clone()));
     {
         let relay = relay.clone();
         let shutdown = shutdown.clone();

@@ -7,14 +7,48 @@
 //! session is closed: that is what an agent reconnecting over a half-open link looks like.
 
 use burrow_common::proxy::Body;
-use burrow_proto::tunnel::{BoundEndpoint, EndpointProto};
+use burrow_proto::tunnel::{BoundEndpoint, CloseCode, Closing, EndpointProto};
 use hyper::client::conn::http2::SendRequest;
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 use tokio_util::sync::CancellationToken;
+
+/// Closes one session on purpose, remembering why so the session can tell its agent.
+#[derive(Clone, Default)]
+pub struct Closer {
+    token: CancellationToken,
+    reason: Arc<Mutex<Option<Closing>>>,
+}
+
+impl Closer {
+    /// Asks the session to close for `reason` (the first reason given wins).
+    pub fn close(&self, code: CloseCode, message: impl Into<String>) {
+        let mut reason = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if reason.is_none() {
+            *reason = Some(Closing {
+                code,
+                message: message.into(),
+            });
+        }
+        self.token.cancel();
+    }
+
+    /// Resolves once [`Closer::close`] was called.
+    pub async fn closed(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Why the session is closing, if it was asked to.
+    pub fn reason(&self) -> Option<Closing> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
 
 /// Description of a connected agent session.
 #[derive(Debug, Clone)]
@@ -37,8 +71,8 @@ pub struct SessionInfo {
 
 struct SessionEntry {
     info: SessionInfo,
-    /// Cancelled to close the session (kick, takeover).
-    close: CancellationToken,
+    /// Closes the session (kick, revocation, takeover).
+    closer: Closer,
 }
 
 /// Where a name routes.
@@ -119,7 +153,7 @@ impl Registry {
         &self,
         info: SessionInfo,
         sender: SendRequest<Body>,
-        close: CancellationToken,
+        closer: Closer,
     ) -> Result<(), BindError> {
         let mut state = self.lock();
         self.expire(&mut state);
@@ -139,7 +173,10 @@ impl Registry {
         for old in replaced {
             if let Some(entry) = state.sessions.get(&old) {
                 tracing::info!(session_id = %old, "closing session: its names were taken over by a new session");
-                entry.close.cancel();
+                entry.closer.close(
+                    CloseCode::TakenOver,
+                    "another agent of this account bound the same name",
+                );
             }
         }
         for name in names {
@@ -154,23 +191,26 @@ impl Registry {
         }
         state
             .sessions
-            .insert(info.session_id.clone(), SessionEntry { info, close });
+            .insert(info.session_id.clone(), SessionEntry { info, closer });
         metrics::gauge!("burrow_relay_sessions").set(state.sessions.len() as f64);
         Ok(())
     }
 
-    /// Removes a session; names it still routes turn offline.
-    pub fn unbind(&self, session_id: &str) {
+    /// Removes a session; names it still routes turn offline. Returns those names (not the
+    /// ones another session has taken over meanwhile).
+    pub fn unbind(&self, session_id: &str) -> Vec<BoundEndpoint> {
         let mut state = self.lock();
         let Some(entry) = state.sessions.remove(session_id) else {
-            return;
+            return Vec::new();
         };
+        let mut released = Vec::new();
         for ep in &entry.info.endpoints {
             let still_ours = matches!(
                 state.routes.get(&ep.name),
                 Some(Route::Online { session_id: s, .. }) if s == session_id
             );
             if still_ours {
+                released.push(ep.clone());
                 state.routes.insert(
                     ep.name.clone(),
                     Route::Offline {
@@ -181,6 +221,7 @@ impl Registry {
             }
         }
         metrics::gauge!("burrow_relay_sessions").set(state.sessions.len() as f64);
+        released
     }
 
     /// Where `name` routes now.
@@ -208,12 +249,17 @@ impl Registry {
         out
     }
 
-    /// Closes sessions matching `pred`; returns how many.
-    pub fn kick(&self, pred: impl Fn(&SessionInfo) -> bool) -> usize {
+    /// Closes sessions matching `pred` for `code`; returns how many.
+    pub fn close(
+        &self,
+        pred: impl Fn(&SessionInfo) -> bool,
+        code: CloseCode,
+        message: &str,
+    ) -> usize {
         let state = self.lock();
         let mut n = 0;
         for entry in state.sessions.values().filter(|e| pred(&e.info)) {
-            entry.close.cancel();
+            entry.closer.close(code, message);
             n += 1;
         }
         n

@@ -4,12 +4,13 @@
 use crate::{
     Relay,
     auth::AuthError,
-    registry::{BindError, SessionInfo},
+    registry::{BindError, Closer, SessionInfo},
 };
 use burrow_common::proxy::{self, Body};
 use burrow_proto::tunnel::{
-    BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, FrameError, Hello, PROTOCOL_VERSION,
-    RejectCode, ServerMessage, read_frame, validate_label, write_frame,
+    BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, CONTROL_CLOSING_PATH, CloseCode, Closing,
+    FrameError, Hello, PROTOCOL_VERSION, RejectCode, ServerMessage, read_frame, validate_label,
+    write_frame,
 };
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,18 +26,24 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Interval of h2 PINGs; a link that does not answer within the timeout is closed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long telling an agent why it is being closed may delay the close.
+const CLOSING_NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Accepts agent connections until `shutdown` fires.
+/// Accepts agent connections until `stop_accepting` fires. Established sessions live on until
+/// `end_sessions` fires (after the ingress drained), so in-flight visitor requests finish.
 pub async fn serve(
     relay: Arc<Relay>,
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    shutdown: CancellationToken,
+    stop_accepting: CancellationToken,
+    end_sessions: CancellationToken,
 ) {
-    while let Some((tcp, peer)) = burrow_common::net::accept(&listener, &shutdown, "agents").await {
+    while let Some((tcp, peer)) =
+        burrow_common::net::accept(&listener, &stop_accepting, "agents").await
+    {
         let relay = relay.clone();
         let acceptor = acceptor.clone();
-        let shutdown = shutdown.clone();
+        let shutdown = end_sessions.clone();
         tokio::spawn(
             async move {
                 if let Err(e) = handle(relay, tcp, peer, acceptor, shutdown).await {
@@ -92,7 +99,7 @@ async fn handle(
         .await?;
     // Drive the connection in its own task so the control request below can make progress.
     let mut conn = tokio::spawn(conn);
-    let close = CancellationToken::new();
+    let closer = Closer::default();
     let info = SessionInfo {
         session_id: session_id.clone(),
         account_id: welcome.account_id,
@@ -103,7 +110,7 @@ async fn handle(
         endpoints: welcome.endpoints,
     };
     let mut control = sender.clone();
-    if let Err(e) = relay.registry.bind(info.clone(), sender, close.clone()) {
+    if let Err(e) = relay.registry.bind(info.clone(), sender, closer.clone()) {
         // Lost a race with another account between check and bind; the agent reconnects.
         conn.abort();
         return Err(e.into());
@@ -117,17 +124,59 @@ async fn handle(
                     Ok(r) => r.map_err(SessionError::from),
                     Err(e) => Err(SessionError::from(e)),
                 },
-                _ = close.cancelled() => Ok(()),
-                _ = shutdown.cancelled() => Ok(()),
+                _ = closer.closed() => Ok(()),
+                _ = shutdown.cancelled() => {
+                    closer.close(CloseCode::Shutdown, "the relay is shutting down");
+                    Ok(())
+                }
             }
         }
         Err(e) => Err(e),
     };
+    if let (Some(closing), false) = (closer.reason(), conn.is_finished()) {
+        tracing::info!(%session_id, code = ?closing.code, reason = %closing.message, "closing agent session");
+        // Best effort: the agent learns why, and whether to come back.
+        let _ = tokio::time::timeout(
+            CLOSING_NOTICE_TIMEOUT,
+            notify_closing(&mut control, &closing),
+        )
+        .await;
+    }
     conn.abort();
-    relay.registry.unbind(&session_id);
-    relay.presence.unbound(&info.endpoints).await;
+    let released = relay.registry.unbind(&session_id);
+    relay.presence.unbound(&released).await;
     tracing::info!(%session_id, "agent session closed");
     result
+}
+
+/// Tells the agent why its session is being closed (see `CONTROL_CLOSING_PATH`).
+async fn notify_closing(
+    sender: &mut SendRequest<Body>,
+    closing: &Closing,
+) -> Result<(), SessionError> {
+    control_request(sender, CONTROL_CLOSING_PATH, closing).await
+}
+
+/// Sends one relay → agent control request and checks it was accepted.
+async fn control_request<T: serde::Serialize>(
+    sender: &mut SendRequest<Body>,
+    path: &str,
+    body: &T,
+) -> Result<(), SessionError> {
+    let json = serde_json::to_vec(body).map_err(FrameError::from)?;
+    let req = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(format!("http://{CONTROL_AUTHORITY}{path}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(proxy::full(json))?;
+    sender.ready().await?;
+    let resp = tokio::time::timeout(HANDSHAKE_TIMEOUT, sender.send_request(req))
+        .await
+        .map_err(|_| SessionError::Timeout("the agent to answer a control request"))??;
+    if !resp.status().is_success() {
+        return Err(SessionError::AckRefused(resp.status()));
+    }
+    Ok(())
 }
 
 /// Tells the agent its endpoints are routable (see `CONTROL_BOUND_PATH`), so it reports the
@@ -136,20 +185,7 @@ async fn announce_bound(
     sender: &mut SendRequest<Body>,
     endpoints: &[BoundEndpoint],
 ) -> Result<(), SessionError> {
-    let json = serde_json::to_vec(endpoints).map_err(FrameError::from)?;
-    let req = http::Request::builder()
-        .method(http::Method::POST)
-        .uri(format!("http://{CONTROL_AUTHORITY}{CONTROL_BOUND_PATH}"))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(proxy::full(json))?;
-    sender.ready().await?;
-    let resp = tokio::time::timeout(HANDSHAKE_TIMEOUT, sender.send_request(req))
-        .await
-        .map_err(|_| SessionError::Timeout("the agent's acknowledgement of its endpoints"))??;
-    if !resp.status().is_success() {
-        return Err(SessionError::AckRefused(resp.status()));
-    }
-    Ok(())
+    control_request(sender, CONTROL_BOUND_PATH, &endpoints).await
 }
 
 /// Why an agent session ended abnormally (logged; the agent reconnects).
@@ -173,8 +209,8 @@ pub enum SessionError {
     /// Another account bound a name between the check and the bind.
     #[error("binding after welcome: {0}")]
     Bind(#[from] BindError),
-    /// The agent answered the bound notice with an error.
-    #[error("agent refused the bound notice: {0}")]
+    /// The agent answered a control request with an error.
+    #[error("agent refused a control request: {0}")]
     AckRefused(http::StatusCode),
     /// The connection task panicked or was cancelled.
     #[error("connection task: {0}")]

@@ -250,7 +250,9 @@ impl Stack {
             .env("BURROW_RELAY_STATE_DIR", dir.join("relay-state"))
             .env("BURROW_RELAY_REDIS_URL", stores::redis_url())
             .env("BURROW_RELAY_REDIS_PREFIX", redis_prefix)
-            .env("BURROW_RELAY_ADDR_FILE", &addr_file);
+            .env("BURROW_RELAY_ADDR_FILE", &addr_file)
+            // Re-check live sessions' tokens every second, so revocation tests are quick.
+            .env("BURROW_RELAY_AUTH_CACHE_SECS", "1");
         let proc = Proc::spawn("burrow-relay", cmd, dir)?;
         let addrs: RelayAddrs = read_addr_file(&addr_file, &proc).await?;
         Ok((proc, addrs))

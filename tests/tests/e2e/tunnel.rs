@@ -353,3 +353,67 @@ async fn ops_see_sessions_and_revoking_a_token_ends_its_agent() {
     assert_eq!(code, Some(2), "{output}");
     assert!(output.contains("revoked"), "{output}");
 }
+
+#[tokio::test]
+async fn ops_kick_ends_the_agent_and_revocation_behind_the_apis_back_is_noticed() {
+    let stack = Stack::start().await.unwrap();
+    let py = python_http_server().await;
+
+    // An operator closes a session: the agent is told why and does not come back.
+    let (mut agent, _) = stack
+        .online_agent(py.port, Some("kicked"), &stack.creds.authtoken)
+        .await
+        .unwrap();
+    let (_, sessions) = stack
+        .call(
+            Method::GET,
+            "/v1/ops/sessions",
+            &stack.creds.ops_api_key,
+            None,
+        )
+        .await
+        .unwrap();
+    let session_id = sessions["relays"][0]["sessions"][0]["session_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {sessions}"))
+        .to_owned();
+    let (status, body) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/ops/sessions/{session_id}/kick"),
+            &stack.creds.ops_api_key,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (code, output) = agent.wait_exit(T).await.unwrap();
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("closed by an operator"), "{output}");
+
+    // A token revoked where no relay hears about it (straight in the database) still ends its
+    // sessions: relays re-check live sessions' tokens every cache period.
+    let (_, created) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/accounts/{}/authtokens", stack.creds.account_id),
+            &stack.creds.admin_api_key,
+            None,
+        )
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap();
+    let (mut agent, _) = stack
+        .online_agent(py.port, Some("sneaky"), token)
+        .await
+        .unwrap();
+    let db = stack.db().await.unwrap();
+    sqlx::query("UPDATE authtokens SET revoked_at = now() WHERE id = $1::uuid")
+        .bind(created["id"].as_str().unwrap())
+        .execute(&db)
+        .await
+        .unwrap();
+    let (code, output) = agent.wait_exit(T).await.unwrap();
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("revoked"), "{output}");
+}
