@@ -8,6 +8,9 @@
 //!
 //! Any other type is recorded as `ignored` and acknowledged. Applying is idempotent: an event
 //! already applied or ignored is not applied again, whatever the number of attempts or replays.
+//! Events are ordered by their `created` time: an event older than the one that set the
+//! account's current plan (say, a dead letter replayed late) is recorded as `superseded` and
+//! changes nothing.
 
 use crate::failure::{self, ACCOUNT_UNKNOWN, INTERNAL, INVALID_PAYLOAD};
 use opentelemetry::trace::TraceContextExt as _;
@@ -42,6 +45,11 @@ pub enum ApplyOutcome {
     Ignored {
         /// The type.
         event_type: String,
+    },
+    /// A newer event already set the account's plan; this older one changes nothing.
+    Superseded {
+        /// Creation time (unix seconds) of the event that set the current plan.
+        newer_event_created: i64,
     },
 }
 
@@ -123,7 +131,8 @@ impl ProviderActivities {
 async fn apply(pool: &PgPool, event_id: &str) -> Result<ApplyOutcome, Failure> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
-        "SELECT event_type, payload, status FROM provider_events WHERE id = $1 FOR UPDATE",
+        "SELECT event_type, payload, status, extract(epoch FROM received_at)::bigint AS received
+         FROM provider_events WHERE id = $1 FOR UPDATE",
     )
     .bind(event_id)
     .fetch_optional(&mut *tx)
@@ -132,6 +141,11 @@ async fn apply(pool: &PgPool, event_id: &str) -> Result<ApplyOutcome, Failure> {
     let event_type: String = row.get("event_type");
     let payload: Value = row.get("payload");
     let status: String = row.get("status");
+    // The provider's creation time orders events; without one, arrival time does.
+    let created = payload
+        .get("created")
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| row.get("received"));
     match status.as_str() {
         "applied" => {
             return Ok(ApplyOutcome::Applied {
@@ -139,6 +153,11 @@ async fn apply(pool: &PgPool, event_id: &str) -> Result<ApplyOutcome, Failure> {
             });
         }
         "ignored" => return Ok(ApplyOutcome::Ignored { event_type }),
+        "superseded" => {
+            return Ok(ApplyOutcome::Superseded {
+                newer_event_created: created,
+            });
+        }
         _ => {}
     }
 
@@ -172,10 +191,8 @@ async fn apply(pool: &PgPool, event_id: &str) -> Result<ApplyOutcome, Failure> {
             )
         })?;
     let account = sqlx::query(
-        "UPDATE accounts SET plan = $1, updated_at = now() WHERE provider_customer_id = $2
-         RETURNING id",
+        "SELECT id, plan_event_created FROM accounts WHERE provider_customer_id = $1 FOR UPDATE",
     )
-    .bind(&plan)
     .bind(customer)
     .fetch_optional(&mut *tx)
     .await?
@@ -186,6 +203,29 @@ async fn apply(pool: &PgPool, event_id: &str) -> Result<ApplyOutcome, Failure> {
         )
     })?;
     let account_id: uuid::Uuid = account.get("id");
+    if let Some(newer) = account
+        .get::<Option<i64>, _>("plan_event_created")
+        .filter(|newer| *newer > created)
+    {
+        sqlx::query(
+            "UPDATE provider_events SET status = 'superseded', applied_at = now() WHERE id = $1",
+        )
+        .bind(event_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(ApplyOutcome::Superseded {
+            newer_event_created: newer,
+        });
+    }
+    sqlx::query(
+        "UPDATE accounts SET plan = $1, plan_event_created = $2, updated_at = now() WHERE id = $3",
+    )
+    .bind(&plan)
+    .bind(created)
+    .bind(account_id)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("UPDATE provider_events SET status = 'applied', applied_at = now() WHERE id = $1")
         .bind(event_id)
         .execute(&mut *tx)

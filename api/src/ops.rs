@@ -14,7 +14,6 @@ use axum::{
 };
 use burrow_workflows::{kinds, provider_webhook};
 use chrono::{DateTime, Utc};
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -210,47 +209,94 @@ pub async fn replay_all(
         .map(|(id, _, _)| id)
         .collect();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
-    let lock_secs = (ids.len() as u64 / u64::from(rate)) + 10;
-    if let Some(mut redis) = state.redis.clone() {
-        let key = format!("{}lock:replay-all", state.config.redis_prefix);
-        let got: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(principal.key_id.to_string())
-            .arg("NX")
-            .arg("EX")
-            .arg(lock_secs)
-            .query_async(&mut redis)
-            .await
-            .unwrap_or(Some("OK".into()));
-        if got.is_none() {
-            return Err(ApiError::Conflict(
-                "a replay-all is already running; wait for it to finish".into(),
-            ));
-        }
+    let lock = ReplayAllLock {
+        redis: state.redis.clone(),
+        key: format!("{}lock:replay-all", state.config.redis_prefix),
+        token: uuid::Uuid::new_v4().to_string(),
+    };
+    if !lock.acquire().await {
+        return Err(ApiError::Conflict(
+            "a replay-all is already running; wait for it to finish".into(),
+        ));
     }
     let queued = ids.len();
     let requested_by = principal.key_id.to_string();
     let task_state = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
+        // A slow signal must not be followed by a burst above the rate.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut done = 0usize;
         for id in ids {
             tick.tick().await;
+            lock.refresh().await;
             match replay(&task_state, &id, &requested_by).await {
                 Ok(()) => done += 1,
                 Err(e) => tracing::warn!(workflow_id = %id, error = %e, "replay-all: skipped"),
             }
         }
         tracing::info!(done, "replay-all finished");
-        if let Some(mut redis) = task_state.redis.clone() {
-            let key = format!("{}lock:replay-all", task_state.config.redis_prefix);
-            let _: redis::RedisResult<()> = redis.del(key).await;
-        }
+        lock.release().await;
     });
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "queued": queued, "rate_per_sec": rate })),
     ))
+}
+
+/// The Redis lock that keeps two replay-alls from running at once. It holds a per-run token,
+/// so a run only ever extends or deletes its own lock. Without Redis there is no lock (the
+/// replays themselves stay safe: each is a compare-and-set on the parked state).
+struct ReplayAllLock {
+    redis: Option<redis::aio::ConnectionManager>,
+    key: String,
+    token: String,
+}
+
+impl ReplayAllLock {
+    const TTL_SECS: u64 = 30;
+
+    async fn acquire(&self) -> bool {
+        let Some(mut redis) = self.redis.clone() else {
+            return true;
+        };
+        let got: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(&self.key)
+            .arg(&self.token)
+            .arg("NX")
+            .arg("EX")
+            .arg(Self::TTL_SECS)
+            .query_async(&mut redis)
+            .await;
+        // Redis down: proceed unlocked rather than block ops.
+        got.map_or(true, |v| v.is_some())
+    }
+
+    /// Runs `script` (KEYS[1] = key, ARGV[1] = token, ARGV[2] = TTL) if the lock is still ours.
+    async fn if_ours(&self, action: &str) {
+        let Some(mut redis) = self.redis.clone() else {
+            return;
+        };
+        let script = format!(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({action}) else return 0 end"
+        );
+        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(script)
+            .arg(1)
+            .arg(&self.key)
+            .arg(&self.token)
+            .arg(Self::TTL_SECS)
+            .query_async(&mut redis)
+            .await;
+    }
+
+    async fn refresh(&self) {
+        self.if_ours("'EXPIRE', KEYS[1], ARGV[2]").await;
+    }
+
+    async fn release(&self) {
+        self.if_ours("'DEL', KEYS[1]").await;
+    }
 }
 
 /// `GET /v1/ops/sessions`: agent sessions on every relay (a relay that does not answer is

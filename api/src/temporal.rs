@@ -8,8 +8,9 @@ use burrow_workflows::provider_webhook::{
 use opentelemetry::context::FutureExt as _;
 use temporalio_client::{
     Client, WorkflowIdReusePolicy, WorkflowSignalOptions, WorkflowStartOptions,
-    errors::WorkflowStartError,
+    errors::{WorkflowInteractionError, WorkflowStartError},
 };
+use temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest;
 use tokio::sync::OnceCell;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -42,9 +43,19 @@ impl Temporal {
             .map_err(|e| ApiError::Unavailable(e.to_string()))
     }
 
-    /// Whether Temporal answers (for `/readyz`).
+    /// Whether Temporal answers now (for `/readyz`): a cheap `GetSystemInfo` call, not just
+    /// "connected once".
     pub async fn check(&self) -> Result<(), String> {
-        self.client().await.map(|_| ()).map_err(|e| e.to_string())
+        let client = self.client().await.map_err(|e| e.to_string())?;
+        let mut service = client.connection().workflow_service();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            service.get_system_info(tonic::Request::new(GetSystemInfoRequest::default())),
+        )
+        .await
+        .map_err(|_| "GetSystemInfo timed out".to_owned())?
+        .map(|_| ())
+        .map_err(|e| e.message().to_owned())
     }
 
     /// Starts the provider-webhook workflow `workflow_id`; an already started one is success.
@@ -93,6 +104,12 @@ impl Temporal {
             )
             .with_context(cx)
             .await
-            .map_err(|e| ApiError::Unavailable(format!("signalling {workflow_id}: {e}")))
+            .map_err(|e| match e {
+                WorkflowInteractionError::NotFound(_) => ApiError::Conflict(format!(
+                    "workflow {workflow_id} no longer exists in Temporal (expired from retention or \
+                     terminated); it cannot be replayed"
+                )),
+                e => ApiError::Unavailable(format!("signalling {workflow_id}: {e}")),
+            })
     }
 }

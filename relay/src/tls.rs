@@ -104,14 +104,7 @@ pub fn ensure_dev_pki(dir: &Path, domain: &str) -> Result<DevPki, TlsError> {
 }
 
 fn write_private(path: &Path, pem: &str) -> Result<(), TlsError> {
-    std::fs::write(path, pem).map_err(io_err(path))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err(path))?;
-    }
-    Ok(())
+    burrow_common::secret::write_private_file(path, pem.as_bytes()).map_err(io_err(path))
 }
 
 /// Builds the rustls server config for the agent listener from PEM files.

@@ -14,13 +14,23 @@ pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
     )
 }
 
-/// A `customer.subscription.updated` event moving `customer` to `plan`.
+/// A `customer.subscription.updated` event moving `customer` to `plan`, created now.
 pub fn subscription_updated(event_id: &str, customer: &str, plan: &str) -> serde_json::Value {
+    subscription_updated_at(event_id, customer, plan, chrono::Utc::now().timestamp())
+}
+
+/// A `customer.subscription.updated` event created at `created` (unix seconds).
+pub fn subscription_updated_at(
+    event_id: &str,
+    customer: &str,
+    plan: &str,
+    created: i64,
+) -> serde_json::Value {
     serde_json::json!({
         "id": event_id,
         "object": "event",
         "type": "customer.subscription.updated",
-        "created": chrono::Utc::now().timestamp(),
+        "created": created,
         "data": { "object": {
             "id": format!("sub_{event_id}"),
             "object": "subscription",

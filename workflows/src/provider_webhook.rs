@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  received ──▶ applying ──▶ applied
-//!                  │    └──▶ ignored            (event type Burrow does not act on)
+//!                  │    ├──▶ ignored            (event type Burrow does not act on)
+//!                  │    └──▶ superseded         (a newer event already set the plan)
 //!                  ▼ retries exhausted / non-retryable
 //!        account_unknown | invalid_payload | apply_failed   (parked: the dead-letter queue)
 //!                  │ `replay` signal from ops
@@ -153,6 +154,7 @@ impl ProviderWebhookWorkflow {
                     let state = match outcome {
                         ApplyOutcome::Applied { .. } => "applied",
                         ApplyOutcome::Ignored { .. } => "ignored",
+                        ApplyOutcome::Superseded { .. } => "superseded",
                     };
                     record(ctx, &workflow_id, &input, state, None, replays).await?;
                     return Ok(state.to_owned());

@@ -74,6 +74,12 @@ pub async fn receive(
                 )
             })
     };
+    if contains_nul(&payload) {
+        return Err(ApiError::bad_request(
+            "malformed_payload",
+            "event contains a NUL character (\\u0000), which cannot be stored",
+        ));
+    }
     let event_id = field("id")?;
     let event_type = field("type")?;
     let span = tracing::Span::current();
@@ -106,6 +112,16 @@ pub async fn receive(
         duplicate: !inserted,
         workflow_id,
     }))
+}
+
+/// Whether any string (key or value) in `v` holds U+0000, which PostgreSQL text cannot store.
+fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(contains_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
 }
 
 fn retry_schedule(state: &AppState) -> RetrySchedule {

@@ -327,3 +327,57 @@ async fn webhook_accepted_while_temporal_is_down_is_processed_once_it_is_back() 
         .unwrap();
     stack.wait_event_state(&event_id, "ignored").await.unwrap();
 }
+
+#[tokio::test]
+async fn an_older_event_replayed_late_does_not_overwrite_a_newer_one() {
+    let stack = Stack::start().await.unwrap();
+    let customer = unique("cus");
+    let now = chrono::Utc::now().timestamp();
+
+    // The older event (pro) parks: the account is not linked yet.
+    let older = unique("evt");
+    stack
+        .send_event(&webhook::subscription_updated_at(
+            &older,
+            &customer,
+            "pro",
+            now - 100,
+        ))
+        .await
+        .unwrap();
+    stack
+        .wait_event_state(&older, "account_unknown")
+        .await
+        .unwrap();
+
+    // The account appears and a newer event (team) applies.
+    stack.create_account("ordered", &customer).await.unwrap();
+    let newer = unique("evt");
+    stack
+        .send_event(&webhook::subscription_updated_at(
+            &newer, &customer, "team", now,
+        ))
+        .await
+        .unwrap();
+    stack.wait_event_state(&newer, "applied").await.unwrap();
+
+    // Replaying the older dead letter records it as superseded and keeps the newer plan.
+    let status = stack
+        .replay(
+            &format!("provider-webhook-{older}"),
+            &stack.creds.ops_api_key,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED);
+    stack.wait_event_state(&older, "superseded").await.unwrap();
+    assert_eq!(plan_of(&stack, &customer).await.as_deref(), Some("team"));
+
+    // A NUL character (valid JSON, not storable text) is a client error, not a 500.
+    let body = br#"{"id":"evt_nul","type":"x\u0000y"}"#;
+    let sig = webhook::signature_header(&stack.webhook_secret, now, body);
+    let resp = stack.post_webhook(body, Some(&sig)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let e: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "malformed_payload", "{e}");
+}
