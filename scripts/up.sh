@@ -52,7 +52,7 @@ start() { # start NAME BINARY [ARGS...]
 
 say "starting burrow-api on 127.0.0.1:$BURROW_API_PORT"
 start api "$BIN/burrow-api" serve
-wait_for burrow-api 60 curl -fsS "http://127.0.0.1:$BURROW_API_PORT/readyz"
+wait_for api 60 curl -fsS "http://127.0.0.1:$BURROW_API_PORT/readyz"
 
 say "seeding the dev account"
 CREDS=$("$BIN/burrow-api" seed-dev --file "$BURROW_DIR/dev-credentials.json")
@@ -69,14 +69,14 @@ BURROW_RELAY_INTERNAL_KEY="$INTERNAL_KEY" \
 BURROW_RELAY_STATE_DIR="$BURROW_STATE_DIR/relay" \
 BURROW_RELAY_REDIS_URL="redis://127.0.0.1:$BURROW_REDIS_PORT" \
   start relay "$BIN/burrow-relay"
-wait_for burrow-relay 30 curl -fsS "http://127.0.0.1:$BURROW_RELAY_OPS_PORT/readyz"
+wait_for relay 30 curl -fsS "http://127.0.0.1:$BURROW_RELAY_OPS_PORT/readyz"
 
 say "starting burrow-worker"
 BURROW_WORKER_TEMPORAL_ADDRESS="http://127.0.0.1:$BURROW_TEMPORAL_PORT" \
 BURROW_WORKER_DATABASE_URL="$BURROW_API_DATABASE_URL" \
 BURROW_WORKER_OPS_LISTEN="127.0.0.1:$BURROW_WORKER_OPS_PORT" \
   start worker "$BIN/burrow-worker"
-wait_for burrow-worker 30 curl -fsS "http://127.0.0.1:$BURROW_WORKER_OPS_PORT/readyz"
+wait_for worker 30 curl -fsS "http://127.0.0.1:$BURROW_WORKER_OPS_PORT/readyz"
 
 cat >"$BURROW_DIR/dev.env" <<ENV
 # Written by scripts/up.sh. Source it: . .burrow/dev.env
@@ -95,10 +95,11 @@ ENV
 chmod 600 "$BURROW_DIR/dev.env"
 
 say "checking a tunnel end to end: burrow http $BURROW_API_PORT --name smoke"
+trap 'stop_started agent-smoke' EXIT
 (
   set -a; . "$BURROW_DIR/dev.env"; set +a
   start agent-smoke "$BIN/burrow" http "$BURROW_API_PORT" --name smoke
-  wait_for "the smoke tunnel" 30 curl -fsS -H "Host: smoke.$BURROW_DOMAIN" "http://$BURROW_HTTP_INGRESS/healthz"
+  wait_for agent-smoke 30 curl -fsS -H "Host: smoke.$BURROW_DOMAIN" "http://$BURROW_HTTP_INGRESS/healthz"
   printf 'GET http://smoke.%s:%s/healthz through the tunnel -> %s\n' "$BURROW_DOMAIN" "$BURROW_HTTP_PORT" \
     "$(curl -fsS -H "Host: smoke.$BURROW_DOMAIN" "http://$BURROW_HTTP_INGRESS/healthz")"
   grep -h Forwarding "$LOGS/agent-smoke.log" || true
