@@ -135,12 +135,26 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the WebDriver session synchronously (the runtime may already be gone), so
+    /// chromedriver closes Chromium; killing chromedriver alone would orphan the browser.
     fn drop(&mut self) {
-        let http = self.http.clone();
-        let url = self.base.clone();
-        tokio::spawn(async move {
-            let _ = http.delete(url).send().await;
-        });
+        use std::io::{Read, Write};
+        let Some(rest) = self.base.strip_prefix("http://") else {
+            return;
+        };
+        let Some((host, path)) = rest.split_once('/') else {
+            return;
+        };
+        if let Ok(mut tcp) = std::net::TcpStream::connect(host) {
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+            let request = format!(
+                "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            if tcp.write_all(request.as_bytes()).is_ok() {
+                let mut answer = Vec::new();
+                let _ = tcp.read_to_end(&mut answer);
+            }
+        }
     }
 }
 
