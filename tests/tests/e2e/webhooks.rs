@@ -372,6 +372,13 @@ async fn an_older_event_replayed_late_does_not_overwrite_a_newer_one() {
     assert_eq!(status, StatusCode::ACCEPTED);
     stack.wait_event_state(&older, "superseded").await.unwrap();
     assert_eq!(plan_of(&stack, &customer).await.as_deref(), Some("team"));
+    stack
+        .record_history(
+            &format!("provider-webhook-{older}"),
+            "provider_webhook_superseded_after_replay",
+        )
+        .await
+        .unwrap();
 
     // A NUL character (valid JSON, not storable text) is a client error, not a 500.
     let body = br#"{"id":"evt_nul","type":"x\u0000y"}"#;
