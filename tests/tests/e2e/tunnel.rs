@@ -417,3 +417,61 @@ async fn ops_kick_ends_the_agent_and_revocation_behind_the_apis_back_is_noticed(
     assert_eq!(code, Some(2), "{output}");
     assert!(output.contains("revoked"), "{output}");
 }
+
+#[tokio::test]
+async fn a_second_agent_taking_a_name_ends_the_first_instead_of_flapping() {
+    let stack = Stack::start().await.unwrap();
+    let first_upstream = python_http_server().await;
+    let second_upstream = python_http_server().await;
+    let (mut first, _) = stack
+        .online_agent(first_upstream.port, Some("shared"), &stack.creds.authtoken)
+        .await
+        .unwrap();
+    let (_second, _) = stack
+        .online_agent(second_upstream.port, Some("shared"), &stack.creds.authtoken)
+        .await
+        .unwrap();
+    let (code, output) = first.wait_exit(T).await.unwrap();
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("another agent of this account"), "{output}");
+    // The name now serves the second agent, and keeps doing so.
+    let r = stack
+        .ingress(Method::GET, "shared", "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Another account cannot take it at all.
+    let (_, other) = stack
+        .call(
+            Method::POST,
+            "/v1/accounts",
+            &stack.creds.admin_api_key,
+            Some(serde_json::json!({"name": "other"})),
+        )
+        .await
+        .unwrap();
+    let (_, token) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/accounts/{}/authtokens", other["id"].as_str().unwrap()),
+            &stack.creds.admin_api_key,
+            None,
+        )
+        .await
+        .unwrap();
+    let mut intruder = stack
+        .agent(
+            second_upstream.port,
+            Some("shared"),
+            token["token"].as_str().unwrap(),
+        )
+        .unwrap();
+    let (code, output) = intruder.wait_exit(T).await.unwrap();
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("already in use by another account"),
+        "{output}"
+    );
+}
