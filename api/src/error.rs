@@ -32,6 +32,9 @@ pub enum ApiError {
     /// 409: the resource is not in a state that allows this.
     #[error("{0}")]
     Conflict(String),
+    /// 413: the body is larger than the api accepts.
+    #[error("{0}")]
+    TooLarge(String),
     /// 503: a dependency is down; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -71,6 +74,11 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            ApiError::TooLarge(m) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                m.clone(),
+            ),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");

@@ -25,6 +25,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 "invalid_json",
                 "send the body as JSON with `Content-Type: application/json`",
             )),
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::TooLarge(e.body_text()))
+            }
             Err(e) => Err(ApiError::bad_request("invalid_json", e.body_text())),
         }
     }

@@ -114,6 +114,26 @@ async fn connect_redis(url: &str) -> Option<redis::aio::ConnectionManager> {
     }
 }
 
+/// Largest request body the api reads (provider events are a few KiB).
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// axum answers an over-long body with a plain-text 413 from inside the extractor; give it the
+/// API's JSON error shape like every other client error.
+async fn json_body_limit_error(resp: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return error::ApiError::TooLarge(format!(
+            "the request body is larger than {MAX_BODY_BYTES} bytes"
+        ))
+        .into_response();
+    }
+    resp
+}
+
 /// The api's routes.
 pub fn router(state: AppState) -> Router {
     let ready_state = state.clone();
@@ -170,7 +190,8 @@ pub fn router(state: AppState) -> Router {
                 },
             ),
         )
-        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(json_body_limit_error))
         .merge(burrow_common::ops::router(ready))
 }
 
