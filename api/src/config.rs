@@ -101,9 +101,8 @@ mod tests {
     fn example_config_parses() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/api.toml");
-        let cfg: ApiConfig =
-            burrow_common::config::load_from(Some(&path), "UNUSED_", std::iter::empty())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let cfg: ApiConfig = burrow_common::config::load_file(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(cfg.webhook_tolerance_secs, 300);
     }
 }

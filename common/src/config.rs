@@ -71,6 +71,12 @@ pub fn load<C: Config>(file: Option<&Path>, env_prefix: &str) -> Result<C, Confi
     load_from(file, env_prefix, std::env::vars())
 }
 
+/// Loads `C` from defaults and `file` only, ignoring the environment (used to check example
+/// config files).
+pub fn load_file<C: Config>(file: &Path) -> Result<C, ConfigError> {
+    load_from(Some(file), "", std::iter::empty())
+}
+
 /// [`load`] with an explicit environment (for tests).
 pub fn load_from<C: Config>(
     file: Option<&Path>,

@@ -400,6 +400,27 @@ impl Stack {
         Ok(body)
     }
 
+    /// Creates an authtoken for `account_id` (admin key); returns its id and secret.
+    pub async fn create_authtoken(&self, account_id: &str) -> anyhow::Result<(String, String)> {
+        let path = format!("/v1/accounts/{account_id}/authtokens");
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                &path,
+                &self.creds.admin_api_key,
+                None,
+            )
+            .await?;
+        anyhow::ensure!(
+            status == reqwest::StatusCode::CREATED,
+            "creating authtoken: {status} {body}"
+        );
+        Ok((
+            body["id"].as_str().unwrap_or_default().to_owned(),
+            body["token"].as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+
     /// Asks for a replay of parked workflow `workflow_id` with `key`; returns the status.
     pub async fn replay(
         &self,
@@ -553,6 +574,20 @@ impl Agent {
                 ),
             }
         }
+    }
+
+    /// Waits for the agent to exit and checks it exited with `code` saying `needle`.
+    pub async fn expect_exit(&mut self, code: i32, needle: &str) -> anyhow::Result<String> {
+        let (got, output) = self.wait_exit(Duration::from_secs(30)).await?;
+        anyhow::ensure!(
+            got == Some(code),
+            "agent exited with {got:?}, not {code}: {output}"
+        );
+        anyhow::ensure!(
+            output.contains(needle),
+            "agent output lacks {needle:?}: {output}"
+        );
+        Ok(output)
     }
 
     /// Waits for the agent to exit; returns its exit code and all output.

@@ -175,9 +175,8 @@ mod tests {
     fn example_config_parses() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/worker.toml");
-        let cfg: WorkerConfig =
-            burrow_common::config::load_from(Some(&path), "UNUSED_", std::iter::empty())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let cfg: WorkerConfig = burrow_common::config::load_file(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(cfg.task_queue, "burrow");
     }
 }

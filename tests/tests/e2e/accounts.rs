@@ -149,10 +149,5 @@ async fn accounts_and_tokens_rest_contract() {
         .unwrap();
     assert_eq!(status, StatusCode::OK);
     let mut agent = stack.agent(9, Some("after-revoke"), secret).unwrap();
-    let (code, output) = agent
-        .wait_exit(std::time::Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(code, Some(2), "{output}");
-    assert!(output.contains("revoked"), "{output}");
+    agent.expect_exit(2, "revoked").await.unwrap();
 }

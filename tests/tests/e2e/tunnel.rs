@@ -243,9 +243,10 @@ async fn bad_token_exits_nonzero_saying_it_was_rejected() {
     let mut agent = stack
         .agent(free_port(), Some("nope"), "bt_not_a_real_token")
         .unwrap();
-    let (code, output) = agent.wait_exit(T).await.unwrap();
-    assert_eq!(code, Some(2), "{output}");
-    assert!(output.contains("rejected the authtoken"), "{output}");
+    agent
+        .expect_exit(2, "rejected the authtoken")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -281,21 +282,7 @@ async fn ops_see_sessions_and_revoking_a_token_ends_its_agent() {
     let admin = stack.creds.admin_api_key.clone();
     let account = &stack.creds.account_id;
 
-    let created: serde_json::Value = stack
-        .api(
-            Method::POST,
-            &format!("/v1/accounts/{account}/authtokens"),
-            &admin,
-        )
-        .json(&serde_json::json!({"description": "e2e"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
-    let token_id = created["id"].as_str().unwrap().to_owned();
+    let (token_id, token) = stack.create_authtoken(account).await.unwrap();
 
     let py = python_http_server().await;
     let (mut agent, _) = stack
@@ -349,9 +336,7 @@ async fn ops_see_sessions_and_revoking_a_token_ends_its_agent() {
         .await
         .unwrap();
     assert_eq!(revoked["sessions_closed"], 1, "{revoked}");
-    let (code, output) = agent.wait_exit(T).await.unwrap();
-    assert_eq!(code, Some(2), "{output}");
-    assert!(output.contains("revoked"), "{output}");
+    agent.expect_exit(2, "revoked").await.unwrap();
 }
 
 #[tokio::test]
@@ -387,35 +372,25 @@ async fn ops_kick_ends_the_agent_and_revocation_behind_the_apis_back_is_noticed(
         .await
         .unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (code, output) = agent.wait_exit(T).await.unwrap();
-    assert_eq!(code, Some(1), "{output}");
-    assert!(output.contains("closed by an operator"), "{output}");
+    agent.expect_exit(1, "closed by an operator").await.unwrap();
 
     // A token revoked where no relay hears about it (straight in the database) still ends its
     // sessions: relays re-check live sessions' tokens every cache period.
-    let (_, created) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/accounts/{}/authtokens", stack.creds.account_id),
-            &stack.creds.admin_api_key,
-            None,
-        )
+    let (token_id, token) = stack
+        .create_authtoken(&stack.creds.account_id)
         .await
         .unwrap();
-    let token = created["token"].as_str().unwrap();
     let (mut agent, _) = stack
-        .online_agent(py.port, Some("sneaky"), token)
+        .online_agent(py.port, Some("sneaky"), &token)
         .await
         .unwrap();
     let db = stack.db().await.unwrap();
     sqlx::query("UPDATE authtokens SET revoked_at = now() WHERE id = $1::uuid")
-        .bind(created["id"].as_str().unwrap())
+        .bind(&token_id)
         .execute(&db)
         .await
         .unwrap();
-    let (code, output) = agent.wait_exit(T).await.unwrap();
-    assert_eq!(code, Some(2), "{output}");
-    assert!(output.contains("revoked"), "{output}");
+    agent.expect_exit(2, "revoked").await.unwrap();
 }
 
 #[tokio::test]
@@ -431,9 +406,10 @@ async fn a_second_agent_taking_a_name_ends_the_first_instead_of_flapping() {
         .online_agent(second_upstream.port, Some("shared"), &stack.creds.authtoken)
         .await
         .unwrap();
-    let (code, output) = first.wait_exit(T).await.unwrap();
-    assert_eq!(code, Some(1), "{output}");
-    assert!(output.contains("another agent of this account"), "{output}");
+    first
+        .expect_exit(1, "another agent of this account")
+        .await
+        .unwrap();
     // The name now serves the second agent, and keeps doing so.
     let r = stack
         .ingress(Method::GET, "shared", "/")
@@ -453,25 +429,14 @@ async fn a_second_agent_taking_a_name_ends_the_first_instead_of_flapping() {
         .await
         .unwrap();
     let (_, token) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/accounts/{}/authtokens", other["id"].as_str().unwrap()),
-            &stack.creds.admin_api_key,
-            None,
-        )
+        .create_authtoken(other["id"].as_str().unwrap())
         .await
         .unwrap();
     let mut intruder = stack
-        .agent(
-            second_upstream.port,
-            Some("shared"),
-            token["token"].as_str().unwrap(),
-        )
+        .agent(second_upstream.port, Some("shared"), &token)
         .unwrap();
-    let (code, output) = intruder.wait_exit(T).await.unwrap();
-    assert_eq!(code, Some(1), "{output}");
-    assert!(
-        output.contains("already in use by another account"),
-        "{output}"
-    );
+    intruder
+        .expect_exit(1, "already in use by another account")
+        .await
+        .unwrap();
 }
