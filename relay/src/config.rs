@@ -35,6 +35,8 @@ pub struct RelayConfig {
     pub auth_cache_secs: u64,
     /// How long a disconnected agent's names stay reserved (visitors get 502, not 404).
     pub offline_grace_secs: u64,
+    /// Most visitor connections served at once; further ones wait to be accepted.
+    pub max_visitor_connections: u32,
     /// Redis for presence and the route table; empty disables (single relay).
     pub redis_url: String,
     /// Prefix for every Redis key this relay writes.
@@ -64,6 +66,7 @@ impl Default for RelayConfig {
             tls_key_file: String::new(),
             auth_cache_secs: 30,
             offline_grace_secs: 600,
+            max_visitor_connections: 10_000,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "burrow:".into(),
             addr_file: String::new(),
@@ -83,6 +86,9 @@ impl Config for RelayConfig {
                         presents it to the api to verify authtokens"
                     .into(),
             );
+        }
+        if self.max_visitor_connections == 0 {
+            return Err("`max_visitor_connections` must be at least 1".into());
         }
         if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
             return Err("`tls_cert_file` and `tls_key_file` must be set together".into());

@@ -32,7 +32,22 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    while let Some((tcp, peer)) = net::accept(&listener, &shutdown, "ingress").await {
+    // Caps concurrent visitor connections (mini-redis style): at the cap, accepting pauses
+    // until one closes, so a flood degrades into queueing instead of exhausting the relay.
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        relay.config.max_visitor_connections as usize,
+    ));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let Some((tcp, peer)) = net::accept(&listener, &shutdown, "ingress").await else {
+            break;
+        };
         let relay = relay.clone();
         let service = hyper::service::service_fn(move |req| {
             let relay = relay.clone();
@@ -54,6 +69,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "ingress connection error");
             }
+            drop(permit);
         });
     }
     tokio::select! {
