@@ -104,20 +104,22 @@ ensure_postgres() {
     if pg_usable "$BURROW_PG_PORT"; then return; fi
   fi
   # The server runs as user postgres, which may not be able to enter the checkout (a checkout
-  # under /root is 0700): keep its files where it can.
-  local home="$BURROW_STATE_DIR"
-  if ! runuser -u postgres -- test -x "$home" 2>/dev/null; then
+  # under /root is 0700): then keep its files where it can.
+  local home="$BURROW_STATE_DIR/pg"
+  if ! runuser -u postgres -- test -x "$BURROW_STATE_DIR" 2>/dev/null; then
     home="/var/lib/burrow/$(printf '%s' "$ROOT" | md5sum | cut -c1-12)"
   fi
-  local data="$home/postgres"
+  local data="$home/data"
   say "starting project-local PostgreSQL on 127.0.0.1:$BURROW_PG_PORT ($data)"
-  install -d -o postgres -g postgres "$home" "$data" "$home/pgsock"
+  install -d -o postgres -g postgres -m 0755 "$home" "$home/sock"
+  install -d -o postgres -g postgres -m 0700 "$data"
   [ -f "$home/postgres.log" ] || install -o postgres -g postgres -m 0640 /dev/null "$home/postgres.log"
   if [ ! -f "$data/PG_VERSION" ]; then
     runuser -u postgres -- "$(pg_bin)/initdb" -D "$data" -A trust -U postgres >"$LOGS/initdb.log"
   fi
   runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$data" -l "$home/postgres.log" -w \
-    -o "-p $BURROW_PG_PORT -c listen_addresses=127.0.0.1 -k $home/pgsock" start >/dev/null
+    -o "-p $BURROW_PG_PORT -c listen_addresses=127.0.0.1 -k $home/sock" start >/dev/null \
+    || { tail -n 5 "$home/postgres.log" >&2; die "PostgreSQL did not start (log: $home/postgres.log)"; }
   head -n 1 "$data/postmaster.pid" >"$PIDS/postgres.pid"
   echo "$data" >"$PIDS/postgres.datadir"
   wait_for PostgreSQL 30 pg_usable "$BURROW_PG_PORT"
