@@ -1,6 +1,7 @@
 //! The agent's side of visitor traffic: an HTTP/2 server on the relay connection whose every
 //! request is replayed as HTTP/1.1 against the local service, bodies streaming both ways.
 
+use crate::upstream::{HostHeader, Upstream};
 use burrow_common::proxy::{self, Body};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
@@ -8,21 +9,23 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use std::convert::Infallible;
 
-/// Forwards requests to `http://<host>:<port>`.
+/// Forwards requests to the [`Upstream`].
 #[derive(Clone)]
 pub struct Forwarder {
     client: Client<HttpConnector, Incoming>,
     authority: String,
+    host_header: HostHeader,
 }
 
 impl Forwarder {
-    /// A forwarder to the local service at `host:port`.
-    pub fn new(host: &str, port: u16) -> Self {
+    /// A forwarder to `upstream`.
+    pub fn new(upstream: &Upstream) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         Self {
             client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
-            authority: format!("{host}:{port}"),
+            authority: upstream.authority.clone(),
+            host_header: upstream.host_header.clone(),
         }
     }
 
@@ -55,8 +58,13 @@ impl Forwarder {
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         proxy::strip_hop_by_hop(req.headers_mut());
-        // Keep the public Host, as a visitor's browser sent it (ngrok's default too).
-        if let Some(host) = public_host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        let host = match &self.host_header {
+            // The public Host, as the visitor's browser sent it (ngrok's default too).
+            HostHeader::Preserve => public_host,
+            HostHeader::Rewrite => Some(self.authority.clone()),
+            HostHeader::Value(v) => Some(v.clone()),
+        };
+        if let Some(host) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
             req.headers_mut().insert(header::HOST, host);
         }
         match self.client.request(req).await {

@@ -1,6 +1,9 @@
 //! `burrow`: the agent CLI.
 
-use burrow_agent::{AgentConfig, AgentError, Event, TunnelSpec};
+use burrow_agent::{
+    AgentConfig, AgentError, Event, TunnelSpec,
+    upstream::{HostHeader, Upstream},
+};
 use burrow_common::config;
 use clap::{Parser, Subcommand};
 
@@ -20,14 +23,15 @@ struct Cli {
 enum Command {
     /// Forward public HTTP traffic to a local port.
     Http {
-        /// Local port to forward to.
-        port: u16,
+        /// The local service: a port (localhost), host:port, or http://host:port.
+        target: String,
         /// Endpoint name: served at <name>.<domain>. Random when omitted.
         #[arg(long)]
         name: Option<String>,
-        /// Local host to forward to.
-        #[arg(long, default_value = "localhost")]
-        host: String,
+        /// Host header the local service sees: `preserve` (the public host), `rewrite` (the
+        /// local host:port) or a literal host.
+        #[arg(long, default_value = "preserve")]
+        host_header: String,
     },
 }
 
@@ -48,14 +52,25 @@ async fn main() {
             std::process::exit(config::EXIT_BAD_CONFIG);
         }
     };
-    let Command::Http { port, name, host } = cli.command;
+    let Command::Http {
+        target,
+        name,
+        host_header,
+    } = cli.command;
     if let Some(Err(e)) = name.as_deref().map(burrow_proto::tunnel::validate_label) {
         eprintln!("burrow: invalid --name: {e}");
         std::process::exit(config::EXIT_BAD_CONFIG);
     }
-    let local = format!("http://{host}:{port}");
+    let upstream = match HostHeader::parse(&host_header).and_then(|h| Upstream::parse(&target, h)) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("burrow: {e}");
+            std::process::exit(config::EXIT_BAD_CONFIG);
+        }
+    };
+    let local = upstream.to_string();
     let shutdown = burrow_common::shutdown::on_signal();
-    let spec = TunnelSpec { port, host, name };
+    let spec = TunnelSpec { upstream, name };
     let result = burrow_agent::run(&cfg, spec, shutdown, |event| match event {
         Event::Online {
             endpoint,

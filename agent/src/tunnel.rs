@@ -63,10 +63,8 @@ pub enum AgentError {
 /// What one tunnel exposes.
 #[derive(Debug, Clone)]
 pub struct TunnelSpec {
-    /// Local port.
-    pub port: u16,
-    /// Local host (usually `localhost`).
-    pub host: String,
+    /// The local service.
+    pub upstream: crate::upstream::Upstream,
     /// Requested name, or `None` for a relay-chosen one.
     pub name: Option<String>,
 }
@@ -85,7 +83,7 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let tls = Arc::new(client_config(&config.ca_file)?);
     let server_name = server_name(&config.relay)?;
-    let forwarder = Forwarder::new(&spec.host, spec.port);
+    let forwarder = Forwarder::new(&spec.upstream);
     let mut name = spec.name.clone();
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut reconnected = false;

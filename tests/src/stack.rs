@@ -292,11 +292,18 @@ impl Stack {
 
     /// Starts `burrow http <port> [--name <name>]` with `authtoken`.
     pub fn agent(&self, port: u16, name: Option<&str>, authtoken: &str) -> anyhow::Result<Agent> {
-        let mut cmd = Command::new(bin("burrow"));
-        cmd.arg("http").arg(port.to_string());
+        let port = port.to_string();
+        let mut args = vec!["http", port.as_str()];
         if let Some(n) = name {
-            cmd.args(["--name", n]);
+            args.extend(["--name", n]);
         }
+        self.agent_with(&args, authtoken)
+    }
+
+    /// Starts `burrow <args...>` with `authtoken` and the stack's relay settings.
+    pub fn agent_with(&self, args: &[&str], authtoken: &str) -> anyhow::Result<Agent> {
+        let mut cmd = Command::new(bin("burrow"));
+        cmd.args(args);
         cmd.env("BURROW_AUTHTOKEN", authtoken)
             .env("BURROW_RELAY", &self.relay.agent)
             .env(

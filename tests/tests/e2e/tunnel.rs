@@ -440,3 +440,58 @@ async fn a_second_agent_taking_a_name_ends_the_first_instead_of_flapping() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn host_header_is_preserved_rewritten_or_set_and_targets_take_host_port() {
+    use axum::{Router, http::HeaderMap, routing::get};
+    let app = Router::new().route(
+        "/",
+        get(|headers: HeaderMap| async move {
+            headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let stack = Stack::start().await.unwrap();
+    let token = &stack.creds.authtoken;
+    let cases = [
+        ("keep", vec![], "keep.burrow.localhost".to_owned()),
+        ("rw", vec!["--host-header", "rewrite"], local.clone()),
+        (
+            "lit",
+            vec!["--host-header", "app.test"],
+            "app.test".to_owned(),
+        ),
+    ];
+    let mut agents = Vec::new();
+    for (name, extra, expected) in cases {
+        let target = format!("http://{local}");
+        let mut args = vec!["http", target.as_str(), "--name", name];
+        args.extend(extra);
+        let mut agent = stack.agent_with(&args, token).unwrap();
+        let line = agent.wait_line("Forwarding", T).await.unwrap();
+        assert!(line.ends_with(&format!("-> http://{local}")), "{line}");
+        let seen = stack
+            .ingress(Method::GET, name, "/")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(seen, expected, "{name}: the Host the upstream saw");
+        agents.push(agent);
+    }
+
+    // A target the agent cannot use is refused before connecting, naming the problem.
+    let mut bad = stack
+        .agent_with(&["http", "https://localhost:8443"], token)
+        .unwrap();
+    bad.expect_exit(64, "not supported yet").await.unwrap();
+}
