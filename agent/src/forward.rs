@@ -4,7 +4,6 @@
 use crate::upstream::{HostHeader, Upstream};
 use burrow_common::proxy::{self, Body};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use std::convert::Infallible;
@@ -71,7 +70,7 @@ impl Forwarder {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 proxy::strip_hop_by_hop(&mut parts.headers);
-                Ok(Response::from_parts(parts, body.boxed()))
+                Ok(Response::from_parts(parts, proxy::incoming(body)))
             }
             Err(e) => {
                 tracing::warn!(error = %e, target = %self.target(), "local service unreachable");
@@ -87,6 +86,32 @@ impl Forwarder {
                 ))
             }
         }
+    }
+}
+
+impl Forwarder {
+    /// Relays one TCP visitor connection (an h2 stream from the relay) to the local service:
+    /// the request body is written to the local socket, the local socket's bytes are the
+    /// response body. 502 if the local service refuses the connection.
+    pub async fn forward_tcp(&self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let local = match tokio::net::TcpStream::connect(&self.authority).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, target = %self.authority, "local TCP service unreachable");
+                return Ok(answer(
+                    StatusCode::BAD_GATEWAY,
+                    format!("Burrow agent: cannot reach {}: {e}\n", self.authority),
+                ));
+            }
+        };
+        let _ = local.set_nodelay(true);
+        let (read, write) = local.into_split();
+        tokio::spawn(async move {
+            if let Err(e) = proxy::to_writer(req.into_body(), write).await {
+                tracing::debug!(error = %e, "tcp visitor → local copy ended");
+            }
+        });
+        Ok(Response::new(proxy::from_reader(read)))
     }
 }
 

@@ -5,6 +5,7 @@ use burrow_agent::{
     upstream::{HostHeader, Upstream},
 };
 use burrow_common::config;
+use burrow_proto::tunnel::EndpointProto;
 use clap::{Parser, Subcommand};
 
 /// Expose a local service through a Burrow relay.
@@ -33,6 +34,11 @@ enum Command {
         #[arg(long, default_value = "preserve")]
         host_header: String,
     },
+    /// Forward a public TCP port to a local port.
+    Tcp {
+        /// The local service: a port (localhost) or host:port.
+        target: String,
+    },
 }
 
 #[tokio::main]
@@ -52,25 +58,36 @@ async fn main() {
             std::process::exit(config::EXIT_BAD_CONFIG);
         }
     };
-    let Command::Http {
-        target,
-        name,
-        host_header,
-    } = cli.command;
-    if let Some(Err(e)) = name.as_deref().map(burrow_proto::tunnel::validate_label) {
-        eprintln!("burrow: invalid --name: {e}");
-        std::process::exit(config::EXIT_BAD_CONFIG);
-    }
-    let upstream = match HostHeader::parse(&host_header).and_then(|h| Upstream::parse(&target, h)) {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("burrow: {e}");
-            std::process::exit(config::EXIT_BAD_CONFIG);
+    let (proto, upstream, name) = match cli.command {
+        Command::Http {
+            target,
+            name,
+            host_header,
+        } => {
+            if let Some(Err(e)) = name.as_deref().map(burrow_proto::tunnel::validate_label) {
+                eprintln!("burrow: invalid --name: {e}");
+                std::process::exit(config::EXIT_BAD_CONFIG);
+            }
+            let upstream =
+                HostHeader::parse(&host_header).and_then(|h| Upstream::parse(&target, h));
+            (EndpointProto::Http, upstream, name)
         }
+        Command::Tcp { target } => (EndpointProto::Tcp, Upstream::parse_tcp(&target), None),
     };
-    let local = upstream.to_string();
+    let upstream = upstream.unwrap_or_else(|e| {
+        eprintln!("burrow: {e}");
+        std::process::exit(config::EXIT_BAD_CONFIG);
+    });
+    let local = match proto {
+        EndpointProto::Http => upstream.to_string(),
+        EndpointProto::Tcp => upstream.authority.clone(),
+    };
     let shutdown = burrow_common::shutdown::on_signal();
-    let spec = TunnelSpec { upstream, name };
+    let spec = TunnelSpec {
+        proto,
+        upstream,
+        name,
+    };
     let result = burrow_agent::run(&cfg, spec, shutdown, |event| match event {
         Event::Online {
             endpoint,

@@ -8,7 +8,7 @@ use crate::{AgentConfig, backoff::Backoff, forward::Forwarder};
 use burrow_proto::tunnel::{
     ALPN, BindRequest, BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, CONTROL_CLOSING_PATH,
     CloseCode, Closing, EndpointProto, Hello, PROTOCOL_VERSION, RejectCode, ServerMessage,
-    read_frame, write_frame,
+    TCP_AUTHORITY, read_frame, write_frame,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -63,6 +63,8 @@ pub enum AgentError {
 /// What one tunnel exposes.
 #[derive(Debug, Clone)]
 pub struct TunnelSpec {
+    /// Public protocol: an HTTP endpoint or a TCP port.
+    pub proto: EndpointProto,
     /// The local service.
     pub upstream: crate::upstream::Upstream,
     /// Requested name, or `None` for a relay-chosen one.
@@ -84,7 +86,12 @@ pub async fn run(
     let tls = Arc::new(client_config(&config.ca_file)?);
     let server_name = server_name(&config.relay)?;
     let forwarder = Forwarder::new(&spec.upstream);
-    let mut name = spec.name.clone();
+    // What to ask for on every (re)connect: the name or port held before, once bound.
+    let mut bind = BindRequest {
+        proto: spec.proto,
+        name: spec.name.clone(),
+        port: None,
+    };
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut reconnected = false;
     loop {
@@ -93,10 +100,18 @@ pub async fn run(
             &tls,
             &server_name,
             &forwarder,
-            name.clone(),
+            bind.clone(),
             &shutdown,
             |endpoint| {
-                name = Some(endpoint.name.clone());
+                match endpoint.proto {
+                    EndpointProto::Http => bind.name = Some(endpoint.name.clone()),
+                    EndpointProto::Tcp => {
+                        bind.port = endpoint
+                            .url
+                            .rsplit_once(':')
+                            .and_then(|(_, p)| p.parse().ok());
+                    }
+                }
                 events(Event::Online {
                     endpoint,
                     reconnected,
@@ -135,7 +150,7 @@ async fn session(
     tls: &Arc<rustls::ClientConfig>,
     server_name: &ServerName<'static>,
     forwarder: &Forwarder,
-    name: Option<String>,
+    bind: BindRequest,
     shutdown: &CancellationToken,
     on_online: impl FnOnce(BoundEndpoint),
 ) -> Result<Outcome, SessionError> {
@@ -162,10 +177,7 @@ async fn session(
         version: PROTOCOL_VERSION,
         authtoken: config.authtoken.expose().to_owned(),
         agent: format!("burrow/{}", env!("CARGO_PKG_VERSION")),
-        binds: vec![BindRequest {
-            proto: EndpointProto::Http,
-            name,
-        }],
+        binds: vec![bind],
     };
     write_frame(&mut stream, &hello)
         .await
@@ -191,10 +203,10 @@ async fn session(
         let forwarder = forwarder.clone();
         let bound_tx = bound_tx.clone();
         async move {
-            if req.uri().authority().map(|a| a.as_str()) == Some(CONTROL_AUTHORITY) {
-                Ok(control(req, &bound_tx).await)
-            } else {
-                forwarder.forward(req).await
+            match req.uri().authority().map(|a| a.as_str()) {
+                Some(CONTROL_AUTHORITY) => Ok(control(req, &bound_tx).await),
+                Some(TCP_AUTHORITY) => forwarder.forward_tcp(req).await,
+                _ => forwarder.forward(req).await,
             }
         }
     });

@@ -82,6 +82,18 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Parses the target argument of `burrow tcp`: a port (localhost) or `host:port`.
+    pub fn parse_tcp(target: &str) -> Result<Self, UpstreamError> {
+        if target.contains("://") {
+            return Err(UpstreamError(format!(
+                "invalid target {target:?}: a TCP target is a port or host:port, without a scheme"
+            )));
+        }
+        Self::parse(target, HostHeader::Preserve)
+    }
+}
+
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "http://{}", self.authority)

@@ -8,15 +8,51 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 
-/// Body of everything the proxies forward: visitor bodies streamed as they arrive, or small
-/// bodies a proxy makes itself.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// Error type of forwarded bodies: a peer's HTTP error or a socket's I/O error.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Body of everything the proxies forward: visitor bodies streamed as they arrive, raw TCP
+/// bytes, or small bodies a proxy makes itself.
+pub type Body = BoxBody<Bytes, BodyError>;
 
 /// A body from bytes in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// A received HTTP body, re-boxed for forwarding.
+pub fn incoming(body: hyper::body::Incoming) -> Body {
+    body.map_err(BodyError::from).boxed()
+}
+
+/// A body that streams what `reader` yields until EOF (one TCP direction).
+pub fn from_reader<R>(reader: R) -> Body
+where
+    R: tokio::io::AsyncRead + Send + Sync + 'static,
+{
+    use futures::TryStreamExt;
+    let frames = tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024)
+        .map_ok(hyper::body::Frame::data)
+        .map_err(BodyError::from);
+    http_body_util::StreamBody::new(frames).boxed()
+}
+
+/// Copies `body`'s data into `writer` until the body ends, then shuts the writer down (the
+/// other TCP direction; a half-close travels as the end of the body).
+pub async fn to_writer<W>(mut body: hyper::body::Incoming, mut writer: W) -> Result<(), BodyError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            writer.write_all(&data).await?;
+        }
+    }
+    writer.shutdown().await?;
+    Ok(())
 }
 
 /// A plain-text answer made by the proxy itself; `origin` (`relay` or `agent`) goes into the

@@ -65,8 +65,12 @@ impl fmt::Debug for Hello {
 pub struct BindRequest {
     /// Protocol of the public side.
     pub proto: EndpointProto,
-    /// Requested label under the relay's base domain; `None` lets the relay pick one.
+    /// HTTP: requested label under the relay's base domain; `None` lets the relay pick one.
     pub name: Option<String>,
+    /// TCP: requested public port (the one held before a reconnect); `None` lets the relay
+    /// allocate one.
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 /// Protocols an endpoint can serve publicly.
@@ -75,12 +79,15 @@ pub struct BindRequest {
 pub enum EndpointProto {
     /// HTTP ingress routed by `Host: <name>.<domain>`.
     Http,
+    /// A public TCP port whose connections are relayed byte for byte.
+    Tcp,
 }
 
 impl fmt::Display for EndpointProto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             EndpointProto::Http => "http",
+            EndpointProto::Tcp => "tcp",
         })
     }
 }
@@ -212,6 +219,10 @@ where
     Ok(())
 }
 
+/// `:authority` of the h2 stream the relay opens for each visitor of a TCP endpoint: the
+/// request body carries visitor → agent bytes, the response body agent → visitor bytes.
+pub const TCP_AUTHORITY: &str = "tcp.burrow.internal";
+
 /// Control request the relay sends just before it closes a session on purpose; its JSON body
 /// is a [`Closing`]. Without one, a lost connection is a network failure and the agent retries.
 pub const CONTROL_CLOSING_PATH: &str = "/v1/closing";
@@ -293,6 +304,7 @@ mod tests {
             binds: vec![BindRequest {
                 proto: EndpointProto::Http,
                 name,
+                port: None,
             }],
         }
     }

@@ -35,6 +35,12 @@ pub struct RelayConfig {
     pub auth_cache_secs: u64,
     /// How long a disconnected agent's names stay reserved (visitors get 502, not 404).
     pub offline_grace_secs: u64,
+    /// Ports handed to TCP endpoints, `first-last`.
+    pub tcp_ports: String,
+    /// Address TCP endpoint ports listen on.
+    pub tcp_listen_host: String,
+    /// Host printed in `tcp://host:port` URLs; empty uses `tcp_listen_host`.
+    pub tcp_public_host: String,
     /// Most visitor connections served at once; further ones wait to be accepted.
     pub max_visitor_connections: u32,
     /// Redis for presence and the route table; empty disables (single relay).
@@ -67,6 +73,9 @@ impl Default for RelayConfig {
             auth_cache_secs: 30,
             offline_grace_secs: 600,
             max_visitor_connections: 10_000,
+            tcp_ports: "20000-20999".into(),
+            tcp_listen_host: "127.0.0.1".into(),
+            tcp_public_host: String::new(),
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "burrow:".into(),
             addr_file: String::new(),
@@ -87,6 +96,7 @@ impl Config for RelayConfig {
                     .into(),
             );
         }
+        crate::tcp::parse_range(&self.tcp_ports).map_err(|e| format!("`tcp_ports`: {e}"))?;
         if self.max_visitor_connections == 0 {
             return Err("`max_visitor_connections` must be at least 1".into());
         }

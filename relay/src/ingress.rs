@@ -9,7 +9,6 @@
 use crate::Relay;
 use burrow_proto::tunnel::EndpointProto;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -131,7 +130,7 @@ pub async fn route(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) 
     append_forwarded(headers, peer, &host);
 
     let started = std::time::Instant::now();
-    let req = req.map(|b| b.boxed());
+    let req = req.map(proxy::incoming);
     let result = match sender.ready().await {
         Ok(()) => sender.send_request(req).await,
         Err(e) => Err(e),
@@ -144,7 +143,7 @@ pub async fn route(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) 
                 .record(started.elapsed().as_secs_f64());
             let (mut parts, body) = resp.into_parts();
             proxy::strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, body.boxed())
+            Response::from_parts(parts, proxy::incoming(body))
         }
         Err(e) => {
             tracing::info!(error = %e, %host, "forwarding to agent failed");

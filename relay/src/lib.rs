@@ -11,6 +11,7 @@
 //! - [`registry`]: the route table (name → agent session) and session bookkeeping.
 //! - [`session`]: agent handshake and the HTTP/2 connection that carries visitor requests.
 //! - [`ingress`]: public HTTP listener: host routing, 404/502 answers, streaming proxy.
+//! - [`tcp`]: TCP endpoints on allocated public ports, relayed over the session.
 //! - [`control`]: the `RelayControl` gRPC server (`ListSessions`, `KickSession`).
 //! - [`presence`]: relay announcement and route table in Redis.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod ingress;
 pub mod presence;
 pub mod registry;
 pub mod session;
+pub mod tcp;
 pub mod tls;
 
 pub use config::RelayConfig;
@@ -44,6 +46,10 @@ pub struct Relay {
     pub verifier: auth::Verifier,
     /// Redis presence.
     pub presence: presence::Presence,
+    /// Ports of TCP endpoints.
+    pub tcp: tcp::TcpPorts,
+    /// Fires when the relay stops accepting (listeners started later watch it too).
+    pub stop: CancellationToken,
     /// Port printed in public URLs.
     public_port: u16,
     /// `.<domain>`, precomputed for host matching.
@@ -51,9 +57,19 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Public URL of endpoint `name`.
+    /// Public URL of HTTP endpoint `name`.
     pub fn public_url(&self, name: &str) -> String {
         format!("http://{name}.{}:{}", self.config.domain, self.public_port)
+    }
+
+    /// Public URL of the TCP endpoint on `port`.
+    pub fn tcp_url(&self, port: u16) -> String {
+        let host = if self.config.tcp_public_host.is_empty() {
+            &self.config.tcp_listen_host
+        } else {
+            &self.config.tcp_public_host
+        };
+        format!("tcp://{host}:{port}")
     }
 
     /// The endpoint label in `host` (`demo` for `demo.<domain>`), if it is one of ours.
@@ -168,6 +184,11 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
             Duration::from_secs(config.auth_cache_secs),
         ),
         presence,
+        tcp: {
+            let (first, last) = tcp::parse_range(&config.tcp_ports).unwrap_or((20000, 20999));
+            tcp::TcpPorts::new(first, last, &config.tcp_listen_host)
+        },
+        stop: shutdown.clone(),
         public_port,
         domain_suffix: format!(".{}", config.domain),
         config,

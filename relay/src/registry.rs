@@ -226,7 +226,8 @@ impl Registry {
 
     /// Where `name` routes now.
     pub fn lookup(&self, proto: EndpointProto, name: &str) -> Lookup {
-        let EndpointProto::Http = proto;
+        // Names are unique across protocols (TCP endpoints are `tcp:<port>`).
+        let _ = proto;
         let mut state = self.lock();
         self.expire(&mut state);
         match state.routes.get(name) {
@@ -234,6 +235,13 @@ impl Registry {
             Some(Route::Offline { since, .. }) => Lookup::Offline(since.elapsed()),
             None => Lookup::Unknown,
         }
+    }
+
+    /// Whether any session routes `name`, online or within its offline grace.
+    pub fn is_routed(&self, name: &str) -> bool {
+        let mut state = self.lock();
+        self.expire(&mut state);
+        state.routes.contains_key(name)
     }
 
     /// Snapshot of sessions, optionally of one account.

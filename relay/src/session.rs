@@ -9,8 +9,8 @@ use crate::{
 use burrow_common::proxy::{self, Body};
 use burrow_proto::tunnel::{
     BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, CONTROL_CLOSING_PATH, CloseCode, Closing,
-    FrameError, Hello, PROTOCOL_VERSION, RejectCode, ServerMessage, read_frame, validate_label,
-    write_frame,
+    EndpointProto, FrameError, Hello, PROTOCOL_VERSION, RejectCode, ServerMessage, read_frame,
+    validate_label, write_frame,
 };
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -223,7 +223,7 @@ struct Admission {
     endpoints: Vec<BoundEndpoint>,
 }
 
-async fn admit(relay: &Relay, hello: &Hello) -> Result<Admission, (RejectCode, String)> {
+async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCode, String)> {
     if hello.version != PROTOCOL_VERSION {
         return Err((
             RejectCode::Unsupported,
@@ -246,18 +246,31 @@ async fn admit(relay: &Relay, hello: &Hello) -> Result<Admission, (RejectCode, S
         })?;
     let mut endpoints = Vec::with_capacity(hello.binds.len());
     for bind in &hello.binds {
-        let name = match &bind.name {
-            Some(n) => {
-                validate_label(n).map_err(|e| (RejectCode::InvalidName, e.to_string()))?;
-                n.clone()
+        let endpoint = match bind.proto {
+            EndpointProto::Http => {
+                let name = match &bind.name {
+                    Some(n) => {
+                        validate_label(n).map_err(|e| (RejectCode::InvalidName, e.to_string()))?;
+                        n.clone()
+                    }
+                    None => random_label(),
+                };
+                BoundEndpoint {
+                    proto: bind.proto,
+                    url: relay.public_url(&name),
+                    name,
+                }
             }
-            None => random_label(),
+            EndpointProto::Tcp => {
+                let port = crate::tcp::TcpPorts::allocate(relay, bind.port).await?;
+                BoundEndpoint {
+                    proto: bind.proto,
+                    url: relay.tcp_url(port),
+                    name: crate::tcp::endpoint_name(port),
+                }
+            }
         };
-        endpoints.push(BoundEndpoint {
-            proto: bind.proto,
-            url: relay.public_url(&name),
-            name,
-        });
+        endpoints.push(endpoint);
     }
     let names: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
     relay

@@ -495,3 +495,64 @@ async fn host_header_is_preserved_rewritten_or_set_and_targets_take_host_port() 
         .unwrap();
     bad.expect_exit(64, "not supported yet").await.unwrap();
 }
+
+#[tokio::test]
+async fn tcp_endpoint_relays_bytes_and_keeps_its_port_across_a_relay_restart() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Upstream: echoes every byte back, upper-cased.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+
+    let mut stack = Stack::start().await.unwrap();
+    let target = port.to_string();
+    let mut agent = stack
+        .agent_with(&["tcp", &target], &stack.creds.authtoken)
+        .unwrap();
+    let line = agent.wait_line("Forwarding", T).await.unwrap();
+    let public = line
+        .strip_prefix("Forwarding tcp://")
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(addr, _)| addr.to_owned())
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    assert!(line.ends_with(&format!("-> localhost:{port}")), "{line}");
+
+    async fn echo(addr: &str, text: &[u8]) -> Vec<u8> {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(text).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        out
+    }
+    assert_eq!(echo(&public, b"hello burrow").await, b"HELLO BURROW");
+    // 4 MiB each way, half-closed by the visitor.
+    let big = vec![b'x'; 4 << 20];
+    assert_eq!(echo(&public, &big).await, vec![b'X'; 4 << 20]);
+
+    // The relay restarts; the agent reconnects and gets the same public port back.
+    stack.restart_relay().await.unwrap();
+    agent.wait_line("reconnected", T).await.unwrap();
+    let again = burrow_e2e::wait::until("the TCP endpoint to answer again", T, || async {
+        let mut s = tokio::net::TcpStream::connect(&public).await.ok()?;
+        s.write_all(b"again").await.ok()?;
+        s.shutdown().await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        (!out.is_empty()).then_some(out)
+    })
+    .await
+    .unwrap();
+    assert_eq!(again, b"AGAIN");
+}
