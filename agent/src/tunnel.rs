@@ -212,8 +212,8 @@ async fn session(
     });
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_interval(burrow_proto::tunnel::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(burrow_proto::tunnel::KEEPALIVE_TIMEOUT)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(8 << 20)
         .serve_connection(TokioIo::new(stream), service);

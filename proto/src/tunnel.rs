@@ -25,6 +25,12 @@ pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// ALPN protocol id the agent and relay negotiate for a tunnel session.
 pub const ALPN: &[u8] = b"burrow/1";
 
+/// Both ends send an HTTP/2 PING this often on an idle session...
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// ...and drop the session when a PING is not answered within this, so a half-open link is
+/// noticed within 15 s (interval + timeout) and the agent reconnects.
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `:authority` of relay → agent control requests on the session's HTTP/2 connection.
 /// Visitor requests always carry `<name>.<domain>`, so they can never reach this name.
 pub const CONTROL_AUTHORITY: &str = "control.burrow.internal";

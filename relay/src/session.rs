@@ -23,9 +23,6 @@ use tracing::Instrument;
 
 /// Time an agent gets to finish TLS and send its `Hello`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Interval of h2 PINGs; a link that does not answer within the timeout is closed.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long telling an agent why it is being closed may delay the close.
 const CLOSING_NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -90,8 +87,8 @@ async fn handle(
 
     let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_interval(burrow_proto::tunnel::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(burrow_proto::tunnel::KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(8 << 20)
