@@ -57,15 +57,7 @@ impl Forwarder {
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         proxy::strip_hop_by_hop(req.headers_mut());
-        let host = match &self.host_header {
-            // The public Host, as the visitor's browser sent it (ngrok's default too).
-            HostHeader::Preserve => public_host,
-            HostHeader::Rewrite => Some(self.authority.clone()),
-            HostHeader::Value(v) => Some(v.clone()),
-        };
-        if let Some(host) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
-            req.headers_mut().insert(header::HOST, host);
-        }
+        self.set_host(req.headers_mut(), public_host);
         match self.client.request(req).await {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
@@ -90,6 +82,94 @@ impl Forwarder {
 }
 
 impl Forwarder {
+    /// Sets `Host` per the `--host-header` policy.
+    fn set_host(&self, headers: &mut http::HeaderMap, public_host: Option<String>) {
+        let host = match &self.host_header {
+            // The public Host, as the visitor's browser sent it (ngrok's default too).
+            HostHeader::Preserve => public_host,
+            HostHeader::Rewrite => Some(self.authority.clone()),
+            HostHeader::Value(v) => Some(v.clone()),
+        };
+        if let Some(host) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+            headers.insert(header::HOST, host);
+        }
+    }
+
+    /// A WebSocket (an HTTP/2 extended CONNECT from the relay): performs the HTTP/1.1 upgrade
+    /// against the local service, answers 200 with its handshake headers, then joins the two
+    /// upgraded streams. A local answer other than 101 is passed back as is.
+    pub async fn forward_websocket(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let relay_side = hyper::upgrade::on(&mut req);
+        let public_host = req.uri().authority().map(|a| a.to_string());
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        let mut local_req = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
+        *local_req.uri_mut() = match path.parse() {
+            Ok(u) => u,
+            Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, format!("bad path: {e}"))),
+        };
+        *local_req.headers_mut() = req.headers().clone();
+        self.set_host(local_req.headers_mut(), public_host);
+        let h = local_req.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+
+        let unreachable = |e: &dyn std::fmt::Display| {
+            answer(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "Burrow agent: cannot reach the local service at {}: {e}\n",
+                    self.target()
+                ),
+            )
+        };
+        let tcp = match tokio::net::TcpStream::connect(&self.authority).await {
+            Ok(t) => t,
+            Err(e) => return Ok(unreachable(&e)),
+        };
+        let (mut sender, conn) =
+            match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await {
+                Ok(pair) => pair,
+                Err(e) => return Ok(unreachable(&e)),
+            };
+        tokio::spawn(conn.with_upgrades());
+        let local_resp = match sender.send_request(local_req).await {
+            Ok(r) => r,
+            Err(e) => return Ok(unreachable(&e)),
+        };
+        if local_resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = local_resp.into_parts();
+            proxy::strip_hop_by_hop(&mut parts.headers);
+            return Ok(Response::from_parts(parts, proxy::incoming(body)));
+        }
+        let mut resp = Response::new(proxy::full(bytes::Bytes::new()));
+        *resp.headers_mut() = local_resp.headers().clone();
+        proxy::strip_hop_by_hop(resp.headers_mut());
+        let local_side = hyper::upgrade::on(local_resp);
+        tokio::spawn(async move {
+            match (relay_side.await, local_side.await) {
+                (Ok(r), Ok(l)) => {
+                    let (mut r, mut l) = (
+                        hyper_util::rt::TokioIo::new(r),
+                        hyper_util::rt::TokioIo::new(l),
+                    );
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut r, &mut l).await {
+                        tracing::debug!(error = %e, "websocket bridge ended");
+                    }
+                }
+                (r, l) => {
+                    tracing::info!(relay = ?r.err(), local = ?l.err(), "websocket upgrade failed")
+                }
+            }
+        });
+        Ok(resp)
+    }
+
     /// Relays one TCP visitor connection (an h2 stream from the relay) to the local service:
     /// the request body is written to the local socket, the local socket's bytes are the
     /// response body. 502 if the local service refuses the connection.

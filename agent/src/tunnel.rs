@@ -203,9 +203,15 @@ async fn session(
         let forwarder = forwarder.clone();
         let bound_tx = bound_tx.clone();
         async move {
+            let websocket = req.method() == http::Method::CONNECT
+                && req
+                    .extensions()
+                    .get::<hyper::ext::Protocol>()
+                    .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
             match req.uri().authority().map(|a| a.as_str()) {
                 Some(CONTROL_AUTHORITY) => Ok(control(req, &bound_tx).await),
                 Some(TCP_AUTHORITY) => forwarder.forward_tcp(req).await,
+                _ if websocket => forwarder.forward_websocket(req).await,
                 _ => forwarder.forward(req).await,
             }
         }
@@ -216,6 +222,8 @@ async fn session(
         .keep_alive_timeout(burrow_proto::tunnel::KEEPALIVE_TIMEOUT)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(8 << 20)
+        // Lets the relay open WebSockets as extended CONNECT streams (RFC 8441).
+        .enable_connect_protocol()
         .serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     let mut on_online = Some(on_online);

@@ -55,6 +55,19 @@ where
     Ok(())
 }
 
+/// Whether an HTTP/1.1 request asks to switch to WebSocket.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
+}
+
 /// A plain-text answer made by the proxy itself; `origin` (`relay` or `agent`) goes into the
 /// `X-Burrow-Error` header so a visitor can tell it from the application's own answers.
 pub fn text_response(status: StatusCode, text: String, origin: &'static str) -> Response<Body> {

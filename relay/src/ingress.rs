@@ -124,13 +124,22 @@ pub async fn route(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) 
     };
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_2;
+    let websocket = proxy::is_websocket_upgrade(req.headers());
+    // Take the visitor's upgrade handle before the request is consumed.
+    let visitor_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let headers = req.headers_mut();
     proxy::strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     append_forwarded(headers, peer, &host);
 
     let started = std::time::Instant::now();
-    let req = req.map(proxy::incoming);
+    let mut req = req.map(proxy::incoming);
+    if websocket {
+        // HTTP/2 extended CONNECT (RFC 8441) carries the upgrade to the agent.
+        *req.method_mut() = http::Method::CONNECT;
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+    }
     let result = match sender.ready().await {
         Ok(()) => sender.send_request(req).await,
         Err(e) => Err(e),
@@ -141,6 +150,9 @@ pub async fn route(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) 
                 .increment(1);
             metrics::histogram!("burrow_relay_http_upstream_seconds")
                 .record(started.elapsed().as_secs_f64());
+            if let (Some(visitor), true) = (visitor_upgrade, resp.status() == StatusCode::OK) {
+                return switch_protocols(visitor, resp);
+            }
             let (mut parts, body) = resp.into_parts();
             proxy::strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, proxy::incoming(body))
@@ -155,6 +167,40 @@ pub async fn route(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) 
             )
         }
     }
+}
+
+/// The agent accepted a WebSocket: answer the visitor 101 with the local service's handshake
+/// headers, then join the two upgraded streams.
+fn switch_protocols(
+    visitor: hyper::upgrade::OnUpgrade,
+    agent: Response<Incoming>,
+) -> Response<Body> {
+    let mut resp = Response::new(proxy::full(bytes::Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in agent.headers() {
+        resp.headers_mut().append(name, value.clone());
+    }
+    proxy::strip_hop_by_hop(resp.headers_mut());
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    resp.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let agent = hyper::upgrade::on(agent);
+    tokio::spawn(async move {
+        match (visitor.await, agent.await) {
+            (Ok(v), Ok(a)) => {
+                let (mut v, mut a) = (TokioIo::new(v), TokioIo::new(a));
+                if let Err(e) = tokio::io::copy_bidirectional(&mut v, &mut a).await {
+                    tracing::debug!(error = %e, "websocket bridge ended");
+                }
+            }
+            (v, a) => {
+                tracing::info!(visitor = ?v.err(), agent = ?a.err(), "websocket upgrade failed")
+            }
+        }
+    });
+    metrics::counter!("burrow_relay_websockets_total").increment(1);
+    resp
 }
 
 fn request_host(req: &Request<Incoming>) -> Option<String> {

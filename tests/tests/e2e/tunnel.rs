@@ -556,3 +556,58 @@ async fn tcp_endpoint_relays_bytes_and_keeps_its_port_across_a_relay_restart() {
     .unwrap();
     assert_eq!(again, b"AGAIN");
 }
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through_the_tunnel() {
+    use axum::extract::ws::{Message, WebSocketUpgrade};
+    use futures::{SinkExt, StreamExt};
+    // Upstream: a WebSocket echo server that upper-cases text messages.
+    let app = axum::Router::new().route(
+        "/ws",
+        axum::routing::get(|ws: WebSocketUpgrade| async move {
+            ws.on_upgrade(|mut socket| async move {
+                while let Some(Ok(msg)) = socket.recv().await {
+                    if let Message::Text(t) = msg {
+                        let reply = Message::Text(t.to_uppercase().into());
+                        if socket.send(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            })
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let stack = Stack::start().await.unwrap();
+    let (_agent, _) = stack
+        .online_agent(port, Some("ws"), &stack.creds.authtoken)
+        .await
+        .unwrap();
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/ws",
+            stack.relay.http
+        ))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("host", "ws.burrow.localhost".parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    for word in ["hello", "burrow", "tunnel"] {
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text(word))
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(T, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.into_text().unwrap().as_str(), word.to_uppercase());
+    }
+    socket.close(None).await.unwrap();
+}
