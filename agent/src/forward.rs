@@ -1,7 +1,7 @@
 //! The agent's side of visitor traffic: an HTTP/2 server on the relay connection whose every
 //! request is replayed as HTTP/1.1 against the local service, bodies streaming both ways.
 
-use crate::upstream::{HostHeader, Upstream};
+use crate::upstream::{HostHeader, Upstream, UpstreamProtocol};
 use burrow_common::proxy::{self, Body};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
@@ -12,6 +12,7 @@ use std::convert::Infallible;
 #[derive(Clone)]
 pub struct Forwarder {
     client: Client<HttpConnector, Incoming>,
+    protocol: UpstreamProtocol,
     authority: String,
     host_header: HostHeader,
 }
@@ -22,7 +23,10 @@ impl Forwarder {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         Self {
-            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
+            client: Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(upstream.protocol == UpstreamProtocol::Http2)
+                .build(connector),
+            protocol: upstream.protocol,
             authority: upstream.authority.clone(),
             host_header: upstream.host_header.clone(),
         }
@@ -55,7 +59,10 @@ impl Forwarder {
             }
         };
         *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
+        *req.version_mut() = match self.protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::Http2 => Version::HTTP_2,
+        };
         proxy::strip_hop_by_hop(req.headers_mut());
         self.set_host(req.headers_mut(), public_host);
         match self.client.request(req).await {

@@ -2,7 +2,7 @@
 
 use burrow_agent::{
     AgentConfig, AgentError, Event, TunnelSpec,
-    upstream::{HostHeader, Upstream},
+    upstream::{HostHeader, Upstream, UpstreamProtocol},
 };
 use burrow_common::config;
 use burrow_proto::tunnel::EndpointProto;
@@ -33,6 +33,9 @@ enum Command {
         /// local host:port) or a literal host.
         #[arg(long, default_value = "preserve")]
         host_header: String,
+        /// HTTP version the local service speaks: `http1`, or `http2` for h2c servers (gRPC).
+        #[arg(long, default_value = "http1")]
+        upstream_protocol: String,
     },
     /// Forward a public TCP port to a local port.
     Tcp {
@@ -63,13 +66,17 @@ async fn main() {
             target,
             name,
             host_header,
+            upstream_protocol,
         } => {
             if let Some(Err(e)) = name.as_deref().map(burrow_proto::tunnel::validate_label) {
                 eprintln!("burrow: invalid --name: {e}");
                 std::process::exit(config::EXIT_BAD_CONFIG);
             }
-            let upstream =
-                HostHeader::parse(&host_header).and_then(|h| Upstream::parse(&target, h));
+            let upstream = HostHeader::parse(&host_header).and_then(|h| {
+                let mut u = Upstream::parse(&target, h)?;
+                u.protocol = UpstreamProtocol::parse(&upstream_protocol)?;
+                Ok(u)
+            });
             (EndpointProto::Http, upstream, name)
         }
         Command::Tcp { target } => (EndpointProto::Tcp, Upstream::parse_tcp(&target), None),

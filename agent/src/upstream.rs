@@ -1,7 +1,8 @@
 //! The local service an endpoint forwards to: parsed from the CLI's target argument, plus how
 //! the `Host` header reaches it.
 //!
-//! Targets: `8080` (localhost), `host:port`, `http://host[:port]`. `https://` upstreams are
+//! Targets: `8080` (localhost), `host:port`, `http://host[:port]`; the local service speaks
+//! HTTP/1.1 or, with `--upstream-protocol http2`, h2c (gRPC). `https://` upstreams are
 //! refused with a clear message until TLS-to-upstream exists.
 
 use std::fmt;
@@ -13,6 +14,31 @@ pub struct Upstream {
     pub authority: String,
     /// What `Host` the local service sees.
     pub host_header: HostHeader,
+    /// HTTP version spoken to the local service.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version the local service speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (upgrades to WebSocket work).
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS (h2c, prior knowledge): gRPC servers.
+    Http2,
+}
+
+impl UpstreamProtocol {
+    /// Parses `--upstream-protocol`.
+    pub fn parse(s: &str) -> Result<Self, UpstreamError> {
+        match s {
+            "http1" => Ok(UpstreamProtocol::Http1),
+            "http2" => Ok(UpstreamProtocol::Http2),
+            _ => Err(UpstreamError(format!(
+                "--upstream-protocol {s:?} must be `http1` or `http2`"
+            ))),
+        }
+    }
 }
 
 /// How the `Host` header is set on forwarded requests.
@@ -78,6 +104,7 @@ impl Upstream {
         Ok(Upstream {
             authority: format!("{host}:{port}"),
             host_header,
+            protocol: UpstreamProtocol::Http1,
         })
     }
 }

@@ -611,3 +611,80 @@ async fn websocket_upgrades_pass_through_the_tunnel() {
     }
     socket.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn grpc_over_h2c_reaches_an_http2_upstream_with_trailers_intact() {
+    use burrow_proto::relay::{
+        KickSessionRequest, KickSessionResponse, ListSessionsRequest, ListSessionsResponse,
+        relay_control_client::RelayControlClient,
+        relay_control_server::{RelayControl, RelayControlServer},
+    };
+    // Upstream: a gRPC server (h2c) — any service will do; this one is Burrow's own contract.
+    struct Upstream;
+    #[tonic::async_trait]
+    impl RelayControl for Upstream {
+        async fn list_sessions(
+            &self,
+            request: tonic::Request<ListSessionsRequest>,
+        ) -> Result<tonic::Response<ListSessionsResponse>, tonic::Status> {
+            Ok(tonic::Response::new(ListSessionsResponse {
+                relay_id: format!("echo:{}", request.into_inner().account_id),
+                sessions: vec![],
+            }))
+        }
+        async fn kick_session(
+            &self,
+            _request: tonic::Request<KickSessionRequest>,
+        ) -> Result<tonic::Response<KickSessionResponse>, tonic::Status> {
+            Err(tonic::Status::not_found("no such session upstream"))
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RelayControlServer::new(Upstream))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let stack = Stack::start().await.unwrap();
+    let target = port.to_string();
+    let mut agent = stack
+        .agent_with(
+            &[
+                "http",
+                &target,
+                "--name",
+                "grpc",
+                "--upstream-protocol",
+                "http2",
+            ],
+            &stack.creds.authtoken,
+        )
+        .unwrap();
+    agent.wait_line("Forwarding", T).await.unwrap();
+
+    // The visitor speaks h2c with prior knowledge to the plain ingress, routed by :authority.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.relay.http))
+        .unwrap()
+        .origin("http://grpc.burrow.localhost".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut client = RelayControlClient::new(channel);
+    let reply = client
+        .list_sessions(ListSessionsRequest {
+            account_id: "acct-7".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.relay_id, "echo:acct-7");
+    // A gRPC error lives in the trailers: it must arrive as sent.
+    let err = client
+        .kick_session(KickSessionRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(err.message(), "no such session upstream");
+}
