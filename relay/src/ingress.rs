@@ -30,6 +30,24 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
+    // Draining: once `shutdown` fires, new requests get 503 + Retry-After while the ones in
+    // flight finish; when none is left (or `grace` ran out) the listener closes.
+    let drained = CancellationToken::new();
+    {
+        let (relay, drained) = (relay.clone(), drained.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            relay.drain.start();
+            tracing::info!("draining visitor requests");
+            tokio::select! {
+                _ = relay.drain.idle() => {}
+                _ = tokio::time::sleep(grace) => tracing::warn!("drain grace over with requests in flight"),
+            }
+            drained.cancel();
+        });
+    }
+    let shutdown = drained;
     let graceful = GracefulShutdown::new();
     // Caps concurrent visitor connections (mini-redis style): at the cap, accepting pauses
     // until one closes, so a flood degrades into queueing instead of exhausting the relay.
@@ -78,7 +96,20 @@ pub async fn serve(
 }
 
 /// Decides where one visitor request goes and returns the response to send back.
-pub async fn route(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn route(relay: &Relay, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let Some(_in_flight) = relay.drain.enter() else {
+        let mut resp = relay_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Burrow: this relay is shutting down; retry shortly.\n".into(),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return resp;
+    };
+    forward(relay, req, peer).await
+}
+
+async fn forward(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let Some(host) = request_host(&req) else {
         return relay_answer(
             StatusCode::BAD_REQUEST,

@@ -12,6 +12,7 @@
 //! - [`session`]: agent handshake and the HTTP/2 connection that carries visitor requests.
 //! - [`ingress`]: public HTTP listener: host routing, 404/502 answers, streaming proxy.
 //! - [`tcp`]: TCP endpoints on allocated public ports, relayed over the session.
+//! - [`drain`]: requests in flight and the draining flag (503 + Retry-After on shutdown).
 //! - [`control`]: the `RelayControl` gRPC server (`ListSessions`, `KickSession`).
 //! - [`presence`]: relay announcement and route table in Redis.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod drain;
 pub mod ingress;
 pub mod presence;
 pub mod registry;
@@ -50,6 +52,8 @@ pub struct Relay {
     pub tcp: tcp::TcpPorts,
     /// Fires when the relay stops accepting (listeners started later watch it too).
     pub stop: CancellationToken,
+    /// Requests in flight; refuses new ones while the relay drains.
+    pub drain: drain::Drain,
     /// Port printed in public URLs.
     public_port: u16,
     /// `.<domain>`, precomputed for host matching.
@@ -189,6 +193,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
             tcp::TcpPorts::new(first, last, &config.tcp_listen_host)
         },
         stop: shutdown.clone(),
+        drain: drain::Drain::default(),
         public_port,
         domain_suffix: format!(".{}", config.domain),
         config,
@@ -218,6 +223,8 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         shutdown.clone(),
         end_sessions.clone(),
     ));
+    // Health and metrics stay up while draining (readyz answers "draining").
+    let ops_stop = end_sessions.clone();
     {
         let relay = relay.clone();
         let shutdown = shutdown.clone();
@@ -245,9 +252,20 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         });
     }
     {
-        let shutdown = shutdown.clone();
+        let shutdown = ops_stop;
+        let ready_relay = relay.clone();
         tasks.spawn(async move {
-            let app = burrow_common::ops::router(burrow_common::ops::always_ready());
+            let ready: burrow_common::ops::ReadinessCheck = Arc::new(move || {
+                let draining = ready_relay.drain.is_draining();
+                Box::pin(async move {
+                    if draining {
+                        Err("draining for shutdown".to_owned())
+                    } else {
+                        Ok(())
+                    }
+                })
+            });
+            let app = burrow_common::ops::router(ready);
             if let Err(e) = axum::serve(ops_l, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await

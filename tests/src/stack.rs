@@ -258,6 +258,20 @@ impl Stack {
         Ok((proc, addrs))
     }
 
+    /// Sends SIGTERM to the relay (graceful shutdown).
+    pub fn terminate_relay(&self) -> anyhow::Result<()> {
+        let pid = self
+            .relay_proc
+            .child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("relay already exited"))?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(())
+    }
+
     /// Kills the relay and starts a new one on the same ports.
     pub async fn restart_relay(&mut self) -> anyhow::Result<()> {
         self.relay_proc.kill().await;

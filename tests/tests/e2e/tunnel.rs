@@ -688,3 +688,64 @@ async fn grpc_over_h2c_reaches_an_http2_upstream_with_trailers_intact() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert_eq!(err.message(), "no such session upstream");
 }
+
+#[tokio::test]
+async fn relay_drains_on_sigterm_in_flight_requests_finish_new_ones_get_503() {
+    use axum::{Router, routing::get};
+    use tokio::sync::{Mutex, mpsc, oneshot};
+    // Upstream: /slow reports it started, then answers only when the test releases it.
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel::<()>();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let release_rx = std::sync::Arc::new(Mutex::new(Some(release_rx)));
+    let app = Router::new().route("/", get(|| async { "fast" })).route(
+        "/slow",
+        get(move || {
+            let (started, release) = (started_tx.clone(), release_rx.clone());
+            async move {
+                let _ = started.send(());
+                if let Some(rx) = release.lock().await.take() {
+                    let _ = rx.await;
+                }
+                "done"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut stack = Stack::start().await.unwrap();
+    let (_agent, _) = stack
+        .online_agent(port, Some("drain"), &stack.creds.authtoken)
+        .await
+        .unwrap();
+    let slow = tokio::spawn(stack.ingress(Method::GET, "drain", "/slow").send());
+    tokio::time::timeout(T, started_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+
+    stack.terminate_relay().unwrap();
+    let refused = burrow_e2e::wait::until("new requests to be refused with 503", T, || async {
+        let r = stack.ingress(Method::GET, "drain", "/").send().await.ok()?;
+        (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(r)
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.headers()["retry-after"], "5");
+
+    // The request that was in flight still completes.
+    release_tx.send(()).unwrap();
+    let resp = tokio::time::timeout(T, slow)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "done");
+    let status = tokio::time::timeout(T, stack.relay_proc.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "relay exit status {status}");
+}
