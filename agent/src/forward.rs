@@ -13,6 +13,7 @@ use std::convert::Infallible;
 pub struct Forwarder {
     client: Client<HttpConnector, Incoming>,
     protocol: UpstreamProtocol,
+    proxy_protocol: bool,
     authority: String,
     host_header: HostHeader,
 }
@@ -27,6 +28,7 @@ impl Forwarder {
                 .http2_only(upstream.protocol == UpstreamProtocol::Http2)
                 .build(connector),
             protocol: upstream.protocol,
+            proxy_protocol: upstream.proxy_protocol,
             authority: upstream.authority.clone(),
             host_header: upstream.host_header.clone(),
         }
@@ -181,7 +183,7 @@ impl Forwarder {
     /// the request body is written to the local socket, the local socket's bytes are the
     /// response body. 502 if the local service refuses the connection.
     pub async fn forward_tcp(&self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        let local = match tokio::net::TcpStream::connect(&self.authority).await {
+        let mut local = match tokio::net::TcpStream::connect(&self.authority).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, target = %self.authority, "local TCP service unreachable");
@@ -192,6 +194,27 @@ impl Forwarder {
             }
         };
         let _ = local.set_nodelay(true);
+        if self.proxy_protocol {
+            let addr = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+            };
+            if let (Some(visitor), Some(public)) = (
+                addr(burrow_proto::tunnel::VISITOR_HEADER),
+                addr(burrow_proto::tunnel::PUBLIC_HEADER),
+            ) {
+                use tokio::io::AsyncWriteExt;
+                let header = burrow_proto::proxy_protocol::encode_v2(visitor, public);
+                if let Err(e) = local.write_all(&header).await {
+                    return Ok(answer(
+                        StatusCode::BAD_GATEWAY,
+                        format!("Burrow agent: writing the PROXY header failed: {e}\n"),
+                    ));
+                }
+            }
+        }
         let (read, write) = local.into_split();
         tokio::spawn(async move {
             if let Err(e) = proxy::to_writer(req.into_body(), write).await {

@@ -41,6 +41,9 @@ enum Command {
     Tcp {
         /// The local service: a port (localhost) or host:port.
         target: String,
+        /// Send a PROXY protocol v2 header with the visitor's address before its bytes.
+        #[arg(long)]
+        proxy_protocol: bool,
     },
 }
 
@@ -79,7 +82,16 @@ async fn main() {
             });
             (EndpointProto::Http, upstream, name)
         }
-        Command::Tcp { target } => (EndpointProto::Tcp, Upstream::parse_tcp(&target), None),
+        Command::Tcp {
+            target,
+            proxy_protocol,
+        } => {
+            let upstream = Upstream::parse_tcp(&target).map(|mut u| {
+                u.proxy_protocol = proxy_protocol;
+                u
+            });
+            (EndpointProto::Tcp, upstream, None)
+        }
     };
     let upstream = upstream.unwrap_or_else(|e| {
         eprintln!("burrow: {e}");

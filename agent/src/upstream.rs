@@ -16,6 +16,8 @@ pub struct Upstream {
     pub host_header: HostHeader,
     /// HTTP version spoken to the local service.
     pub protocol: UpstreamProtocol,
+    /// TCP: send a PROXY protocol v2 header with the visitor's address first.
+    pub proxy_protocol: bool,
 }
 
 /// The HTTP version the local service speaks.
@@ -105,6 +107,7 @@ impl Upstream {
             authority: format!("{host}:{port}"),
             host_header,
             protocol: UpstreamProtocol::Http1,
+            proxy_protocol: false,
         })
     }
 }

@@ -3,10 +3,12 @@
 //! # Layout
 //! - [`relay`]: the `RelayControl` gRPC service (tonic/prost, generated at build time by
 //!   `protox`, so no `protoc` is needed) through which the api drives relays.
+//! - [`proxy_protocol`]: PROXY protocol v2 headers (visitor address for TCP endpoints).
 //! - [`tunnel`]: the agent ↔ relay session handshake: length-prefixed JSON frames exchanged on a
 //!   fresh TLS connection before the connection switches to HTTP/2 for visitor traffic.
 #![forbid(unsafe_code)]
 
+pub mod proxy_protocol;
 pub mod tunnel;
 
 /// The `RelayControl` service, package `burrow.relay.v1`.

@@ -229,6 +229,11 @@ where
 /// request body carries visitor → agent bytes, the response body agent → visitor bytes.
 pub const TCP_AUTHORITY: &str = "tcp.burrow.internal";
 
+/// Header on a TCP stream request: the visitor's `ip:port`.
+pub const VISITOR_HEADER: &str = "x-burrow-visitor";
+/// Header on a TCP stream request: the public `ip:port` the visitor connected to.
+pub const PUBLIC_HEADER: &str = "x-burrow-public";
+
 /// Control request the relay sends just before it closes a session on purpose; its JSON body
 /// is a [`Closing`]. Without one, a lost connection is a network failure and the agent retries.
 pub const CONTROL_CLOSING_PATH: &str = "/v1/closing";

@@ -9,7 +9,9 @@
 
 use crate::Relay;
 use burrow_common::proxy::{self, Body};
-use burrow_proto::tunnel::{EndpointProto, RejectCode, TCP_AUTHORITY};
+use burrow_proto::tunnel::{
+    EndpointProto, PUBLIC_HEADER, RejectCode, TCP_AUTHORITY, VISITOR_HEADER,
+};
 use hyper::client::conn::http2::SendRequest;
 use std::{
     collections::HashSet,
@@ -122,6 +124,7 @@ impl TcpPorts {
 
 async fn serve_port(relay: Arc<Relay>, listener: TcpListener, port: u16) {
     let name = endpoint_name(port);
+    let public = listener.local_addr().ok();
     while let Some((visitor, peer)) =
         burrow_common::net::accept(&listener, &relay.stop, "tcp endpoint").await
     {
@@ -129,7 +132,7 @@ async fn serve_port(relay: Arc<Relay>, listener: TcpListener, port: u16) {
             crate::registry::Lookup::Online(sender) => {
                 metrics::counter!("burrow_relay_tcp_connections_total").increment(1);
                 tokio::spawn(async move {
-                    if let Err(e) = relay_connection(sender, visitor).await {
+                    if let Err(e) = relay_connection(sender, visitor, peer, public).await {
                         tracing::debug!(error = %e, %peer, port, "tcp visitor connection ended");
                     }
                 });
@@ -143,12 +146,20 @@ async fn serve_port(relay: Arc<Relay>, listener: TcpListener, port: u16) {
 async fn relay_connection(
     mut sender: SendRequest<Body>,
     visitor: TcpStream,
+    peer: std::net::SocketAddr,
+    public: Option<std::net::SocketAddr>,
 ) -> Result<(), proxy::BodyError> {
     let (read, write) = visitor.into_split();
-    let req = http::Request::builder()
+    // Who connected, and to which public address: the agent can pass both on to the local
+    // service as a PROXY protocol header.
+    let mut req = http::Request::builder()
         .method(http::Method::POST)
         .uri(format!("http://{TCP_AUTHORITY}/"))
-        .body(proxy::from_reader(read))?;
+        .header(VISITOR_HEADER, peer.to_string());
+    if let Some(public) = public {
+        req = req.header(PUBLIC_HEADER, public.to_string());
+    }
+    let req = req.body(proxy::from_reader(read))?;
     sender.ready().await?;
     let resp = sender.send_request(req).await?;
     if !resp.status().is_success() {

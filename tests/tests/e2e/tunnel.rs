@@ -749,3 +749,59 @@ async fn relay_drains_on_sigterm_in_flight_requests_finish_new_ones_get_503() {
         .unwrap();
     assert!(status.success(), "relay exit status {status}");
 }
+
+#[tokio::test]
+async fn tcp_endpoint_can_tell_the_local_service_the_visitor_address_with_proxy_protocol() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Upstream: reads a PROXY v2 header and answers with the source address it names.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 256];
+                let header = loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    match burrow_proto::proxy_protocol::decode_v2(&buf) {
+                        Ok(Some(h)) => break h,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            let _ = s.write_all(format!("error: {e}").as_bytes()).await;
+                            return;
+                        }
+                    }
+                };
+                let (source, _) = header.addresses.unwrap();
+                let _ = s.write_all(source.to_string().as_bytes()).await;
+            });
+        }
+    });
+
+    let stack = Stack::start().await.unwrap();
+    let target = port.to_string();
+    let mut agent = stack
+        .agent_with(
+            &["tcp", &target, "--proxy-protocol"],
+            &stack.creds.authtoken,
+        )
+        .unwrap();
+    let line = agent.wait_line("Forwarding", T).await.unwrap();
+    let public = line
+        .strip_prefix("Forwarding tcp://")
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(addr, _)| addr.to_owned())
+        .unwrap();
+    let mut visitor = tokio::net::TcpStream::connect(&public).await.unwrap();
+    let me = visitor.local_addr().unwrap();
+    let mut seen = String::new();
+    tokio::time::timeout(T, visitor.read_to_string(&mut seen))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, me.to_string());
+}
