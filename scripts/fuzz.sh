@@ -3,7 +3,8 @@
 #   scripts/fuzz.sh <tunnel_frame|webhook_signature|config_file|proxy_protocol> [seconds]
 # Builds fuzz/ with libFuzzer's coverage instrumentation (the flags cargo-fuzz passes, minus
 # AddressSanitizer, which needs nightly; the workspace forbids unsafe code) and runs it.
-# The corpus is kept in fuzz/corpus/<target>, crashes in fuzz/artifacts/<target>.
+# The corpus is kept in fuzz/corpus/<target> (seeded from fuzz/seeds/<target> when present),
+# crashes in fuzz/artifacts/<target>.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target="${1:?usage: scripts/fuzz.sh <target> [seconds]}"
@@ -17,5 +18,7 @@ cd "$ROOT/fuzz"
 # --target keeps RUSTFLAGS off build scripts, as cargo-fuzz does.
 cargo build --release --target "$triple" --bin "$target"
 mkdir -p "corpus/$target" "artifacts/$target"
+seeds=()
+[ -d "seeds/$target" ] && seeds=("seeds/$target")
 "$CARGO_TARGET_DIR/$triple/release/$target" -max_total_time="$secs" \
-  -artifact_prefix="artifacts/$target/" "corpus/$target"
+  -artifact_prefix="artifacts/$target/" "corpus/$target" "${seeds[@]}"
