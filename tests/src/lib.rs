@@ -10,15 +10,18 @@
 //!
 //! # Layout
 //! - [`procs`]: child processes with captured logs, killed on drop.
-//! - [`stack`]: [`Stack`], the running platform, and [`Agent`].
+//! - [`stack`]: [`Stack`], the running platform.
+//! - [`agent`]: [`Agent`], a `burrow` process whose output can be awaited.
 //! - [`stores`]: per-test database, Temporal dev server.
 //! - [`wait`]: polling a condition with a deadline (tests never sleep for a fixed time).
 //! - [`webhook`]: signing provider events like the provider does.
 
+pub mod agent;
 pub mod procs;
 pub mod stack;
 pub mod stores;
 pub mod wait;
 pub mod webhook;
 
-pub use stack::{Agent, Stack, StackOptions};
+pub use agent::Agent;
+pub use stack::{Stack, StackOptions};

@@ -3,6 +3,9 @@
 
 mod accounts;
 mod console;
+mod protocols;
+mod sessions;
+mod support;
 mod tracing_spans;
 mod tunnel;
 mod webhooks;
