@@ -68,8 +68,6 @@ pub struct Credentials {
 
 /// A running platform.
 pub struct Stack {
-    /// Scratch directory (logs, addr files, relay state).
-    pub dir: tempfile::TempDir,
     /// Its database.
     pub db: TestDb,
     /// `http://127.0.0.1:port` of the api.
@@ -95,6 +93,9 @@ pub struct Stack {
     task_queue: String,
     temporal: String,
     options: StackOptions,
+    /// Scratch directory (logs, addr files, relay state). Declared last: fields drop in
+    /// order, and the processes above print their logs from here when a test fails.
+    pub dir: tempfile::TempDir,
 }
 
 impl Stack {
