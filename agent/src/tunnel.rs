@@ -231,6 +231,13 @@ async fn session(
     loop {
         tokio::select! {
             r = conn.as_mut() => {
+                // The closing notice and the end of the connection can be ready together:
+                // take any notice still queued before deciding.
+                while let Ok(message) = bound_rx.try_recv() {
+                    if let Control::Closing(c) = message {
+                        closing = Some(c);
+                    }
+                }
                 // A close the relay announced decides whether to come back.
                 if let Some(c) = closing.filter(|c| !c.code.should_reconnect()) {
                     return Err(SessionError::Fatal(match c.code {
