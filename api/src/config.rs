@@ -86,10 +86,7 @@ impl Config for ApiConfig {
         if self.replay_all_max_rate_per_sec == 0 {
             return Err("`replay_all_max_rate_per_sec` must be at least 1".into());
         }
-        self.listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| format!("`listen` {:?} is not host:port: {e}", self.listen))?;
-        Ok(())
+        burrow_common::config::check_socket_addr("listen", &self.listen)
     }
 }
 

@@ -73,10 +73,7 @@ pub async fn list_workflows(
             format!("unknown workflow kind {k:?}; kinds: {}", names.join(", ")),
         ));
     }
-    let parked_states: Vec<String> = known
-        .iter()
-        .flat_map(|k| k.failure_states.iter().map(|s| s.to_string()))
-        .collect();
+    let parked_states = kinds::all_failure_states();
     let limit = filter.limit.unwrap_or(200).clamp(1, 1000);
     let mut runs = sqlx::query_as::<_, WorkflowRun>(
         "SELECT workflow_id, kind, subject, state, attempts, last_error, replays, updated_at
@@ -196,18 +193,15 @@ pub async fn replay_all(
         Some(r) => r.min(max),
         None => max,
     };
-    let parked: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT workflow_id, kind, state FROM workflow_runs
-         WHERE ($1::text IS NULL OR kind = $1) ORDER BY updated_at",
+    // Only parked runs, selected in the database (not every run loaded and filtered here).
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT workflow_id FROM workflow_runs
+         WHERE ($1::text IS NULL OR kind = $1) AND state = ANY($2) ORDER BY updated_at",
     )
     .bind(&body.kind)
+    .bind(kinds::all_failure_states())
     .fetch_all(&state.db)
     .await?;
-    let ids: Vec<String> = parked
-        .into_iter()
-        .filter(|(_, kind, st)| kinds::is_failure_state(kind, st))
-        .map(|(id, _, _)| id)
-        .collect();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let lock = ReplayAllLock {
         redis: state.redis.clone(),

@@ -63,6 +63,14 @@ pub enum ConfigError {
     Rule(String),
 }
 
+/// Checks that config key `key` holds a `host:port` socket address.
+pub fn check_socket_addr(key: &str, value: &str) -> Result<(), String> {
+    value
+        .parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|e| format!("`{key}` {value:?} is not host:port: {e}"))
+}
+
 /// Exit code for configuration errors (`EX_USAGE`).
 pub const EXIT_BAD_CONFIG: i32 = 64;
 

@@ -114,9 +114,7 @@ impl Config for RelayConfig {
             ("control_listen", &self.control_listen),
             ("ops_listen", &self.ops_listen),
         ] {
-            value
-                .parse::<std::net::SocketAddr>()
-                .map_err(|e| format!("`{key}` {value:?} is not host:port: {e}"))?;
+            burrow_common::config::check_socket_addr(key, value)?;
         }
         Ok(())
     }

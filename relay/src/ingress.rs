@@ -7,7 +7,6 @@
 //! - 502 when the tunnel's agent is offline or its connection fails mid-request.
 
 use crate::Relay;
-use burrow_proto::tunnel::EndpointProto;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -119,7 +118,7 @@ async fn forward(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) ->
     let Some(name) = relay.endpoint_name(&host) else {
         return not_found(&host);
     };
-    let mut sender = match relay.registry.lookup(EndpointProto::Http, name) {
+    let mut sender = match relay.registry.lookup(name) {
         crate::registry::Lookup::Unknown => return not_found(&host),
         crate::registry::Lookup::Offline(ago) => {
             return relay_answer(

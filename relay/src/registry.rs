@@ -7,7 +7,7 @@
 //! session is closed: that is what an agent reconnecting over a half-open link looks like.
 
 use burrow_common::proxy::Body;
-use burrow_proto::tunnel::{BoundEndpoint, CloseCode, Closing, EndpointProto};
+use burrow_proto::tunnel::{BoundEndpoint, CloseCode, Closing};
 use hyper::client::conn::http2::SendRequest;
 use std::{
     collections::HashMap,
@@ -225,9 +225,8 @@ impl Registry {
     }
 
     /// Where `name` routes now.
-    pub fn lookup(&self, proto: EndpointProto, name: &str) -> Lookup {
-        // Names are unique across protocols (TCP endpoints are `tcp:<port>`).
-        let _ = proto;
+    /// Names are unique across protocols (TCP endpoints are `tcp:<port>`), so a name is enough.
+    pub fn lookup(&self, name: &str) -> Lookup {
         let mut state = self.lock();
         self.expire(&mut state);
         match state.routes.get(name) {

@@ -9,9 +9,7 @@
 
 use crate::Relay;
 use burrow_common::proxy::{self, Body};
-use burrow_proto::tunnel::{
-    EndpointProto, PUBLIC_HEADER, RejectCode, TCP_AUTHORITY, VISITOR_HEADER,
-};
+use burrow_proto::tunnel::{PUBLIC_HEADER, RejectCode, TCP_AUTHORITY, VISITOR_HEADER};
 use hyper::client::conn::http2::SendRequest;
 use std::{
     collections::HashSet,
@@ -128,7 +126,7 @@ async fn serve_port(relay: Arc<Relay>, listener: TcpListener, port: u16) {
     while let Some((visitor, peer)) =
         burrow_common::net::accept(&listener, &relay.stop, "tcp endpoint").await
     {
-        match relay.registry.lookup(EndpointProto::Tcp, &name) {
+        match relay.registry.lookup(&name) {
             crate::registry::Lookup::Online(sender) => {
                 metrics::counter!("burrow_relay_tcp_connections_total").increment(1);
                 tokio::spawn(async move {

@@ -22,6 +22,14 @@ pub fn all() -> Vec<Kind> {
     }]
 }
 
+/// Every failure state name of every kind (what "parked" means in queries).
+pub fn all_failure_states() -> Vec<String> {
+    all()
+        .iter()
+        .flat_map(|k| k.failure_states.iter().map(|s| s.to_string()))
+        .collect()
+}
+
 /// Whether `state` is a failure state of `kind`.
 pub fn is_failure_state(kind: &str, state: &str) -> bool {
     all()

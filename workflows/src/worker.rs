@@ -52,10 +52,7 @@ impl Config for WorkerConfig {
         if self.task_queue.is_empty() {
             return Err("`task_queue` must not be empty".into());
         }
-        self.ops_listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| format!("`ops_listen` {:?} is not host:port: {e}", self.ops_listen))?;
-        Ok(())
+        burrow_common::config::check_socket_addr("ops_listen", &self.ops_listen)
     }
 }
 
