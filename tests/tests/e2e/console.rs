@@ -21,11 +21,7 @@ impl Browser {
     async fn start() -> Browser {
         let driver_bin =
             std::env::var("BURROW_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let driver = tokio::process::Command::new(&driver_bin)
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())

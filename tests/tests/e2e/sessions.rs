@@ -59,12 +59,13 @@ async fn ops_see_sessions_and_revoking_a_token_ends_its_agent() {
         .unwrap();
 
     // The api lists the session through the relay's RelayControl service.
-    let sessions: serde_json::Value = stack
-        .api(Method::GET, "/v1/ops/sessions", &stack.creds.ops_api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let (_, sessions) = stack
+        .call(
+            Method::GET,
+            "/v1/ops/sessions",
+            &stack.creds.ops_api_key,
+            None,
+        )
         .await
         .unwrap();
     let all: Vec<&serde_json::Value> = sessions["relays"]
@@ -80,27 +81,24 @@ async fn ops_see_sessions_and_revoking_a_token_ends_its_agent() {
     assert_eq!(ours["endpoints"][0]["name"], "revoked");
 
     // A developer key cannot see sessions.
-    let forbidden = stack
-        .api(
+    let (forbidden, _) = stack
+        .call(
             Method::GET,
             "/v1/ops/sessions",
             &stack.creds.developer_api_key,
+            None,
         )
-        .send()
         .await
         .unwrap();
-    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    assert_eq!(forbidden, StatusCode::FORBIDDEN);
 
-    let revoked: serde_json::Value = stack
-        .api(
+    let (_, revoked) = stack
+        .call(
             Method::DELETE,
             &format!("/v1/authtokens/{token_id}"),
             &admin,
+            None,
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
         .await
         .unwrap();
     assert_eq!(revoked["sessions_closed"], 1, "{revoked}");

@@ -5,14 +5,7 @@ use std::time::Duration;
 /// How long any single wait in a test may take.
 pub const T: Duration = Duration::from_secs(30);
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use burrow_e2e::stores::free_port;
 
 /// `python3 -m http.server` serving a directory with one known file.
 pub struct PyServer {

@@ -249,19 +249,16 @@ async fn replay_all_replays_every_parked_run_and_needs_the_ops_role() {
     for id in &ids {
         stack.wait_event_state(id, "account_unknown").await.unwrap();
     }
-    let parked: Vec<serde_json::Value> = stack
-        .api(
+    let (_, parked) = stack
+        .call(
             Method::GET,
             "/v1/ops/workflows?kind=provider-webhook&state=parked",
             &stack.creds.ops_api_key,
+            None,
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
         .await
         .unwrap();
-    assert_eq!(parked.len(), 3);
+    assert_eq!(parked.as_array().map(Vec::len), Some(3), "{parked}");
 
     let unauth = stack
         .http
@@ -272,17 +269,13 @@ async fn replay_all_replays_every_parked_run_and_needs_the_ops_role() {
     assert_eq!(unauth.status(), StatusCode::UNAUTHORIZED);
 
     stack.create_account("bulk", &customer).await.unwrap();
-    let resp: serde_json::Value = stack
-        .api(
+    let (_, resp) = stack
+        .call(
             Method::POST,
             "/v1/ops/dead-letters/replay-all",
             &stack.creds.ops_api_key,
+            Some(serde_json::json!({"rate_per_sec": 5})),
         )
-        .json(&serde_json::json!({"rate_per_sec": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
         .await
         .unwrap();
     assert_eq!(resp["queued"], 3, "{resp}");
