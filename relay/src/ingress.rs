@@ -31,17 +31,20 @@ pub async fn serve(
 ) {
     // Draining: once `shutdown` fires, new requests get 503 + Retry-After while the ones in
     // flight finish; when none is left (or `grace` ran out) the listener closes.
+    // One grace period covers both phases (waiting for requests, then for connections).
     let drained = CancellationToken::new();
+    let deadline = Arc::new(std::sync::OnceLock::new());
     {
         let (relay, drained) = (relay.clone(), drained.clone());
-        let shutdown = shutdown.clone();
+        let (shutdown, deadline) = (shutdown.clone(), deadline.clone());
         tokio::spawn(async move {
             shutdown.cancelled().await;
+            let until = *deadline.get_or_init(|| tokio::time::Instant::now() + grace);
             relay.drain.start();
             tracing::info!("draining visitor requests");
             tokio::select! {
                 _ = relay.drain.idle() => {}
-                _ = tokio::time::sleep(grace) => tracing::warn!("drain grace over with requests in flight"),
+                _ = tokio::time::sleep_until(until) => tracing::warn!("drain grace over with requests in flight"),
             }
             drained.cancel();
         });
@@ -90,7 +93,9 @@ pub async fn serve(
     }
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => tracing::warn!("ingress drain timed out"),
+        _ = tokio::time::sleep_until(
+            *deadline.get_or_init(|| tokio::time::Instant::now() + grace),
+        ) => tracing::warn!("ingress drain timed out"),
     }
 }
 
