@@ -1,10 +1,23 @@
 //! Agent configuration: `BURROW_AUTHTOKEN`, `BURROW_RELAY`, `BURROW_CA_FILE` from the
 //! environment, over a TOML file (`--config`, or `$XDG_CONFIG_HOME/burrow/burrow.toml`,
 //! `~/.config/burrow/burrow.toml` if it exists).
+//!
+//! The file is versioned (`version = 1`) and may define named endpoints under
+//! `[endpoints.<key>]`, started with `burrow start <key>…` or `burrow start --all`. The CLI's
+//! `burrow http|tcp|tls` flags build the same [`EndpointConfig`], so both paths validate alike.
+//! Unknown keys anywhere in the file are rejected with the key's name and line.
 
+use crate::{
+    tunnel::TunnelSpec,
+    upstream::{HostHeader, Upstream, UpstreamProtocol, UpstreamTls},
+};
 use burrow_common::{Secret, config::Config};
+use burrow_proto::tunnel::EndpointProto;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
+
+/// The config file format this agent reads.
+pub const CONFIG_VERSION: u32 = 1;
 
 /// What the agent needs to reach a relay.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -16,6 +29,130 @@ pub struct AgentConfig {
     pub relay: String,
     /// PEM file of the CA that signed the relay's certificate (`BURROW_CA_FILE`).
     pub ca_file: String,
+    /// Config file format version ([`CONFIG_VERSION`]).
+    pub version: u32,
+    /// Where the inspector listens (`127.0.0.1:4040`, trying the next ports when taken);
+    /// empty disables it.
+    pub inspect_addr: String,
+    /// Named endpoints for `burrow start`.
+    pub endpoints: BTreeMap<String, EndpointConfig>,
+}
+
+/// One endpoint: what `burrow http|tcp|tls` takes on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointConfig {
+    /// `http`, `tcp` or `tls`.
+    pub proto: String,
+    /// The local service: a port, `host:port`, `http://…` or `https://…` (HTTP only).
+    pub addr: String,
+    /// Public name (HTTP and TLS): `<name>.<domain>`; relay-chosen when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// HTTP: `preserve`, `rewrite` or a literal host.
+    pub host_header: String,
+    /// HTTP: `http1`, or `http2` for h2/h2c services (gRPC).
+    pub upstream_protocol: String,
+    /// HTTP over `https://`: accept any certificate from the local service.
+    pub upstream_insecure: bool,
+    /// HTTP over `https://`: PEM file of a CA to trust for the local service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ca: Option<String>,
+    /// TCP and TLS: send a PROXY protocol v2 header first.
+    pub proxy_protocol: bool,
+    /// Share the name with other agents of the account; visitors are balanced across them.
+    pub pool: bool,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            proto: "http".into(),
+            addr: String::new(),
+            name: None,
+            host_header: "preserve".into(),
+            upstream_protocol: "http1".into(),
+            upstream_insecure: false,
+            upstream_ca: None,
+            proxy_protocol: false,
+            pool: false,
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// Checks the endpoint and turns it into what the tunnel runs.
+    pub fn to_spec(&self) -> Result<TunnelSpec, String> {
+        if let Some(Err(e)) = self
+            .name
+            .as_deref()
+            .map(burrow_proto::tunnel::validate_label)
+        {
+            return Err(format!("invalid name: {e}"));
+        }
+        let err = |e: crate::upstream::UpstreamError| e.0;
+        let only_http = |what: &str, set: bool| {
+            if set {
+                Err(format!("`{what}` applies to http endpoints only"))
+            } else {
+                Ok(())
+            }
+        };
+        let (proto, upstream) = match self.proto.as_str() {
+            "http" => {
+                if self.proxy_protocol {
+                    return Err("`proxy_protocol` applies to tcp and tls endpoints only".into());
+                }
+                let mut u = Upstream::parse(&self.addr, HostHeader::parse(&self.host_header).map_err(err)?)
+                    .map_err(err)?;
+                u.protocol = UpstreamProtocol::parse(&self.upstream_protocol).map_err(err)?;
+                match &mut u.tls {
+                    Some(tls) => {
+                        *tls = UpstreamTls {
+                            insecure: self.upstream_insecure,
+                            ca_file: self.upstream_ca.clone(),
+                        }
+                    }
+                    None if self.upstream_insecure || self.upstream_ca.is_some() => {
+                        return Err(format!(
+                            "`upstream_insecure` and `upstream_ca` need an https:// target, not {:?}",
+                            self.addr
+                        ));
+                    }
+                    None => {}
+                }
+                (EndpointProto::Http, u)
+            }
+            proto @ ("tcp" | "tls") => {
+                only_http("upstream_insecure", self.upstream_insecure)?;
+                only_http("upstream_ca", self.upstream_ca.is_some())?;
+                only_http("host_header", self.host_header != "preserve")?;
+                only_http("upstream_protocol", self.upstream_protocol != "http1")?;
+                if proto == "tcp" && self.name.is_some() {
+                    return Err("tcp endpoints get a port, not a name: remove `name`".into());
+                }
+                let mut u = Upstream::parse_tcp(&self.addr).map_err(err)?;
+                u.proxy_protocol = self.proxy_protocol;
+                let proto = if proto == "tcp" {
+                    EndpointProto::Tcp
+                } else {
+                    EndpointProto::Tls
+                };
+                (proto, u)
+            }
+            other => {
+                return Err(format!(
+                    "proto {other:?} is not one of `http`, `tcp`, `tls`"
+                ));
+            }
+        };
+        Ok(TunnelSpec {
+            proto,
+            upstream,
+            name: self.name.clone(),
+            pool: self.pool,
+        })
+    }
 }
 
 impl Default for AgentConfig {
@@ -24,12 +161,29 @@ impl Default for AgentConfig {
             authtoken: Secret::default(),
             relay: "127.0.0.1:7443".into(),
             ca_file: String::new(),
+            version: CONFIG_VERSION,
+            inspect_addr: "127.0.0.1:4040".into(),
+            endpoints: BTreeMap::new(),
         }
     }
 }
 
 impl Config for AgentConfig {
     fn validate(&self) -> Result<(), String> {
+        if self.version != CONFIG_VERSION {
+            return Err(format!(
+                "config `version` {} is not supported: this agent reads version {CONFIG_VERSION}",
+                self.version
+            ));
+        }
+        for (key, endpoint) in &self.endpoints {
+            endpoint
+                .to_spec()
+                .map_err(|e| format!("endpoint `{key}`: {e}"))?;
+        }
+        if !self.inspect_addr.is_empty() {
+            burrow_common::config::check_socket_addr("inspect_addr", &self.inspect_addr)?;
+        }
         if self.authtoken.is_empty() {
             return Err(
                 "no authtoken: set BURROW_AUTHTOKEN or `authtoken` in the config file".into(),
@@ -73,5 +227,39 @@ mod tests {
         let cfg: AgentConfig = burrow_common::config::load_file(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(cfg.relay, "127.0.0.1:7443");
+        let names: Vec<&str> = cfg.endpoints.keys().map(String::as_str).collect();
+        assert_eq!(names, ["api", "db", "secure", "web"]);
+        let api = cfg.endpoints["api"].to_spec().unwrap();
+        assert_eq!(api.upstream.to_string(), "https://localhost:8443");
+        assert!(api.upstream.tls.unwrap().insecure);
+        assert_eq!(cfg.endpoints["secure"].to_spec().unwrap().proto, EndpointProto::Tls);
+    }
+
+    fn load(text: &str) -> Result<AgentConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("burrow.toml");
+        let base = "authtoken = \"t\"\nca_file = \"ca.pem\"\n";
+        std::fs::write(&path, format!("{base}{text}")).unwrap();
+        burrow_common::config::load_file(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_unknown_endpoint_key_is_named_with_its_line() {
+        let err = load("[endpoints.web]\naddr = \"3000\"\nadr = \"x\"\n").unwrap_err();
+        assert!(err.contains("`adr`"), "{err}");
+        assert!(err.contains("burrow.toml:5:"), "{err}");
+    }
+
+    #[test]
+    fn endpoint_rules_name_the_endpoint() {
+        let err = load("[endpoints.db]\nproto = \"tcp\"\naddr = \"5432\"\nname = \"x\"\n")
+            .unwrap_err();
+        assert!(err.contains("endpoint `db`") && err.contains("name"), "{err}");
+        let err = load("[endpoints.w]\naddr = \"3000\"\nupstream_insecure = true\n").unwrap_err();
+        assert!(err.contains("https://"), "{err}");
+        let err = load("[endpoints.w]\nproto = \"udp\"\naddr = \"1\"\n").unwrap_err();
+        assert!(err.contains("\"udp\""), "{err}");
+        let err = load("version = 2\n").unwrap_err();
+        assert!(err.contains("version"), "{err}");
     }
 }

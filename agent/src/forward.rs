@@ -1,54 +1,93 @@
 //! The agent's side of visitor traffic: an HTTP/2 server on the relay connection whose every
-//! request is replayed as HTTP/1.1 against the local service, bodies streaming both ways.
+//! request is replayed against the local service (HTTP/1.1 or h2, in the clear or over TLS),
+//! bodies streaming both ways.
 
 use crate::upstream::{HostHeader, Upstream, UpstreamProtocol};
 use burrow_common::proxy::{self, Body};
+use burrow_proto::tunnel::ENDPOINT_HEADER;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use std::convert::Infallible;
+use std::{convert::Infallible, sync::Arc};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream to the local service (plain TCP or TLS).
+trait LocalIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> LocalIo for T {}
 
 /// Forwards requests to the [`Upstream`].
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
-    protocol: UpstreamProtocol,
-    proxy_protocol: bool,
-    authority: String,
-    host_header: HostHeader,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    upstream: Arc<Upstream>,
+    /// For upgraded (WebSocket) connections to an `https://` local service.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl Forwarder {
-    /// A forwarder to `upstream`.
-    pub fn new(upstream: &Upstream) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        Self {
+    /// A forwarder to `upstream`; fails when its TLS settings cannot be used (a CA file that
+    /// does not read).
+    pub fn new(upstream: &Upstream) -> Result<Self, String> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let h2 = upstream.protocol == UpstreamProtocol::Http2;
+        let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+        let tls_config = crate::tls::upstream_config(
+            &upstream.tls.clone().unwrap_or_default(),
+            alpn,
+        )?;
+        let tls = upstream
+            .tls
+            .is_some()
+            .then(|| tokio_rustls::TlsConnector::from(Arc::new(tls_config.clone())));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        Ok(Self {
             client: Client::builder(hyper_util::rt::TokioExecutor::new())
-                .http2_only(upstream.protocol == UpstreamProtocol::Http2)
+                .http2_only(h2)
                 .build(connector),
-            protocol: upstream.protocol,
-            proxy_protocol: upstream.proxy_protocol,
-            authority: upstream.authority.clone(),
-            host_header: upstream.host_header.clone(),
+            upstream: Arc::new(upstream.clone()),
+            tls,
+        })
+    }
+
+    /// The local target, `http(s)://host:port`.
+    pub fn target(&self) -> String {
+        self.upstream.to_string()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.upstream.tls.is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 
-    /// The local target, `http://host:port`.
-    pub fn target(&self) -> String {
-        format!("http://{}", self.authority)
-    }
-
     /// Sends one visitor request to the local service.
-    pub async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        let public_host = req.uri().authority().map(|a| a.to_string());
+    pub async fn forward(&self, mut req: Request<Body>) -> Result<Response<Body>, Infallible> {
+        let public_host = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
         let path = req
             .uri()
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
         let uri = match Uri::builder()
-            .scheme("http")
-            .authority(self.authority.as_str())
+            .scheme(self.scheme())
+            .authority(self.upstream.authority.as_str())
             .path_and_query(path)
             .build()
         {
@@ -61,11 +100,12 @@ impl Forwarder {
             }
         };
         *req.uri_mut() = uri;
-        *req.version_mut() = match self.protocol {
+        *req.version_mut() = match self.upstream.protocol {
             UpstreamProtocol::Http1 => Version::HTTP_11,
             UpstreamProtocol::Http2 => Version::HTTP_2,
         };
         proxy::strip_hop_by_hop(req.headers_mut());
+        req.headers_mut().remove(ENDPOINT_HEADER);
         self.set_host(req.headers_mut(), public_host);
         match self.client.request(req).await {
             Ok(resp) => {
@@ -75,9 +115,12 @@ impl Forwarder {
             }
             Err(e) => {
                 tracing::warn!(error = %e, target = %self.target(), "local service unreachable");
-                let cause = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string());
+                let mut cause = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    cause = s.to_string();
+                    source = s.source();
+                }
                 Ok(answer(
                     StatusCode::BAD_GATEWAY,
                     format!(
@@ -88,15 +131,37 @@ impl Forwarder {
             }
         }
     }
+
+    /// Opens a raw connection to the local service (TLS when it is `https://`).
+    async fn connect_raw(&self) -> Result<Box<dyn LocalIo>, String> {
+        let tcp = tokio::net::TcpStream::connect(&self.upstream.authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let host = self
+            .upstream
+            .authority
+            .rsplit_once(':')
+            .map_or(self.upstream.authority.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
+        let stream = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        Ok(Box::new(stream))
+    }
 }
 
 impl Forwarder {
     /// Sets `Host` per the `--host-header` policy.
     fn set_host(&self, headers: &mut http::HeaderMap, public_host: Option<String>) {
-        let host = match &self.host_header {
+        let host = match &self.upstream.host_header {
             // The public Host, as the visitor's browser sent it (ngrok's default too).
             HostHeader::Preserve => public_host,
-            HostHeader::Rewrite => Some(self.authority.clone()),
+            HostHeader::Rewrite => Some(self.upstream.authority.clone()),
             HostHeader::Value(v) => Some(v.clone()),
         };
         if let Some(host) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
@@ -123,6 +188,7 @@ impl Forwarder {
             Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, format!("bad path: {e}"))),
         };
         *local_req.headers_mut() = req.headers().clone();
+        local_req.headers_mut().remove(ENDPOINT_HEADER);
         self.set_host(local_req.headers_mut(), public_host);
         let h = local_req.headers_mut();
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -137,7 +203,7 @@ impl Forwarder {
                 ),
             )
         };
-        let tcp = match tokio::net::TcpStream::connect(&self.authority).await {
+        let tcp = match self.connect_raw().await {
             Ok(t) => t,
             Err(e) => return Ok(unreachable(&e)),
         };
@@ -183,18 +249,19 @@ impl Forwarder {
     /// the request body is written to the local socket, the local socket's bytes are the
     /// response body. 502 if the local service refuses the connection.
     pub async fn forward_tcp(&self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        let mut local = match tokio::net::TcpStream::connect(&self.authority).await {
+        let authority = &self.upstream.authority;
+        let mut local = match tokio::net::TcpStream::connect(authority).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, target = %self.authority, "local TCP service unreachable");
+                tracing::warn!(error = %e, target = %authority, "local TCP service unreachable");
                 return Ok(answer(
                     StatusCode::BAD_GATEWAY,
-                    format!("Burrow agent: cannot reach {}: {e}\n", self.authority),
+                    format!("Burrow agent: cannot reach {authority}: {e}\n"),
                 ));
             }
         };
         let _ = local.set_nodelay(true);
-        if self.proxy_protocol {
+        if self.upstream.proxy_protocol {
             let addr = |name: &str| {
                 req.headers()
                     .get(name)

@@ -2,18 +2,18 @@
 
 use burrow_agent::{
     AgentConfig, AgentError, Event, TunnelSpec,
-    upstream::{HostHeader, Upstream, UpstreamProtocol},
+    config::EndpointConfig,
 };
 use burrow_common::config;
 use burrow_proto::tunnel::EndpointProto;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Expose a local service through a Burrow relay.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// TOML config file with `authtoken`, `relay`, `ca_file` (defaults to
-    /// ~/.config/burrow/burrow.toml when it exists).
+    /// TOML config file with `authtoken`, `relay`, `ca_file` and named `[endpoints.<key>]`
+    /// (defaults to ~/.config/burrow/burrow.toml when it exists).
     #[arg(long, global = true, env = "BURROW_CONFIG")]
     config: Option<std::path::PathBuf>,
     #[command(subcommand)]
@@ -22,9 +22,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Forward public HTTP traffic to a local port.
+    /// Forward public HTTP(S) traffic to a local port.
     Http {
-        /// The local service: a port (localhost), host:port, or http://host:port.
+        /// The local service: a port (localhost), host:port, http://host:port or
+        /// https://host:port.
         target: String,
         /// Endpoint name: served at <name>.<domain>. Random when omitted.
         #[arg(long)]
@@ -33,9 +34,17 @@ enum Command {
         /// local host:port) or a literal host.
         #[arg(long, default_value = "preserve")]
         host_header: String,
-        /// HTTP version the local service speaks: `http1`, or `http2` for h2c servers (gRPC).
+        /// HTTP version the local service speaks: `http1`, or `http2` for h2/h2c servers (gRPC).
         #[arg(long, default_value = "http1")]
         upstream_protocol: String,
+        /// https:// targets: accept any certificate (a dev server's self-signed one).
+        #[arg(long)]
+        upstream_insecure: bool,
+        /// https:// targets: PEM file of a CA to trust for the local service.
+        #[arg(long)]
+        upstream_ca: Option<String>,
+        #[command(flatten)]
+        pool: Pool,
     },
     /// Forward a public TCP port to a local port.
     Tcp {
@@ -45,6 +54,107 @@ enum Command {
         #[arg(long)]
         proxy_protocol: bool,
     },
+    /// Pass TLS connections whose SNI is <name>.<domain> through, unterminated, to a local
+    /// port (the local service holds the certificate).
+    Tls {
+        /// The local service: a port (localhost) or host:port.
+        target: String,
+        /// Endpoint name: connections with SNI <name>.<domain> reach it. Random when omitted.
+        #[arg(long)]
+        name: Option<String>,
+        /// Send a PROXY protocol v2 header with the visitor's address before its bytes.
+        #[arg(long)]
+        proxy_protocol: bool,
+        #[command(flatten)]
+        pool: Pool,
+    },
+    /// Start endpoints defined in the config file's `[endpoints.<key>]` tables.
+    Start {
+        /// Keys of the endpoints to start.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        keys: Vec<String>,
+        /// Start every endpoint in the file.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Args)]
+struct Pool {
+    /// Serve the name together with other agents of the account that also pass --pool;
+    /// visitors are balanced across them.
+    #[arg(long)]
+    pool: bool,
+}
+
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("burrow: {message}");
+    std::process::exit(config::EXIT_BAD_CONFIG);
+}
+
+/// The endpoints the command asks for, by display key.
+fn endpoints(command: Command, cfg: &AgentConfig) -> Vec<(String, EndpointConfig)> {
+    let one = |e: EndpointConfig| vec![(String::new(), e)];
+    match command {
+        Command::Http {
+            target,
+            name,
+            host_header,
+            upstream_protocol,
+            upstream_insecure,
+            upstream_ca,
+            pool,
+        } => one(EndpointConfig {
+            proto: "http".into(),
+            addr: target,
+            name,
+            host_header,
+            upstream_protocol,
+            upstream_insecure,
+            upstream_ca,
+            pool: pool.pool,
+            ..EndpointConfig::default()
+        }),
+        Command::Tcp {
+            target,
+            proxy_protocol,
+        } => one(EndpointConfig {
+            proto: "tcp".into(),
+            addr: target,
+            proxy_protocol,
+            ..EndpointConfig::default()
+        }),
+        Command::Tls {
+            target,
+            name,
+            proxy_protocol,
+            pool,
+        } => one(EndpointConfig {
+            proto: "tls".into(),
+            addr: target,
+            name,
+            proxy_protocol,
+            pool: pool.pool,
+            ..EndpointConfig::default()
+        }),
+        Command::Start { keys, all } => {
+            if cfg.endpoints.is_empty() {
+                fail("the config file defines no [endpoints.<key>] to start");
+            }
+            if all {
+                return cfg.endpoints.clone().into_iter().collect();
+            }
+            keys.into_iter()
+                .map(|k| match cfg.endpoints.get(&k) {
+                    Some(e) => (k, e.clone()),
+                    None => fail(format!(
+                        "no endpoint `{k}` in the config file (it has: {})",
+                        cfg.endpoints.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                })
+                .collect()
+        }
+    }
 }
 
 #[tokio::main]
@@ -57,65 +167,38 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let file = cli.config.or_else(burrow_agent::config::default_file);
-    let cfg: AgentConfig = match config::load(file.as_deref(), "BURROW_") {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("burrow: {e}");
-            std::process::exit(config::EXIT_BAD_CONFIG);
-        }
-    };
-    let (proto, upstream, name) = match cli.command {
-        Command::Http {
-            target,
-            name,
-            host_header,
-            upstream_protocol,
-        } => {
-            if let Some(Err(e)) = name.as_deref().map(burrow_proto::tunnel::validate_label) {
-                eprintln!("burrow: invalid --name: {e}");
-                std::process::exit(config::EXIT_BAD_CONFIG);
-            }
-            let upstream = HostHeader::parse(&host_header).and_then(|h| {
-                let mut u = Upstream::parse(&target, h)?;
-                u.protocol = UpstreamProtocol::parse(&upstream_protocol)?;
-                Ok(u)
-            });
-            (EndpointProto::Http, upstream, name)
-        }
-        Command::Tcp {
-            target,
-            proxy_protocol,
-        } => {
-            let upstream = Upstream::parse_tcp(&target).map(|mut u| {
-                u.proxy_protocol = proxy_protocol;
-                u
-            });
-            (EndpointProto::Tcp, upstream, None)
-        }
-    };
-    let upstream = upstream.unwrap_or_else(|e| {
-        eprintln!("burrow: {e}");
-        std::process::exit(config::EXIT_BAD_CONFIG);
-    });
-    let local = match proto {
-        EndpointProto::Http => upstream.to_string(),
-        EndpointProto::Tcp => upstream.authority.clone(),
-    };
+    let cfg: AgentConfig = config::load(file.as_deref(), "BURROW_").unwrap_or_else(|e| fail(e));
+    let specs: Vec<TunnelSpec> = endpoints(cli.command, &cfg)
+        .into_iter()
+        .map(|(key, e)| {
+            e.to_spec().unwrap_or_else(|msg| match key.as_str() {
+                "" => fail(msg),
+                key => fail(format!("endpoint `{key}`: {msg}")),
+            })
+        })
+        .collect();
+    let locals: Vec<String> = specs
+        .iter()
+        .map(|s| match s.proto {
+            EndpointProto::Http => s.upstream.to_string(),
+            EndpointProto::Tcp | EndpointProto::Tls => s.upstream.authority.clone(),
+        })
+        .collect();
     let shutdown = burrow_common::shutdown::on_signal();
-    let spec = TunnelSpec {
-        proto,
-        upstream,
-        name,
-    };
-    let result = burrow_agent::run(&cfg, spec, shutdown, |event| match event {
+    let result = burrow_agent::run(&cfg, specs, shutdown, |event| match event {
         Event::Online {
+            index,
             endpoint,
             reconnected,
         } => {
-            if reconnected {
+            if reconnected && index == 0 {
                 eprintln!("burrow: reconnected");
             }
+            let local = &locals[index];
             println!("Forwarding {} -> {local}", endpoint.url);
+            if let Some(https) = &endpoint.https_url {
+                println!("Forwarding {https} -> {local}");
+            }
         }
         Event::Disconnected { reason, retry_in } => {
             eprintln!(
@@ -133,6 +216,7 @@ async fn main() {
             );
             std::process::exit(2);
         }
+        Err(e @ AgentError::Setup(_)) => fail(e),
         Err(e) => {
             eprintln!("burrow: {e}");
             std::process::exit(1);

@@ -1,21 +1,23 @@
 //! One tunnel session and the reconnect loop around it.
 //!
-//! [`run`] connects, authenticates, binds, serves visitor streams until the connection ends,
-//! and reconnects with [`Backoff`] — rebinding the same name, including one the relay picked —
-//! until shutdown or a rejection that retrying cannot fix (bad token, name taken).
+//! [`run`] connects, authenticates, binds every endpoint of the [`TunnelSpec`]s on one session,
+//! serves visitor streams until the connection ends, and reconnects with [`Backoff`] —
+//! rebinding the same names and ports, including ones the relay picked — until shutdown or a
+//! rejection that retrying cannot fix (bad token, name taken). Each visitor stream names its
+//! endpoint in [`ENDPOINT_HEADER`]; that picks the [`Forwarder`].
 
 use crate::{AgentConfig, backoff::Backoff, forward::Forwarder};
 use burrow_proto::tunnel::{
-    ALPN, BindRequest, BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, CONTROL_CLOSING_PATH,
-    CloseCode, Closing, EndpointProto, Hello, PROTOCOL_VERSION, RejectCode, ServerMessage,
-    TCP_AUTHORITY, read_frame, write_frame,
+    BindRequest, BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, CONTROL_CLOSING_PATH,
+    CloseCode, Closing, ENDPOINT_HEADER, EndpointProto, Hello, PROTOCOL_VERSION, RejectCode,
+    ServerMessage, TCP_AUTHORITY, read_frame, write_frame,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use std::{sync::Arc, time::Duration};
+use rustls::pki_types::ServerName;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +29,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// What the agent tells its user.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The endpoint is live (first time or after a reconnect).
+    /// An endpoint is live (first time or after a reconnect).
     Online {
+        /// Which spec (index into the specs given to [`run`]).
+        index: usize,
         /// The endpoint as bound.
         endpoint: BoundEndpoint,
         /// Whether this follows a lost connection.
@@ -60,15 +64,17 @@ pub enum AgentError {
     Setup(String),
 }
 
-/// What one tunnel exposes.
+/// What one endpoint exposes.
 #[derive(Debug, Clone)]
 pub struct TunnelSpec {
-    /// Public protocol: an HTTP endpoint or a TCP port.
+    /// Public protocol: an HTTP endpoint, a TCP port or TLS passthrough.
     pub proto: EndpointProto,
     /// The local service.
     pub upstream: crate::upstream::Upstream,
     /// Requested name, or `None` for a relay-chosen one.
     pub name: Option<String>,
+    /// Serve the name together with other agents of the account (`--pool`).
+    pub pool: bool,
 }
 
 enum Outcome {
@@ -76,22 +82,30 @@ enum Outcome {
     Lost { reason: String, lasted: Duration },
 }
 
-/// Runs the tunnel until `shutdown`, reporting progress through `events`.
+/// Runs the endpoints in `specs` on one session until `shutdown`, reporting progress through
+/// `events`.
 pub async fn run(
     config: &AgentConfig,
-    spec: TunnelSpec,
+    specs: Vec<TunnelSpec>,
     shutdown: CancellationToken,
     mut events: impl FnMut(Event),
 ) -> Result<(), AgentError> {
-    let tls = Arc::new(client_config(&config.ca_file)?);
+    let tls = Arc::new(crate::tls::relay_config(&config.ca_file).map_err(AgentError::Setup)?);
     let server_name = server_name(&config.relay)?;
-    let forwarder = Forwarder::new(&spec.upstream);
-    // What to ask for on every (re)connect: the name or port held before, once bound.
-    let mut bind = BindRequest {
-        proto: spec.proto,
-        name: spec.name.clone(),
-        port: None,
-    };
+    let forwarders = specs
+        .iter()
+        .map(|s| Forwarder::new(&s.upstream).map_err(AgentError::Setup))
+        .collect::<Result<Vec<_>, _>>()?;
+    // What to ask for on every (re)connect: the names and ports held before, once bound.
+    let mut binds: Vec<BindRequest> = specs
+        .iter()
+        .map(|s| BindRequest {
+            proto: s.proto,
+            name: s.name.clone(),
+            port: None,
+            pool: s.pool,
+        })
+        .collect();
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut reconnected = false;
     loop {
@@ -99,23 +113,20 @@ pub async fn run(
             config,
             &tls,
             &server_name,
-            &forwarder,
-            bind.clone(),
+            &forwarders,
+            binds.clone(),
             &shutdown,
-            |endpoint| {
-                match endpoint.proto {
-                    EndpointProto::Http => bind.name = Some(endpoint.name.clone()),
-                    EndpointProto::Tcp => {
-                        bind.port = endpoint
-                            .url
-                            .rsplit_once(':')
-                            .and_then(|(_, p)| p.parse().ok());
+            |endpoints| {
+                for (index, endpoint) in endpoints.into_iter().enumerate() {
+                    if let Some(bind) = binds.get_mut(index) {
+                        remember(bind, &endpoint);
                     }
+                    events(Event::Online {
+                        index,
+                        endpoint,
+                        reconnected,
+                    });
                 }
-                events(Event::Online {
-                    endpoint,
-                    reconnected,
-                });
             },
         )
         .await;
@@ -140,6 +151,26 @@ pub async fn run(
     }
 }
 
+/// Remembers what the relay bound, so a reconnect asks for the same name or port.
+fn remember(bind: &mut BindRequest, endpoint: &BoundEndpoint) {
+    match endpoint.proto {
+        EndpointProto::Http => bind.name = Some(endpoint.name.clone()),
+        EndpointProto::Tls => {
+            bind.name = endpoint
+                .name
+                .strip_prefix("tls:")
+                .map(str::to_owned)
+                .or(bind.name.take());
+        }
+        EndpointProto::Tcp => {
+            bind.port = endpoint
+                .url
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse().ok());
+        }
+    }
+}
+
 enum SessionError {
     Fatal(AgentError),
     Retry(String),
@@ -149,10 +180,10 @@ async fn session(
     config: &AgentConfig,
     tls: &Arc<rustls::ClientConfig>,
     server_name: &ServerName<'static>,
-    forwarder: &Forwarder,
-    bind: BindRequest,
+    forwarders: &[Forwarder],
+    binds: Vec<BindRequest>,
     shutdown: &CancellationToken,
-    on_online: impl FnOnce(BoundEndpoint),
+    on_online: impl FnOnce(Vec<BoundEndpoint>),
 ) -> Result<Outcome, SessionError> {
     let retry = |what: &str| {
         let what = what.to_owned();
@@ -177,7 +208,7 @@ async fn session(
         version: PROTOCOL_VERSION,
         authtoken: config.authtoken.expose().to_owned(),
         agent: format!("burrow/{}", env!("CARGO_PKG_VERSION")),
-        binds: vec![bind],
+        binds,
     };
     write_frame(&mut stream, &hello)
         .await
@@ -186,33 +217,53 @@ async fn session(
         .await
         .map_err(|_| SessionError::Retry("relay did not answer the handshake".into()))?
         .map_err(|e| retry("reading handshake answer")(e.into()))?;
-    if let ServerMessage::Rejected { code, message } = answer {
-        return Err(match code {
-            RejectCode::AuthFailed => SessionError::Fatal(AgentError::TokenRejected(message)),
-            c if c.is_retryable() => SessionError::Retry(message),
-            _ => SessionError::Fatal(AgentError::Refused(message)),
-        });
-    }
+    let bound = match answer {
+        ServerMessage::Rejected { code, message } => {
+            return Err(match code {
+                RejectCode::AuthFailed => SessionError::Fatal(AgentError::TokenRejected(message)),
+                c if c.is_retryable() => SessionError::Retry(message),
+                _ => SessionError::Fatal(AgentError::Refused(message)),
+            });
+        }
+        ServerMessage::Welcome { endpoints, .. } => endpoints,
+    };
+    // Visitor streams name their endpoint as the relay's registry does.
+    let routes: Arc<HashMap<String, Forwarder>> = Arc::new(
+        bound
+            .iter()
+            .zip(forwarders)
+            .map(|(ep, f)| (ep.name.clone(), f.clone()))
+            .collect(),
+    );
     let started = std::time::Instant::now();
 
     // The relay's "bound" control request arrives on the h2 connection once visitors can be
     // routed; only then is the tunnel reported online.
     let (bound_tx, mut bound_rx) = mpsc::unbounded_channel::<Control>();
-    let forwarder = forwarder.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let forwarder = forwarder.clone();
+        let routes = routes.clone();
         let bound_tx = bound_tx.clone();
         async move {
+            if req.uri().authority().map(|a| a.as_str()) == Some(CONTROL_AUTHORITY) {
+                return Ok(control(req, &bound_tx).await);
+            }
+            let endpoint = req
+                .headers()
+                .get(ENDPOINT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let Some(forwarder) = routes.get(endpoint) else {
+                return Ok(unknown_endpoint(endpoint));
+            };
             let websocket = req.method() == http::Method::CONNECT
                 && req
                     .extensions()
                     .get::<hyper::ext::Protocol>()
                     .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
             match req.uri().authority().map(|a| a.as_str()) {
-                Some(CONTROL_AUTHORITY) => Ok(control(req, &bound_tx).await),
                 Some(TCP_AUTHORITY) => forwarder.forward_tcp(req).await,
                 _ if websocket => forwarder.forward_websocket(req).await,
-                _ => forwarder.forward(req).await,
+                _ => forwarder.forward(req.map(burrow_common::proxy::incoming)).await,
             }
         }
     });
@@ -255,8 +306,8 @@ async fn session(
             }
             Some(message) = bound_rx.recv() => match message {
                 Control::Bound(endpoints) => {
-                    if let (Some(notify), Some(ep)) = (on_online.take(), endpoints.into_iter().next()) {
-                        notify(ep);
+                    if let Some(notify) = on_online.take() {
+                        notify(endpoints);
                     }
                 }
                 Control::Closing(c) => closing = Some(c),
@@ -305,29 +356,13 @@ async fn control(
     resp
 }
 
-fn client_config(ca_file: &str) -> Result<rustls::ClientConfig, AgentError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| AgentError::Setup(format!("cannot read CA file {ca_file}: {e}")))?;
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| AgentError::Setup(format!("CA file {ca_file}: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(AgentError::Setup(format!(
-            "CA file {ca_file} holds no certificate"
-        )));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| AgentError::Setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(config)
+/// 404 for a stream naming an endpoint this session does not serve.
+fn unknown_endpoint(endpoint: &str) -> Response<burrow_common::proxy::Body> {
+    burrow_common::proxy::text_response(
+        StatusCode::NOT_FOUND,
+        format!("Burrow agent: this agent does not serve the endpoint {endpoint:?}\n"),
+        "agent",
+    )
 }
 
 fn server_name(relay: &str) -> Result<ServerName<'static>, AgentError> {

@@ -1,9 +1,10 @@
 //! The local service an endpoint forwards to: parsed from the CLI's target argument, plus how
 //! the `Host` header reaches it.
 //!
-//! Targets: `8080` (localhost), `host:port`, `http://host[:port]`; the local service speaks
-//! HTTP/1.1 or, with `--upstream-protocol http2`, h2c (gRPC). `https://` upstreams are
-//! refused with a clear message until TLS-to-upstream exists.
+//! Targets: `8080` (localhost), `host:port`, `http://host[:port]`, `https://host[:port]`
+//! (TLS to the local service, verified against the public web PKI plus `--upstream-ca`, or not
+//! at all with `--upstream-insecure`); the local service speaks HTTP/1.1 or, with
+//! `--upstream-protocol http2`, HTTP/2 (h2c in the clear, ALPN `h2` over TLS: gRPC).
 
 use std::fmt;
 
@@ -18,6 +19,17 @@ pub struct Upstream {
     pub protocol: UpstreamProtocol,
     /// TCP: send a PROXY protocol v2 header with the visitor's address first.
     pub proxy_protocol: bool,
+    /// `https://` targets: how the local service's certificate is checked.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to the local service.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// Accept any certificate (a dev server's self-signed one).
+    pub insecure: bool,
+    /// PEM file of an extra CA to trust.
+    pub ca_file: Option<String>,
 }
 
 /// The HTTP version the local service speaks.
@@ -80,12 +92,16 @@ impl Upstream {
     /// Parses the target argument of `burrow http`.
     pub fn parse(target: &str, host_header: HostHeader) -> Result<Self, UpstreamError> {
         let bad = |why: &str| UpstreamError(format!("invalid target {target:?}: {why}"));
-        if target.starts_with("https://") {
-            return Err(bad(
-                "TLS to the local service is not supported yet; use http://",
-            ));
-        }
-        let rest = target.strip_prefix("http://").unwrap_or(target);
+        let (scheme, rest) = match target.split_once("://") {
+            Some(("http", rest)) => ("http", rest),
+            Some(("https", rest)) => ("https", rest),
+            Some((other, _)) => {
+                return Err(bad(&format!(
+                    "scheme {other}:// is not supported; use http:// or https://"
+                )));
+            }
+            None => ("", target),
+        };
         let rest = rest.trim_end_matches('/');
         if rest.contains('/') {
             return Err(bad("a path is not allowed; give host:port"));
@@ -95,7 +111,8 @@ impl Upstream {
                 ("localhost", rest)
             }
             Some((h, p)) if !h.is_empty() => (h, p),
-            None if target.starts_with("http://") && !rest.is_empty() => (rest, "80"),
+            None if scheme == "http" && !rest.is_empty() => (rest, "80"),
+            None if scheme == "https" && !rest.is_empty() => (rest, "443"),
             _ => return Err(bad("expected a port, host:port or http://host:port")),
         };
         let port: u16 = port
@@ -108,6 +125,7 @@ impl Upstream {
             host_header,
             protocol: UpstreamProtocol::Http1,
             proxy_protocol: false,
+            tls: (scheme == "https").then(UpstreamTls::default),
         })
     }
 }
@@ -126,7 +144,8 @@ impl Upstream {
 
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}", self.authority)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority)
     }
 }
 
@@ -145,7 +164,9 @@ mod tests {
         assert_eq!(parse("127.0.0.1:3000").unwrap(), "127.0.0.1:3000");
         assert_eq!(parse("http://app.local:81/").unwrap(), "app.local:81");
         assert_eq!(parse("http://app.local").unwrap(), "app.local:80");
-        assert!(parse("https://x:1").unwrap_err().0.contains("TLS"));
+        assert_eq!(parse("https://x:1").unwrap(), "x:1");
+        assert_eq!(parse("https://x").unwrap(), "x:443");
+        assert!(parse("ftp://x:1").unwrap_err().0.contains("ftp://"));
         assert!(parse("0").unwrap_err().0.contains("1 to 65535"));
         assert!(parse("host:99999").is_err());
         assert!(parse("http://x:1/path").unwrap_err().0.contains("path"));

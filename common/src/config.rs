@@ -38,6 +38,16 @@ pub enum ConfigError {
         /// Parser message.
         message: String,
     },
+    /// The file has a key or value its struct does not accept, at `line`.
+    #[error("{}:{line}: {message}", path.display())]
+    AtLine {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// What is wrong (names the key).
+        message: String,
+    },
     /// A key the configuration does not have.
     #[error("unknown config key `{key}` in {origin} (known keys: {known})")]
     UnknownKey {
@@ -113,6 +123,18 @@ pub fn load_from<C: Config>(
             path: path.to_owned(),
             message: e.message().to_owned(),
         })?;
+        // Deserializing the file alone finds unknown keys at any depth (every config struct
+        // denies them) and values of the wrong type, with the line to fix.
+        if let Err(e) = toml::from_str::<C>(&text) {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            return Err(ConfigError::AtLine {
+                path: path.to_owned(),
+                line: line.unwrap_or(1),
+                message: e.message().to_owned(),
+            });
+        }
         for (key, value) in parsed {
             if !table.contains_key(&key) {
                 return Err(ConfigError::UnknownKey {
@@ -267,10 +289,11 @@ mod tests {
     fn unknown_file_key_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "prot = 81\n").unwrap();
+        std::fs::write(&file, "port = 81\n\nprot = 81\n").unwrap();
         let err = load_from::<Sample>(Some(&file), "T_", env(&[])).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`prot`") && msg.contains("port"), "{msg}");
+        assert!(msg.contains("c.toml:3:"), "names the line: {msg}");
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub struct BindRequest {
     /// allocate one.
     #[serde(default)]
     pub port: Option<u16>,
+    /// Join a pool: several agents of one account serve the name and visitors are balanced
+    /// across them. Without it, binding a name another session of the account holds takes it
+    /// over.
+    #[serde(default)]
+    pub pool: bool,
 }
 
 /// Protocols an endpoint can serve publicly.
@@ -87,6 +92,9 @@ pub enum EndpointProto {
     Http,
     /// A public TCP port whose connections are relayed byte for byte.
     Tcp,
+    /// TLS passthrough: connections to the relay's TLS port whose SNI is `<name>.<domain>`
+    /// are relayed byte for byte; the local service terminates TLS.
+    Tls,
 }
 
 impl fmt::Display for EndpointProto {
@@ -94,6 +102,7 @@ impl fmt::Display for EndpointProto {
         f.write_str(match self {
             EndpointProto::Http => "http",
             EndpointProto::Tcp => "tcp",
+            EndpointProto::Tls => "tls",
         })
     }
 }
@@ -128,6 +137,9 @@ pub struct BoundEndpoint {
     pub name: String,
     /// Public URL visitors use.
     pub url: String,
+    /// HTTP endpoints: the same endpoint on the relay's HTTPS ingress, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_url: Option<String>,
 }
 
 /// Why a relay refused a session.
@@ -229,6 +241,12 @@ where
 /// request body carries visitor → agent bytes, the response body agent → visitor bytes.
 pub const TCP_AUTHORITY: &str = "tcp.burrow.internal";
 
+/// Header on every relay → agent visitor stream: the endpoint it is for, as the relay's
+/// registry names it (`<name>` for HTTP, `tcp:<port>`, `tls:<name>`), so one session can
+/// serve several endpoints. The relay sets it (overwriting any a visitor sent); the agent
+/// removes it before forwarding.
+pub const ENDPOINT_HEADER: &str = "x-burrow-endpoint";
+
 /// Header on a TCP stream request: the visitor's `ip:port`.
 pub const VISITOR_HEADER: &str = "x-burrow-visitor";
 /// Header on a TCP stream request: the public `ip:port` the visitor connected to.
@@ -316,6 +334,7 @@ mod tests {
                 proto: EndpointProto::Http,
                 name,
                 port: None,
+                pool: false,
             }],
         }
     }

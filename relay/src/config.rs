@@ -13,6 +13,9 @@ pub struct RelayConfig {
     pub agent_listen: String,
     /// Public HTTP ingress.
     pub http_listen: String,
+    /// Public TLS ingress: HTTPS terminated with certificates from `cert_dir` (chosen by SNI),
+    /// and TLS passthrough endpoints routed by SNI. Empty disables it.
+    pub https_listen: String,
     /// `RelayControl` gRPC server the api calls.
     pub control_listen: String,
     /// `/healthz`, `/readyz`, `/metrics`.
@@ -21,6 +24,13 @@ pub struct RelayConfig {
     pub domain: String,
     /// Port printed in public URLs; 0 means the port `http_listen` bound.
     pub public_http_port: u16,
+    /// Port printed in `https://` and `tls://` URLs; 0 means the port `https_listen` bound.
+    pub public_https_port: u16,
+    /// Directory of combined PEM files (chain + key) the HTTPS ingress serves, chosen by the
+    /// SNI name; reloaded when it changes. Empty uses `<state_dir>/certs`.
+    pub cert_dir: String,
+    /// How often `cert_dir` is checked for changes.
+    pub cert_reload_secs: u64,
     /// Base URL of burrow-api, used to verify authtokens.
     pub api_url: String,
     /// Shared secret the relay presents to the api's internal endpoints.
@@ -61,10 +71,14 @@ impl Default for RelayConfig {
             relay_id: "relay-local".into(),
             agent_listen: "127.0.0.1:7443".into(),
             http_listen: "127.0.0.1:7081".into(),
+            https_listen: "127.0.0.1:7444".into(),
             control_listen: "127.0.0.1:7090".into(),
             ops_listen: "127.0.0.1:7082".into(),
             domain: "burrow.localhost".into(),
             public_http_port: 0,
+            public_https_port: 0,
+            cert_dir: String::new(),
+            cert_reload_secs: 2,
             api_url: "http://127.0.0.1:7080".into(),
             internal_key: Secret::default(),
             state_dir: ".burrow/relay".into(),
@@ -115,6 +129,12 @@ impl Config for RelayConfig {
             ("ops_listen", &self.ops_listen),
         ] {
             burrow_common::config::check_socket_addr(key, value)?;
+        }
+        if !self.https_listen.is_empty() {
+            burrow_common::config::check_socket_addr("https_listen", &self.https_listen)?;
+        }
+        if self.cert_reload_secs == 0 {
+            return Err("`cert_reload_secs` must be at least 1".into());
         }
         Ok(())
     }

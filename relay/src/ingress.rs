@@ -8,24 +8,34 @@
 
 use crate::Relay;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use hyper::body::Incoming;
+use hyper::{body::Incoming, client::conn::http2::SendRequest};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use burrow_common::{net, proxy, proxy::Body};
+use burrow_proto::tunnel::ENDPOINT_HEADER;
 
 /// How long a visitor may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head accepted (HTTP/1.1 read buffer, HTTP/2 header list): beyond it the
+/// visitor gets 431 (HTTP/1.1) or a stream error, never unbounded buffering.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Serves visitors until `shutdown`, then drains in-flight requests for up to `grace`.
+/// Serves visitors on the HTTP listener and, when given, the TLS one (see [`crate::https`])
+/// until `shutdown`, then drains in-flight requests for up to `grace`.
 pub async fn serve(
     relay: Arc<Relay>,
     listener: TcpListener,
+    https: Option<(TcpListener, TlsAcceptor)>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -56,6 +66,10 @@ pub async fn serve(
     let slots = Arc::new(tokio::sync::Semaphore::new(
         relay.config.max_visitor_connections as usize,
     ));
+    let accept_tls = async |l: Option<&TcpListener>| match l {
+        Some(l) => net::accept(l, &shutdown, "tls ingress").await,
+        None => std::future::pending().await,
+    };
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -64,32 +78,31 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let Some((tcp, peer)) = net::accept(&listener, &shutdown, "ingress").await else {
+        let accepted = tokio::select! {
+            a = net::accept(&listener, &shutdown, "ingress") => a.map(|a| (a, false)),
+            a = accept_tls(https.as_ref().map(|(l, _)| l)) => a.map(|a| (a, true)),
+        };
+        let Some(((tcp, peer), tls)) = accepted else {
             break;
         };
-        let relay = relay.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let relay = relay.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(&relay, req, peer).await) }
-        });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // Without a timer hyper skips its header-read timeout: a client dribbling headers
-        // would hold a connection forever.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        builder.http2().timer(TokioTimer::new());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "ingress connection error");
+        let (relay, watcher) = (relay.clone(), graceful.watcher());
+        match (&https, tls) {
+            (Some((_, acceptor)), true) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Some(tls) = crate::https::accept(&relay, tcp, peer, &acceptor).await {
+                        serve_connection(relay, tls, peer, "https", watcher).await;
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            _ => {
+                tokio::spawn(async move {
+                    serve_connection(relay, tcp, peer, "http", watcher).await;
+                    drop(permit);
+                });
+            }
+        }
     }
     tokio::select! {
         _ = graceful.shutdown() => {}
@@ -99,8 +112,47 @@ pub async fn serve(
     }
 }
 
+/// Serves HTTP/1.1 or HTTP/2 (prior knowledge, or ALPN `h2` on TLS) on one visitor connection.
+async fn serve_connection<IO>(
+    relay: Arc<Relay>,
+    io: IO,
+    peer: SocketAddr,
+    scheme: &'static str,
+    watcher: Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let relay = relay.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(&relay, req, peer, scheme).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper skips its header-read timeout: a client dribbling headers
+    // would hold a connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, %peer, "ingress connection error");
+    }
+}
+
 /// Decides where one visitor request goes and returns the response to send back.
-pub async fn route(relay: &Relay, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn route(
+    relay: &Relay,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) -> Response<Body> {
     let Some(_in_flight) = relay.drain.enter() else {
         let mut resp = relay_answer(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -110,10 +162,15 @@ pub async fn route(relay: &Relay, req: Request<Incoming>, peer: SocketAddr) -> R
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return resp;
     };
-    forward(relay, req, peer).await
+    forward(relay, req, peer, scheme).await
 }
 
-async fn forward(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn forward(
+    relay: &Relay,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) -> Response<Body> {
     let Some(host) = request_host(&req) else {
         return relay_answer(
             StatusCode::BAD_REQUEST,
@@ -123,7 +180,7 @@ async fn forward(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) ->
     let Some(name) = relay.endpoint_name(&host) else {
         return not_found(&host);
     };
-    let mut sender = match relay.registry.lookup(name) {
+    let senders = match relay.registry.lookup(name) {
         crate::registry::Lookup::Unknown => return not_found(&host),
         crate::registry::Lookup::Offline(ago) => {
             return relay_answer(
@@ -134,7 +191,7 @@ async fn forward(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) ->
                 ),
             );
         }
-        crate::registry::Lookup::Online(sender) => sender,
+        crate::registry::Lookup::Online(senders) => senders,
     };
 
     let path = req
@@ -165,7 +222,10 @@ async fn forward(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) ->
     let headers = req.headers_mut();
     proxy::strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    append_forwarded(headers, peer, &host);
+    append_forwarded(headers, peer, &host, scheme);
+    if let Ok(v) = HeaderValue::from_str(name) {
+        headers.insert(ENDPOINT_HEADER, v);
+    }
 
     let started = std::time::Instant::now();
     let mut req = req.map(proxy::incoming);
@@ -175,10 +235,7 @@ async fn forward(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) ->
         req.extensions_mut()
             .insert(hyper::ext::Protocol::from_static("websocket"));
     }
-    let result = match sender.ready().await {
-        Ok(()) => sender.send_request(req).await,
-        Err(e) => Err(e),
-    };
+    let result = send_to_any(senders, req).await;
     match result {
         Ok(resp) => {
             metrics::counter!("burrow_relay_http_requests_total", "outcome" => "forwarded")
@@ -202,6 +259,33 @@ async fn forward(relay: &Relay, mut req: Request<Incoming>, peer: SocketAddr) ->
             )
         }
     }
+}
+
+/// Sends `req` through the first session that takes it. A request refused before any of it
+/// was written (the session's connection is gone) moves on to the next pool member, so losing
+/// one agent of a pool does not fail new requests.
+async fn send_to_any(
+    senders: Vec<SendRequest<Body>>,
+    mut req: Request<Body>,
+) -> Result<Response<Incoming>, String> {
+    let mut last = "no agent session serves it".to_owned();
+    for mut sender in senders {
+        if let Err(e) = sender.ready().await {
+            last = e.to_string();
+            continue;
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => {
+                    req = unsent;
+                    last = e.into_error().to_string();
+                }
+                None => return Err(e.into_error().to_string()),
+            },
+        }
+    }
+    Err(last)
 }
 
 /// The agent accepted a WebSocket: answer the visitor 101 with the local service's handshake
@@ -256,7 +340,12 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
-fn append_forwarded(headers: &mut http::HeaderMap, peer: SocketAddr, host: &str) {
+fn append_forwarded(
+    headers: &mut http::HeaderMap,
+    peer: SocketAddr,
+    host: &str,
+    scheme: &'static str,
+) {
     let ip = peer.ip().to_string();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
@@ -268,7 +357,7 @@ fn append_forwarded(headers: &mut http::HeaderMap, peer: SocketAddr, host: &str)
     if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert("x-forwarded-host", v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
 }
 
 fn not_found(host: &str) -> Response<Body> {

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`config`]: [`RelayConfig`], layered from defaults, file and `BURROW_RELAY_*`.
 //! - [`tls`]: rustls server config; dev CA generated on first start.
+//! - [`certs`]: the HTTPS certificate store (SNI → certificate), reloaded from `cert_dir`.
+//! - [`https`]: the TLS ingress: passthrough by SNI, or HTTPS terminated with the store.
 //! - [`auth`]: authtoken verification through the api, cached briefly.
 //! - [`registry`]: the route table (name → agent session) and session bookkeeping.
 //! - [`session`]: agent handshake and the HTTP/2 connection that carries visitor requests.
@@ -18,9 +20,11 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod control;
 pub mod drain;
+pub mod https;
 pub mod ingress;
 pub mod presence;
 pub mod registry;
@@ -56,6 +60,8 @@ pub struct Relay {
     pub drain: drain::Drain,
     /// Port printed in public URLs.
     public_port: u16,
+    /// Port printed in `https://` and `tls://` URLs; `None` without a TLS listener.
+    public_https_port: Option<u16>,
     /// `.<domain>`, precomputed for host matching.
     domain_suffix: String,
 }
@@ -64,6 +70,18 @@ impl Relay {
     /// Public URL of HTTP endpoint `name`.
     pub fn public_url(&self, name: &str) -> String {
         format!("http://{name}.{}:{}", self.config.domain, self.public_port)
+    }
+
+    /// Public HTTPS URL of HTTP endpoint `name`, when the relay has a TLS listener.
+    pub fn https_url(&self, name: &str) -> Option<String> {
+        self.public_https_port
+            .map(|port| format!("https://{name}.{}:{port}", self.config.domain))
+    }
+
+    /// Public URL of TLS passthrough endpoint `name`, when the relay has a TLS listener.
+    pub fn tls_url(&self, name: &str) -> Option<String> {
+        self.public_https_port
+            .map(|port| format!("tls://{name}.{}:{port}", self.config.domain))
     }
 
     /// Public URL of the TCP endpoint on `port`.
@@ -90,6 +108,8 @@ pub struct BoundAddrs {
     pub agent: SocketAddr,
     /// Public HTTP ingress.
     pub http: SocketAddr,
+    /// Public TLS ingress (HTTPS and passthrough), when enabled.
+    pub https: Option<SocketAddr>,
     /// RelayControl gRPC.
     pub control: SocketAddr,
     /// Health and metrics.
@@ -143,6 +163,10 @@ fn local(l: &TcpListener) -> SocketAddr {
 pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(), StartError> {
     let agent_l = bind("agent_listen", &config.agent_listen).await?;
     let http_l = bind("http_listen", &config.http_listen).await?;
+    let https_l = match config.https_listen.as_str() {
+        "" => None,
+        addr => Some(bind("https_listen", addr).await?),
+    };
     let control_l = bind("control_listen", &config.control_listen).await?;
     let ops_l = bind("ops_listen", &config.ops_listen).await?;
 
@@ -158,10 +182,20 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         )
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&cert, &key)?);
+    // HTTPS answers names the store does not hold with the relay's own certificate (in dev,
+    // the dev CA's `*.<domain>` one).
+    let cert_store = Arc::new(certs::CertStore::new(Some(Arc::new(certs::load_pair(
+        &cert, &key,
+    )?))));
+    let cert_dir = match config.cert_dir.as_str() {
+        "" => Path::new(&config.state_dir).join("certs"),
+        dir => dir.into(),
+    };
 
     let addrs = BoundAddrs {
         agent: local(&agent_l),
         http: local(&http_l),
+        https: https_l.as_ref().map(local),
         control: local(&control_l),
         ops: local(&ops_l),
         ca_file,
@@ -195,6 +229,10 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         stop: shutdown.clone(),
         drain: drain::Drain::default(),
         public_port,
+        public_https_port: addrs.https.map(|a| match config.public_https_port {
+            0 => a.port(),
+            p => p,
+        }),
         domain_suffix: format!(".{}", config.domain),
         config,
     });
@@ -208,7 +246,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         })?;
     }
     tracing::info!(
-        agent = %addrs.agent, http = %addrs.http, control = %addrs.control, ops = %addrs.ops,
+        agent = %addrs.agent, http = %addrs.http, https = ?addrs.https, control = %addrs.control, ops = %addrs.ops,
         domain = %relay.config.domain, "relay listening"
     );
 
@@ -225,11 +263,21 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
     ));
     // Health and metrics stay up while draining (readyz answers "draining").
     let ops_stop = end_sessions.clone();
+    tasks.spawn(certs::watch(
+        cert_store.clone(),
+        cert_dir,
+        Duration::from_secs(relay.config.cert_reload_secs),
+        shutdown.clone(),
+    ));
     {
         let relay = relay.clone();
         let shutdown = shutdown.clone();
+        let https = match https_l {
+            Some(l) => Some((l, https::acceptor(cert_store).map_err(tls::TlsError::from)?)),
+            None => None,
+        };
         tasks.spawn(async move {
-            ingress::serve(relay, http_l, shutdown, DRAIN_GRACE).await;
+            ingress::serve(relay, http_l, https, shutdown, DRAIN_GRACE).await;
             end_sessions.cancel();
         });
     }

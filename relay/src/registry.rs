@@ -5,6 +5,8 @@
 //! same account can bind it again); after that it is forgotten (visitors get a 404).
 //! A second session of the *same account* binding an online name takes it over and the old
 //! session is closed: that is what an agent reconnecting over a half-open link looks like.
+//! Unless both bind it as a pool (`--pool`): then the name routes to every member in turn
+//! and stays online while any member is connected.
 
 use burrow_common::proxy::Body;
 use burrow_proto::tunnel::{BoundEndpoint, CloseCode, Closing};
@@ -77,19 +79,28 @@ struct SessionEntry {
 
 /// Where a name routes.
 pub enum Lookup {
-    /// Forward through this h2 handle.
-    Online(SendRequest<Body>),
+    /// Forward through one of these h2 handles: the session whose turn it is first, then the
+    /// other pool members (to retry on when the first one's connection is gone).
+    Online(Vec<SendRequest<Body>>),
     /// The agent disconnected; how long ago.
     Offline(Duration),
     /// No such endpoint.
     Unknown,
 }
 
+struct Member {
+    session_id: String,
+    sender: SendRequest<Body>,
+}
+
 enum Route {
     Online {
-        session_id: String,
         account_id: String,
-        sender: SendRequest<Body>,
+        /// Sessions serving the name (more than one only for a pool).
+        members: Vec<Member>,
+        pool: bool,
+        /// Round-robin position.
+        next: usize,
     },
     Offline {
         account_id: String,
@@ -148,12 +159,14 @@ impl Registry {
     }
 
     /// Registers a session and routes its endpoints to `sender`. Sessions of the same account
-    /// that held any of these names are closed.
+    /// that held any of these names are closed, unless both sides bind the name as a pool
+    /// (`pooled` holds the names this session pools), in which case the session joins it.
     pub fn bind(
         &self,
         info: SessionInfo,
         sender: SendRequest<Body>,
         closer: Closer,
+        pooled: &[String],
     ) -> Result<(), BindError> {
         let mut state = self.lock();
         self.expire(&mut state);
@@ -166,7 +179,9 @@ impl Registry {
                 {
                     return Err(BindError::Taken(name.clone()));
                 }
-                Some(Route::Online { session_id, .. }) => replaced.push(session_id.clone()),
+                Some(Route::Online { members, pool, .. }) if !(*pool && pooled.contains(name)) => {
+                    replaced.extend(members.iter().map(|m| m.session_id.clone()))
+                }
                 _ => {}
             }
         }
@@ -180,14 +195,27 @@ impl Registry {
             }
         }
         for name in names {
-            state.routes.insert(
-                name,
-                Route::Online {
-                    session_id: info.session_id.clone(),
-                    account_id: info.account_id.clone(),
-                    sender: sender.clone(),
-                },
-            );
+            let member = Member {
+                session_id: info.session_id.clone(),
+                sender: sender.clone(),
+            };
+            let pool = pooled.contains(&name);
+            match state.routes.get_mut(&name) {
+                Some(Route::Online {
+                    members, pool: true, ..
+                }) if pool => members.push(member),
+                _ => {
+                    state.routes.insert(
+                        name,
+                        Route::Online {
+                            account_id: info.account_id.clone(),
+                            members: vec![member],
+                            pool,
+                            next: 0,
+                        },
+                    );
+                }
+            }
         }
         state
             .sessions
@@ -205,20 +233,23 @@ impl Registry {
         };
         let mut released = Vec::new();
         for ep in &entry.info.endpoints {
-            let still_ours = matches!(
-                state.routes.get(&ep.name),
-                Some(Route::Online { session_id: s, .. }) if s == session_id
-            );
-            if still_ours {
-                released.push(ep.clone());
-                state.routes.insert(
-                    ep.name.clone(),
-                    Route::Offline {
-                        account_id: entry.info.account_id.clone(),
-                        since: Instant::now(),
-                    },
-                );
+            let Some(Route::Online { members, .. }) = state.routes.get_mut(&ep.name) else {
+                continue;
+            };
+            let before = members.len();
+            members.retain(|m| m.session_id != session_id);
+            // Taken over meanwhile, or other pool members still serve it.
+            if before == members.len() || !members.is_empty() {
+                continue;
             }
+            released.push(ep.clone());
+            state.routes.insert(
+                ep.name.clone(),
+                Route::Offline {
+                    account_id: entry.info.account_id.clone(),
+                    since: Instant::now(),
+                },
+            );
         }
         metrics::gauge!("burrow_relay_sessions").set(state.sessions.len() as f64);
         released
@@ -229,8 +260,22 @@ impl Registry {
     pub fn lookup(&self, name: &str) -> Lookup {
         let mut state = self.lock();
         self.expire(&mut state);
-        match state.routes.get(name) {
-            Some(Route::Online { sender, .. }) => Lookup::Online(sender.clone()),
+        match state.routes.get_mut(name) {
+            Some(Route::Online { members, next, .. }) => {
+                // Round robin, skipping connections already known to be closed.
+                let n = members.len();
+                let start = *next % n.max(1);
+                *next = next.wrapping_add(1);
+                let mut senders: Vec<_> = (0..n)
+                    .map(|i| &members[(start + i) % n].sender)
+                    .filter(|s| !s.is_closed())
+                    .cloned()
+                    .collect();
+                if senders.is_empty() {
+                    senders = members.iter().map(|m| m.sender.clone()).collect();
+                }
+                Lookup::Online(senders)
+            }
             Some(Route::Offline { since, .. }) => Lookup::Offline(since.elapsed()),
             None => Lookup::Unknown,
         }

@@ -107,7 +107,10 @@ async fn handle(
         endpoints: welcome.endpoints,
     };
     let mut control = sender.clone();
-    if let Err(e) = relay.registry.bind(info.clone(), sender, closer.clone()) {
+    if let Err(e) = relay
+        .registry
+        .bind(info.clone(), sender, closer.clone(), &welcome.pooled)
+    {
         // Lost a race with another account between check and bind; the agent reconnects.
         conn.abort();
         return Err(e.into());
@@ -218,6 +221,8 @@ struct Admission {
     account_id: String,
     authtoken_id: String,
     endpoints: Vec<BoundEndpoint>,
+    /// Registry names bound as pools.
+    pooled: Vec<String>,
 }
 
 async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCode, String)> {
@@ -242,19 +247,21 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
             AuthError::Unavailable(m) => (RejectCode::Unavailable, m),
         })?;
     let mut endpoints = Vec::with_capacity(hello.binds.len());
+    let mut pooled = Vec::new();
     for bind in &hello.binds {
+        let label = || match &bind.name {
+            Some(n) => validate_label(n)
+                .map(|()| n.clone())
+                .map_err(|e| (RejectCode::InvalidName, e.to_string())),
+            None => Ok(random_label()),
+        };
         let endpoint = match bind.proto {
             EndpointProto::Http => {
-                let name = match &bind.name {
-                    Some(n) => {
-                        validate_label(n).map_err(|e| (RejectCode::InvalidName, e.to_string()))?;
-                        n.clone()
-                    }
-                    None => random_label(),
-                };
+                let name = label()?;
                 BoundEndpoint {
                     proto: bind.proto,
                     url: relay.public_url(&name),
+                    https_url: relay.https_url(&name),
                     name,
                 }
             }
@@ -263,10 +270,37 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
                 BoundEndpoint {
                     proto: bind.proto,
                     url: relay.tcp_url(port),
+                    https_url: None,
                     name: crate::tcp::endpoint_name(port),
                 }
             }
+            EndpointProto::Tls => {
+                let name = label()?;
+                let url = relay.tls_url(&name).ok_or_else(|| {
+                    (
+                        RejectCode::Unsupported,
+                        "this relay has no TLS listener (https_listen is empty), so it cannot \
+                         serve TLS endpoints"
+                            .to_owned(),
+                    )
+                })?;
+                BoundEndpoint {
+                    proto: bind.proto,
+                    url,
+                    https_url: None,
+                    name: crate::https::endpoint_key(&name),
+                }
+            }
         };
+        if bind.pool {
+            pooled.push(endpoint.name.clone());
+        }
+        if endpoints.iter().any(|e: &BoundEndpoint| e.name == endpoint.name) {
+            return Err((
+                RejectCode::InvalidName,
+                format!("the endpoint {:?} is requested twice", endpoint.name),
+            ));
+        }
         endpoints.push(endpoint);
     }
     let names: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
@@ -283,6 +317,7 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
         account_id: principal.account_id,
         authtoken_id: principal.authtoken_id,
         endpoints,
+        pooled,
     })
 }
 

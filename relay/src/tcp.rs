@@ -9,7 +9,10 @@
 
 use crate::Relay;
 use burrow_common::proxy::{self, Body};
-use burrow_proto::tunnel::{PUBLIC_HEADER, RejectCode, TCP_AUTHORITY, VISITOR_HEADER};
+use burrow_proto::tunnel::{
+    ENDPOINT_HEADER, PUBLIC_HEADER, RejectCode, TCP_AUTHORITY, VISITOR_HEADER,
+};
+use bytes::Bytes;
 use hyper::client::conn::http2::SendRequest;
 use std::{
     collections::HashSet,
@@ -127,10 +130,17 @@ async fn serve_port(relay: Arc<Relay>, listener: TcpListener, port: u16) {
         burrow_common::net::accept(&listener, &relay.stop, "tcp endpoint").await
     {
         match relay.registry.lookup(&name) {
-            crate::registry::Lookup::Online(sender) => {
+            crate::registry::Lookup::Online(senders) => {
+                let Some(sender) = first_open(senders) else {
+                    continue;
+                };
                 metrics::counter!("burrow_relay_tcp_connections_total").increment(1);
+                let name = name.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = relay_connection(sender, visitor, peer, public).await {
+                    let prefix = Bytes::new();
+                    if let Err(e) =
+                        relay_connection(sender, prefix, visitor, peer, public, &name).await
+                    {
                         tracing::debug!(error = %e, %peer, port, "tcp visitor connection ended");
                     }
                 });
@@ -141,19 +151,32 @@ async fn serve_port(relay: Arc<Relay>, listener: TcpListener, port: u16) {
     }
 }
 
-async fn relay_connection(
+/// The first member whose session connection is still open.
+pub fn first_open(senders: Vec<SendRequest<Body>>) -> Option<SendRequest<Body>> {
+    senders.into_iter().find(|s| !s.is_closed())
+}
+
+/// Relays one visitor connection as an h2 stream to the agent serving `endpoint` (a registry
+/// key: `tcp:<port>` or `tls:<name>`). `prefix` holds bytes already read from the visitor (a
+/// peeked ClientHello); they go first.
+pub async fn relay_connection(
     mut sender: SendRequest<Body>,
+    prefix: Bytes,
     visitor: TcpStream,
     peer: std::net::SocketAddr,
     public: Option<std::net::SocketAddr>,
+    endpoint: &str,
 ) -> Result<(), proxy::BodyError> {
+    use tokio::io::AsyncReadExt;
     let (read, write) = visitor.into_split();
+    let read = std::io::Cursor::new(prefix).chain(read);
     // Who connected, and to which public address: the agent can pass both on to the local
     // service as a PROXY protocol header.
     let mut req = http::Request::builder()
         .method(http::Method::POST)
         .uri(format!("http://{TCP_AUTHORITY}/"))
-        .header(VISITOR_HEADER, peer.to_string());
+        .header(VISITOR_HEADER, peer.to_string())
+        .header(ENDPOINT_HEADER, endpoint);
     if let Some(public) = public {
         req = req.header(PUBLIC_HEADER, public.to_string());
     }
