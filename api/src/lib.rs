@@ -7,6 +7,7 @@
 //! - [`auth`]: API key principals and roles; the relays' internal key.
 //! - [`accounts`]: accounts, authtokens, API keys, and authtoken verification for relays.
 //! - [`webhooks`]: signed provider webhook ingest that starts durable workflows.
+//! - [`usage`]: metering records relays flush (billing), per-account usage reports.
 //! - [`ops`]: workflows, dead-letter replay, sessions, runbooks (ops role).
 //! - [`console`]: the ops web page.
 //! - [`relays`]: relay discovery (Redis) and `RelayControl` calls.
@@ -24,6 +25,7 @@ pub mod ops;
 pub mod relays;
 pub mod seed;
 pub mod temporal;
+pub mod usage;
 pub mod webhooks;
 
 pub use config::ApiConfig;
@@ -158,6 +160,7 @@ pub fn router(state: AppState) -> Router {
             post(accounts::create_authtoken).get(accounts::list_authtokens),
         )
         .route("/v1/accounts/{id}/api-keys", post(accounts::create_api_key))
+        .route("/v1/accounts/{id}/usage", get(usage::account_usage))
         .route("/v1/authtokens/{id}", delete(accounts::revoke_authtoken))
         .route(
             "/v1/internal/authtokens/verify",
@@ -167,6 +170,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/internal/authtokens/status",
             post(accounts::authtoken_status),
         )
+        .route("/v1/internal/usage", post(usage::ingest))
         .route("/v1/webhooks/provider", post(webhooks::receive))
         .route("/v1/ops/workflows", get(ops::list_workflows))
         .route(

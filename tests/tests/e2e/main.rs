@@ -8,4 +8,5 @@ mod sessions;
 mod support;
 mod tracing_spans;
 mod tunnel;
+mod usage;
 mod webhooks;
