@@ -3,11 +3,13 @@
 //! # Layout
 //! - [`relay`]: the `RelayControl` gRPC service (tonic/prost, generated at build time by
 //!   `protox`, so no `protoc` is needed) through which the api drives relays.
+//! - [`client_hello`]: peeks the SNI and ALPN of a TLS ClientHello (relay routing, certificates).
 //! - [`proxy_protocol`]: PROXY protocol v2 headers (visitor address for TCP endpoints).
 //! - [`tunnel`]: the agent ↔ relay session handshake: length-prefixed JSON frames exchanged on a
 //!   fresh TLS connection before the connection switches to HTTP/2 for visitor traffic.
 #![forbid(unsafe_code)]
 
+pub mod client_hello;
 pub mod proxy_protocol;
 pub mod tunnel;
 
