@@ -124,6 +124,9 @@ struct RunArgs {
     /// The command line to record in the report.
     #[arg(long, default_value = "scripts/bench.sh")]
     command: String,
+    /// Which burrow source was built (commit), recorded in the report.
+    #[arg(long, default_value = "")]
+    source: String,
 }
 
 #[tokio::main]
@@ -158,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
                 perf: a.perf,
                 only: a.only,
                 command: a.command,
+                source: a.source,
             };
             let (rows, _) = runner::run(env, opts.clone()).await?;
             eprintln!(

@@ -538,27 +538,34 @@ pub async fn bore(env: &Env) -> anyhow::Result<Target> {
     })
 }
 
-/// Version line of a binary (`<bin> --version`), or `<bin> (unknown version)`.
+/// Version of a binary from `<bin> --version`: its first line, or `<name> <version>` from a
+/// `Build Version:` line (rathole prints that).
 pub async fn version(bin: &Path) -> String {
     let name = bin
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Command::new(bin)
+    let text = Command::new(bin)
         .arg("--version")
         .output()
         .await
-        .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned()
-        })
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| format!("{name} (unknown version)"))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    version_from(&name, &text)
+}
+
+/// See [`version`].
+pub fn version_from(name: &str, text: &str) -> String {
+    if let Some(v) = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build Version:"))
+    {
+        return format!("{name} {}", v.trim());
+    }
+    match text.lines().next().map(str::trim) {
+        Some(l) if !l.is_empty() => l.to_owned(),
+        _ => format!("{name} (unknown version)"),
+    }
 }
 
 #[cfg(test)]
@@ -590,6 +597,19 @@ mod tests {
         assert!(c.contains("[client.services.http]\nlocal_addr = \"127.0.0.1:8080\""));
         let (s, _) = rathole_configs(1, &[], None);
         assert!(s.contains("type = \"tcp\"") && !s.contains("noise"));
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            version_from(
+                "rathole",
+                "rathole \nBuild Timestamp: x\nBuild Version:       0.5.0\n"
+            ),
+            "rathole 0.5.0"
+        );
+        assert_eq!(version_from("bore", "bore-cli 0.6.0\n"), "bore-cli 0.6.0");
+        assert_eq!(version_from("x", ""), "x (unknown version)");
     }
 
     #[test]

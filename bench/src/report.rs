@@ -444,6 +444,11 @@ pub fn markdown(rows: &[Row], machine: &Machine) -> String {
             continue;
         }
         let c = |k: &str| cell(rows, target, &format!("{prefix}.{k}"));
+        let n = |k: &str| {
+            value(rows, target, &format!("{prefix}.{k}"))
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or_else(|| "–".into())
+        };
         let _ = writeln!(
             s,
             "| {target}{} | {} | {} | {} | {} | {} |",
@@ -452,8 +457,8 @@ pub fn markdown(rows: &[Row], machine: &Machine) -> String {
             } else {
                 ""
             },
-            c("count"),
-            c("sessions"),
+            n("count"),
+            n("sessions"),
             c("rss_before"),
             c("rss_after"),
             c("per_endpoint")

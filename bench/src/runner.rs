@@ -42,6 +42,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// The command line recorded in the report.
     pub command: String,
+    /// Which burrow source was built.
+    pub source: String,
 }
 
 /// The tests, in the order they run.
@@ -364,7 +366,15 @@ pub async fn run(mut env: Env, opts: Options) -> anyhow::Result<(Vec<Row>, Machi
     machine.versions = vec![
         peers::version(&env.peers_bin_dir.join("rathole")).await,
         peers::version(&env.peers_bin_dir.join("bore")).await,
-        peers::version(&env.burrow_bin_dir.join("burrow")).await,
+        format!(
+            "{}{}",
+            peers::version(&env.burrow_bin_dir.join("burrow")).await,
+            if opts.source.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", opts.source)
+            }
+        ),
         first_line(Command::new("iperf3").arg("--version")).await,
         first_line(Command::new("wrk").arg("--version")).await,
     ];
@@ -388,9 +398,11 @@ pub async fn run(mut env: Env, opts: Options) -> anyhow::Result<(Vec<Row>, Machi
         match started {
             Ok(t) => targets.push(t),
             Err(e) => {
-                let note = format!("{name} did not start, so it has no numbers: {e:#}");
-                eprintln!("burrow-bench: {note}");
-                machine.notes.push(note);
+                eprintln!("burrow-bench: {name} did not start: {e:#}");
+                machine.notes.push(format!(
+                    "{name} did not start, so it has no numbers: {}",
+                    one_line(&format!("{e:#}"))
+                ));
             }
         }
     }
@@ -427,8 +439,17 @@ pub async fn run(mut env: Env, opts: Options) -> anyhow::Result<(Vec<Row>, Machi
                 // Rotate the order between runs so no target always follows the same one.
                 let t = &mut targets[(i + run) % n];
                 if let Err(e) = t.check_alive() {
-                    let note = format!("{}: a process died before {}: {e:#}", t.name, test.name());
-                    if !machine.notes.contains(&note) {
+                    let note = format!(
+                        "{}: a process died before {}: {}",
+                        t.name,
+                        test.name(),
+                        one_line(&format!("{e:#}"))
+                    );
+                    if !machine
+                        .notes
+                        .iter()
+                        .any(|n| n.starts_with(&format!("{}: a process died", t.name)))
+                    {
                         eprintln!("burrow-bench: {note}");
                         machine.notes.push(note);
                     }
@@ -550,6 +571,27 @@ pub async fn run(mut env: Env, opts: Options) -> anyhow::Result<(Vec<Row>, Machi
     machine.loadavg_end = loadavg();
     write_outputs(&opts, &rows, &machine)?;
     Ok((rows, machine))
+}
+
+/// The first informative line of an error (a panic message rather than a backtrace frame),
+/// at most 240 characters, for the notes in the report.
+pub fn one_line(text: &str) -> String {
+    let mut parts = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("---") && !l.starts_with("at "));
+    let first = parts.next().unwrap_or("").to_owned();
+    let panic = text
+        .lines()
+        .skip_while(|l| !l.contains("panicked at"))
+        .nth(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty());
+    let line = match panic {
+        Some(p) => format!("{first} (panic: {p})"),
+        None => first,
+    };
+    line.chars().take(240).collect()
 }
 
 async fn first_line(cmd: &mut Command) -> String {
@@ -715,6 +757,17 @@ mod tests {
         assert_eq!(get("bulk_up_1.agent_peak_rss"), Some((15.0, "MiB".into())));
         let direct = rows_for("direct", test, &[sample(9.0, 2.0, 0.0, 0.0)], false);
         assert_eq!(direct.len(), 2);
+    }
+
+    #[test]
+    fn notes_are_one_informative_line() {
+        let e = "burrow-agent-http exited (exit status: 101)\n--- out\n\n--- err\nthread 'main' panicked at x.rs:1:\nALPN protocols should not be pre-defined\n  0: frame";
+        assert_eq!(
+            one_line(e),
+            "burrow-agent-http exited (exit status: 101) (panic: ALPN protocols should not be pre-defined)"
+        );
+        assert_eq!(one_line("a\nb"), "a");
+        assert_eq!(one_line(&"x".repeat(500)).len(), 240);
     }
 
     #[test]
