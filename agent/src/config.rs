@@ -103,8 +103,11 @@ impl EndpointConfig {
                 if self.proxy_protocol {
                     return Err("`proxy_protocol` applies to tcp and tls endpoints only".into());
                 }
-                let mut u = Upstream::parse(&self.addr, HostHeader::parse(&self.host_header).map_err(err)?)
-                    .map_err(err)?;
+                let mut u = Upstream::parse(
+                    &self.addr,
+                    HostHeader::parse(&self.host_header).map_err(err)?,
+                )
+                .map_err(err)?;
                 u.protocol = UpstreamProtocol::parse(&self.upstream_protocol).map_err(err)?;
                 match &mut u.tls {
                     Some(tls) => {
@@ -232,7 +235,10 @@ mod tests {
         let api = cfg.endpoints["api"].to_spec().unwrap();
         assert_eq!(api.upstream.to_string(), "https://localhost:8443");
         assert!(api.upstream.tls.unwrap().insecure);
-        assert_eq!(cfg.endpoints["secure"].to_spec().unwrap().proto, EndpointProto::Tls);
+        assert_eq!(
+            cfg.endpoints["secure"].to_spec().unwrap().proto,
+            EndpointProto::Tls
+        );
     }
 
     fn load(text: &str) -> Result<AgentConfig, String> {
@@ -252,9 +258,12 @@ mod tests {
 
     #[test]
     fn endpoint_rules_name_the_endpoint() {
-        let err = load("[endpoints.db]\nproto = \"tcp\"\naddr = \"5432\"\nname = \"x\"\n")
-            .unwrap_err();
-        assert!(err.contains("endpoint `db`") && err.contains("name"), "{err}");
+        let err =
+            load("[endpoints.db]\nproto = \"tcp\"\naddr = \"5432\"\nname = \"x\"\n").unwrap_err();
+        assert!(
+            err.contains("endpoint `db`") && err.contains("name"),
+            "{err}"
+        );
         let err = load("[endpoints.w]\naddr = \"3000\"\nupstream_insecure = true\n").unwrap_err();
         assert!(err.contains("https://"), "{err}");
         let err = load("[endpoints.w]\nproto = \"udp\"\naddr = \"1\"\n").unwrap_err();

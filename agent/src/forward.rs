@@ -33,20 +33,23 @@ impl Forwarder {
         http.set_nodelay(true);
         http.enforce_http(false);
         let h2 = upstream.protocol == UpstreamProtocol::Http2;
-        let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
-        let tls_config = crate::tls::upstream_config(
-            &upstream.tls.clone().unwrap_or_default(),
-            alpn,
-        )?;
-        let tls = upstream
-            .tls
-            .is_some()
-            .then(|| tokio_rustls::TlsConnector::from(Arc::new(tls_config.clone())));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
+        let settings = upstream.tls.clone().unwrap_or_default();
+        // Upgraded (WebSocket) connections are always HTTP/1.1.
+        let tls = match upstream.tls {
+            Some(_) => Some(tokio_rustls::TlsConnector::from(Arc::new(
+                crate::tls::upstream_config(&settings, &[b"http/1.1"])?,
+            ))),
+            None => None,
+        };
+        // The connector offers ALPN itself: `h2` only for HTTP/2 services, else `http/1.1`.
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(crate::tls::upstream_config(&settings, &[])?)
+            .https_or_http();
+        let connector = if h2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
         Ok(Self {
             client: Client::builder(hyper_util::rt::TokioExecutor::new())
                 .http2_only(h2)
@@ -71,16 +74,12 @@ impl Forwarder {
 
     /// Sends one visitor request to the local service.
     pub async fn forward(&self, mut req: Request<Body>) -> Result<Response<Body>, Infallible> {
-        let public_host = req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
+        let public_host = req.uri().authority().map(|a| a.to_string()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
         let path = req
             .uri()
             .path_and_query()

@@ -22,4 +22,4 @@ pub mod tunnel;
 pub mod upstream;
 
 pub use config::AgentConfig;
-pub use tunnel::{AgentError, Event, TunnelSpec, run};
+pub use tunnel::{AgentError, Event, Observers, TunnelSpec, run};

@@ -1,12 +1,15 @@
 //! `burrow`: the agent CLI.
 
 use burrow_agent::{
-    AgentConfig, AgentError, Event, TunnelSpec,
+    AgentConfig, AgentError, Event, Observers, TunnelSpec,
     config::EndpointConfig,
+    inspector::{self, Inspector, InspectorConfig},
+    status::{Forwarding, SessionState},
 };
 use burrow_common::config;
 use burrow_proto::tunnel::EndpointProto;
 use clap::{Args, Parser, Subcommand};
+use std::sync::Arc;
 
 /// Expose a local service through a Burrow relay.
 #[derive(Parser)]
@@ -185,29 +188,73 @@ async fn main() {
         })
         .collect();
     let shutdown = burrow_common::shutdown::on_signal();
-    let result = burrow_agent::run(&cfg, specs, shutdown, |event| match event {
-        Event::Online {
-            index,
-            endpoint,
-            reconnected,
-        } => {
-            if reconnected && index == 0 {
-                eprintln!("burrow: reconnected");
-            }
-            let local = &locals[index];
-            println!("Forwarding {} -> {local}", endpoint.url);
-            if let Some(https) = &endpoint.https_url {
-                println!("Forwarding {https} -> {local}");
-            }
+    let routes = burrow_agent::tunnel::Routes::default();
+    let observers = Observers {
+        inspector: start_inspector(&cfg, routes.clone(), &shutdown).await,
+        routes,
+    };
+    let insp = observers.inspector.clone();
+    let live = insp.clone().map(|i| {
+        i.update_status(|s| s.relay = cfg.relay.clone());
+        tokio::spawn(burrow_agent::status::run_live(i, shutdown.clone()))
+    });
+    let status = |change: &dyn Fn(&mut burrow_agent::status::Status)| {
+        if let Some(i) = &insp {
+            i.update_status(change);
         }
-        Event::Disconnected { reason, retry_in } => {
-            eprintln!(
-                "burrow: connection lost ({reason}); reconnecting in {:.1}s",
-                retry_in.as_secs_f64()
-            );
-        }
-    })
-    .await;
+    };
+    let result =
+        burrow_agent::run(
+            &cfg,
+            specs,
+            observers.clone(),
+            shutdown.clone(),
+            |event| match event {
+                Event::Online {
+                    index,
+                    endpoint,
+                    reconnected,
+                } => {
+                    if reconnected && index == 0 {
+                        eprintln!("burrow: reconnected");
+                        status(&|s| s.forwarding.clear());
+                    }
+                    let local = &locals[index];
+                    let mut urls = vec![endpoint.url.clone()];
+                    urls.extend(endpoint.https_url.clone());
+                    for url in urls {
+                        println!("Forwarding {url} -> {local}");
+                        status(&|s| {
+                            s.state = SessionState::Online;
+                            s.forwarding.push(Forwarding {
+                                public_url: url.clone(),
+                                local: local.clone(),
+                            });
+                        });
+                    }
+                }
+                Event::Disconnected { reason, retry_in } => {
+                    eprintln!(
+                        "burrow: connection lost ({reason}); reconnecting in {:.1}s",
+                        retry_in.as_secs_f64()
+                    );
+                    status(&|s| s.state = SessionState::reconnecting(reason.clone(), retry_in));
+                }
+            },
+        )
+        .await;
+    if let Err(e) = &result {
+        status(&|s| {
+            s.state = SessionState::Closed {
+                reason: e.to_string(),
+            }
+        });
+    }
+    // Let the live panel draw its last frame before the final message goes below it.
+    shutdown.cancel();
+    if let Some(live) = live {
+        let _ = live.await;
+    }
     match result {
         Ok(()) => {}
         Err(e @ AgentError::TokenRejected(_)) => {
@@ -222,4 +269,32 @@ async fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Starts the inspector's web interface on `inspect_addr` (or the next free port); prints
+/// where it is. A port that cannot be bound only costs the inspector, never the tunnel.
+async fn start_inspector(
+    cfg: &AgentConfig,
+    routes: burrow_agent::tunnel::Routes,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<Arc<Inspector>> {
+    let addr = cfg.inspect_addr.parse().ok()?;
+    let listener = match inspector::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("burrow: inspector disabled: cannot listen on {addr}: {e}");
+            return None;
+        }
+    };
+    let url = format!("http://{}", listener.local_addr().ok()?);
+    println!("Inspector {url}");
+    let inspector = Arc::new(Inspector::new(InspectorConfig::default()));
+    inspector.update_status(|s| s.inspector_url = Some(url));
+    tokio::spawn(inspector::serve(
+        inspector.clone(),
+        listener,
+        Arc::new(routes),
+        shutdown.clone(),
+    ));
+    Some(inspector)
 }

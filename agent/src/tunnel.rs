@@ -6,7 +6,12 @@
 //! rejection that retrying cannot fix (bad token, name taken). Each visitor stream names its
 //! endpoint in [`ENDPOINT_HEADER`]; that picks the [`Forwarder`].
 
-use crate::{AgentConfig, backoff::Backoff, forward::Forwarder};
+use crate::{
+    AgentConfig,
+    backoff::Backoff,
+    forward::Forwarder,
+    inspector::{BoxFuture, Inspector, Replayer},
+};
 use burrow_proto::tunnel::{
     BindRequest, BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, CONTROL_CLOSING_PATH,
     CloseCode, Closing, ENDPOINT_HEADER, EndpointProto, Hello, PROTOCOL_VERSION, RejectCode,
@@ -17,7 +22,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +86,50 @@ pub struct TunnelSpec {
     pub pool: bool,
 }
 
+/// The forwarders of the current session by endpoint name; the inspector replays through it.
+#[derive(Clone, Default)]
+pub struct Routes(Arc<RwLock<HashMap<String, Forwarder>>>);
+
+impl Routes {
+    fn get(&self, endpoint: &str) -> Option<Forwarder> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(endpoint)
+            .cloned()
+    }
+
+    fn set(&self, routes: HashMap<String, Forwarder>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = routes;
+    }
+}
+
+impl Replayer for Routes {
+    fn replay(
+        &self,
+        endpoint: &str,
+        req: Request<burrow_common::proxy::Body>,
+    ) -> BoxFuture<'_, Result<Response<burrow_common::proxy::Body>, String>> {
+        let forwarder = self.get(endpoint);
+        let endpoint = endpoint.to_owned();
+        Box::pin(async move {
+            match forwarder {
+                Some(f) => Ok(f.forward(req).await.unwrap_or_else(|never| match never {})),
+                None => Err(format!("the endpoint {endpoint:?} is not bound right now")),
+            }
+        })
+    }
+}
+
+/// What the agent records about the traffic it forwards.
+#[derive(Clone, Default)]
+pub struct Observers {
+    /// Captures HTTP exchanges for the inspector, when it runs.
+    pub inspector: Option<Arc<Inspector>>,
+    /// Shared with the inspector's replay.
+    pub routes: Routes,
+}
+
 enum Outcome {
     Shutdown,
     Lost { reason: String, lasted: Duration },
@@ -87,11 +140,14 @@ enum Outcome {
 pub async fn run(
     config: &AgentConfig,
     specs: Vec<TunnelSpec>,
+    observers: Observers,
     shutdown: CancellationToken,
     mut events: impl FnMut(Event),
 ) -> Result<(), AgentError> {
-    let tls = Arc::new(crate::tls::relay_config(&config.ca_file).map_err(AgentError::Setup)?);
-    let server_name = server_name(&config.relay)?;
+    let relay_tls = RelayTls {
+        config: Arc::new(crate::tls::relay_config(&config.ca_file).map_err(AgentError::Setup)?),
+        server_name: server_name(&config.relay)?,
+    };
     let forwarders = specs
         .iter()
         .map(|s| Forwarder::new(&s.upstream).map_err(AgentError::Setup))
@@ -111,9 +167,9 @@ pub async fn run(
     loop {
         let attempt = session(
             config,
-            &tls,
-            &server_name,
+            &relay_tls,
             &forwarders,
+            &observers,
             binds.clone(),
             &shutdown,
             |endpoints| {
@@ -176,11 +232,17 @@ enum SessionError {
     Retry(String),
 }
 
+/// How to reach the relay: its TLS settings and the name its certificate must carry.
+struct RelayTls {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
 async fn session(
     config: &AgentConfig,
-    tls: &Arc<rustls::ClientConfig>,
-    server_name: &ServerName<'static>,
+    relay_tls: &RelayTls,
     forwarders: &[Forwarder],
+    observers: &Observers,
     binds: Vec<BindRequest>,
     shutdown: &CancellationToken,
     on_online: impl FnOnce(Vec<BoundEndpoint>),
@@ -194,8 +256,8 @@ async fn session(
             .await
             .map_err(|e| retry(&format!("connecting to relay {}", config.relay))(e.into()))?;
         let _ = tcp.set_nodelay(true);
-        tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(server_name.clone(), tcp)
+        tokio_rustls::TlsConnector::from(relay_tls.config.clone())
+            .connect(relay_tls.server_name.clone(), tcp)
             .await
             .map_err(|e| retry("TLS handshake with relay")(e.into()))
     };
@@ -235,6 +297,8 @@ async fn session(
             .map(|(ep, f)| (ep.name.clone(), f.clone()))
             .collect(),
     );
+    observers.routes.set((*routes).clone());
+    let inspector = observers.inspector.clone();
     let started = std::time::Instant::now();
 
     // The relay's "bound" control request arrives on the h2 connection once visitors can be
@@ -243,6 +307,7 @@ async fn session(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let routes = routes.clone();
         let bound_tx = bound_tx.clone();
+        let inspector = inspector.clone();
         async move {
             if req.uri().authority().map(|a| a.as_str()) == Some(CONTROL_AUTHORITY) {
                 return Ok(control(req, &bound_tx).await);
@@ -251,9 +316,10 @@ async fn session(
                 .headers()
                 .get(ENDPOINT_HEADER)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let Some(forwarder) = routes.get(endpoint) else {
-                return Ok(unknown_endpoint(endpoint));
+                .unwrap_or_default()
+                .to_owned();
+            let Some(forwarder) = routes.get(&endpoint) else {
+                return Ok(unknown_endpoint(&endpoint));
             };
             let websocket = req.method() == http::Method::CONNECT
                 && req
@@ -263,7 +329,17 @@ async fn session(
             match req.uri().authority().map(|a| a.as_str()) {
                 Some(TCP_AUTHORITY) => forwarder.forward_tcp(req).await,
                 _ if websocket => forwarder.forward_websocket(req).await,
-                _ => forwarder.forward(req.map(burrow_common::proxy::incoming)).await,
+                _ => {
+                    let req = req.map(burrow_common::proxy::incoming);
+                    match &inspector {
+                        Some(inspector) => {
+                            let (req, exchange) = inspector.tap_request(&endpoint, req);
+                            let resp = forwarder.forward(req).await?;
+                            Ok(exchange.tap_response(resp))
+                        }
+                        None => forwarder.forward(req).await,
+                    }
+                }
             }
         }
     });

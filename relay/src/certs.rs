@@ -259,7 +259,10 @@ mod tests {
         let wild = store.find("x.example.test").unwrap();
         assert!(!Arc::ptr_eq(&app, &wild));
         assert!(store.find("other.test").is_some());
-        assert!(store.find("a.b.example.test").is_none(), "a wildcard covers one label");
+        assert!(
+            store.find("a.b.example.test").is_none(),
+            "a wildcard covers one label"
+        );
         assert!(store.find("example.test").is_none());
         std::fs::remove_file(dir.path().join("app.pem")).unwrap();
         store.reload_dir(dir.path());

@@ -53,6 +53,11 @@ pub struct RelayConfig {
     pub tcp_public_host: String,
     /// Most visitor connections served at once; further ones wait to be accepted.
     pub max_visitor_connections: u32,
+    /// How long a visitor may take to send a request's headers before the connection is
+    /// closed (slow-header clients).
+    pub header_read_timeout_secs: u64,
+    /// How often usage (bytes, requests, connections per endpoint) is sent to the api.
+    pub usage_flush_secs: u64,
     /// Redis for presence and the route table; empty disables (single relay).
     pub redis_url: String,
     /// Prefix for every Redis key this relay writes.
@@ -87,9 +92,11 @@ impl Default for RelayConfig {
             auth_cache_secs: 30,
             offline_grace_secs: 600,
             max_visitor_connections: 10_000,
+            header_read_timeout_secs: 30,
             tcp_ports: "20000-20999".into(),
             tcp_listen_host: "127.0.0.1".into(),
             tcp_public_host: String::new(),
+            usage_flush_secs: 60,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "burrow:".into(),
             addr_file: String::new(),
@@ -132,6 +139,12 @@ impl Config for RelayConfig {
         }
         if !self.https_listen.is_empty() {
             burrow_common::config::check_socket_addr("https_listen", &self.https_listen)?;
+        }
+        if self.header_read_timeout_secs == 0 {
+            return Err("`header_read_timeout_secs` must be at least 1".into());
+        }
+        if self.usage_flush_secs == 0 {
+            return Err("`usage_flush_secs` must be at least 1".into());
         }
         if self.cert_reload_secs == 0 {
             return Err("`cert_reload_secs` must be at least 1".into());

@@ -94,12 +94,17 @@ pub async fn accept(
     {
         let key = endpoint_key(name);
         match relay.registry.lookup(&key) {
-            crate::registry::Lookup::Online(senders) => {
+            crate::registry::Lookup::Online {
+                senders,
+                account_id,
+            } => {
                 let sender = crate::tcp::first_open(senders)?;
+                let meter = relay.meter.endpoint(&account_id, &key, "tls");
                 metrics::counter!("burrow_relay_tls_passthrough_total").increment(1);
                 let public = tcp.local_addr().ok();
                 if let Err(e) =
-                    crate::tcp::relay_connection(sender, prefix, tcp, peer, public, &key).await
+                    crate::tcp::relay_connection(sender, prefix, tcp, peer, public, &key, meter)
+                        .await
                 {
                     tracing::debug!(error = %e, %peer, endpoint = %key, "passthrough connection ended");
                 }

@@ -21,11 +21,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::metering::{CountedIo, Direction, EndpointMeter, count_body};
 use burrow_common::{net, proxy, proxy::Body};
 use burrow_proto::tunnel::ENDPOINT_HEADER;
 
-/// How long a visitor may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head accepted (HTTP/1.1 read buffer, HTTP/2 header list): beyond it the
 /// visitor gets 431 (HTTP/1.1) or a stream error, never unbounded buffering.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -122,6 +121,7 @@ async fn serve_connection<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = Duration::from_secs(relay.config.header_read_timeout_secs);
     let service = hyper::service::service_fn(move |req| {
         let relay = relay.clone();
         async move { Ok::<_, std::convert::Infallible>(route(&relay, req, peer, scheme).await) }
@@ -132,7 +132,7 @@ async fn serve_connection<IO>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
@@ -180,7 +180,7 @@ async fn forward(
     let Some(name) = relay.endpoint_name(&host) else {
         return not_found(&host);
     };
-    let senders = match relay.registry.lookup(name) {
+    let (senders, account_id) = match relay.registry.lookup(name) {
         crate::registry::Lookup::Unknown => return not_found(&host),
         crate::registry::Lookup::Offline(ago) => {
             return relay_answer(
@@ -191,8 +191,13 @@ async fn forward(
                 ),
             );
         }
-        crate::registry::Lookup::Online(senders) => senders,
+        crate::registry::Lookup::Online {
+            senders,
+            account_id,
+        } => (senders, account_id),
     };
+    let meter = relay.meter.endpoint(&account_id, name, "http");
+    meter.add_request();
 
     let path = req
         .uri()
@@ -228,7 +233,7 @@ async fn forward(
     }
 
     let started = std::time::Instant::now();
-    let mut req = req.map(proxy::incoming);
+    let mut req = req.map(|b| count_body(proxy::incoming(b), meter.clone(), Direction::In));
     if websocket {
         // HTTP/2 extended CONNECT (RFC 8441) carries the upgrade to the agent.
         *req.method_mut() = http::Method::CONNECT;
@@ -243,11 +248,14 @@ async fn forward(
             metrics::histogram!("burrow_relay_http_upstream_seconds")
                 .record(started.elapsed().as_secs_f64());
             if let (Some(visitor), true) = (visitor_upgrade, resp.status() == StatusCode::OK) {
-                return switch_protocols(visitor, resp);
+                return switch_protocols(visitor, resp, meter);
             }
             let (mut parts, body) = resp.into_parts();
             proxy::strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, proxy::incoming(body))
+            Response::from_parts(
+                parts,
+                count_body(proxy::incoming(body), meter, Direction::Out),
+            )
         }
         Err(e) => {
             tracing::info!(error = %e, %host, "forwarding to agent failed");
@@ -262,27 +270,52 @@ async fn forward(
 }
 
 /// Sends `req` through the first session that takes it. A request refused before any of it
-/// was written (the session's connection is gone) moves on to the next pool member, so losing
-/// one agent of a pool does not fail new requests.
+/// was written (the session's connection is gone) moves on to the next pool member, and so
+/// does a bodiless GET/HEAD/OPTIONS whose session failed under it (safe to send again), so
+/// losing one agent of a pool does not fail new requests.
 async fn send_to_any(
     senders: Vec<SendRequest<Body>>,
     mut req: Request<Body>,
 ) -> Result<Response<Incoming>, String> {
+    use http_body::Body as _;
+    let resendable = (req.body().is_end_stream()
+        && matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        ))
+    .then(|| {
+        (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        )
+    });
     let mut last = "no agent session serves it".to_owned();
-    for mut sender in senders {
+    let count = senders.len();
+    for (i, mut sender) in senders.into_iter().enumerate() {
         if let Err(e) = sender.ready().await {
             last = e.to_string();
             continue;
         }
         match sender.try_send_request(req).await {
             Ok(resp) => return Ok(resp),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) => {
-                    req = unsent;
-                    last = e.into_error().to_string();
-                }
-                None => return Err(e.into_error().to_string()),
-            },
+            Err(mut e) => {
+                let unsent = e.take_message();
+                last = e.into_error().to_string();
+                req = match (unsent, &resendable) {
+                    (Some(unsent), _) => unsent,
+                    (None, Some((method, uri, headers))) if i + 1 < count => {
+                        metrics::counter!("burrow_relay_http_resent_total").increment(1);
+                        let mut again = Request::new(proxy::full(bytes::Bytes::new()));
+                        *again.method_mut() = method.clone();
+                        *again.uri_mut() = uri.clone();
+                        *again.headers_mut() = headers.clone();
+                        *again.version_mut() = Version::HTTP_2;
+                        again
+                    }
+                    (None, _) => return Err(last),
+                };
+            }
         }
     }
     Err(last)
@@ -293,7 +326,9 @@ async fn send_to_any(
 fn switch_protocols(
     visitor: hyper::upgrade::OnUpgrade,
     agent: Response<Incoming>,
+    meter: EndpointMeter,
 ) -> Response<Body> {
+    meter.add_connection();
     let mut resp = Response::new(proxy::full(bytes::Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     for (name, value) in agent.headers() {
@@ -308,7 +343,7 @@ fn switch_protocols(
     tokio::spawn(async move {
         match (visitor.await, agent.await) {
             (Ok(v), Ok(a)) => {
-                let (mut v, mut a) = (TokioIo::new(v), TokioIo::new(a));
+                let (mut v, mut a) = (CountedIo::visitor(TokioIo::new(v), meter), TokioIo::new(a));
                 if let Err(e) = tokio::io::copy_bidirectional(&mut v, &mut a).await {
                     tracing::debug!(error = %e, "websocket bridge ended");
                 }

@@ -14,6 +14,7 @@
 //! - [`session`]: agent handshake and the HTTP/2 connection that carries visitor requests.
 //! - [`ingress`]: public HTTP listener: host routing, 404/502 answers, streaming proxy.
 //! - [`tcp`]: TCP endpoints on allocated public ports, relayed over the session.
+//! - [`metering`]: bytes, requests and connections per endpoint; Prometheus and the api.
 //! - [`drain`]: requests in flight and the draining flag (503 + Retry-After on shutdown).
 //! - [`control`]: the `RelayControl` gRPC server (`ListSessions`, `KickSession`).
 //! - [`presence`]: relay announcement and route table in Redis.
@@ -26,6 +27,7 @@ pub mod control;
 pub mod drain;
 pub mod https;
 pub mod ingress;
+pub mod metering;
 pub mod presence;
 pub mod registry;
 pub mod session;
@@ -58,6 +60,8 @@ pub struct Relay {
     pub stop: CancellationToken,
     /// Requests in flight; refuses new ones while the relay drains.
     pub drain: drain::Drain,
+    /// Usage per endpoint, flushed to the api.
+    pub meter: Arc<metering::Meter>,
     /// Port printed in public URLs.
     public_port: u16,
     /// Port printed in `https://` and `tls://` URLs; `None` without a TLS listener.
@@ -228,6 +232,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         },
         stop: shutdown.clone(),
         drain: drain::Drain::default(),
+        meter: Arc::new(metering::Meter::new()),
         public_port,
         public_https_port: addrs.https.map(|a| match config.public_https_port {
             0 => a.port(),
@@ -268,6 +273,17 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         cert_dir,
         Duration::from_secs(relay.config.cert_reload_secs),
         shutdown.clone(),
+    ));
+    // Usage is flushed until the sessions end (after the ingress drained), then once more.
+    let usage_stop = end_sessions.clone();
+    tasks.spawn(metering::flush_loop(
+        relay.meter.clone(),
+        reqwest::Client::new(),
+        relay.config.api_url.clone(),
+        relay.config.internal_key.clone(),
+        relay.config.relay_id.clone(),
+        Duration::from_secs(relay.config.usage_flush_secs),
+        usage_stop,
     ));
     {
         let relay = relay.clone();

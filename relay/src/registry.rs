@@ -81,7 +81,12 @@ struct SessionEntry {
 pub enum Lookup {
     /// Forward through one of these h2 handles: the session whose turn it is first, then the
     /// other pool members (to retry on when the first one's connection is gone).
-    Online(Vec<SendRequest<Body>>),
+    Online {
+        /// The handles, in the order to try them.
+        senders: Vec<SendRequest<Body>>,
+        /// The account the name belongs to (for metering).
+        account_id: String,
+    },
     /// The agent disconnected; how long ago.
     Offline(Duration),
     /// No such endpoint.
@@ -202,7 +207,9 @@ impl Registry {
             let pool = pooled.contains(&name);
             match state.routes.get_mut(&name) {
                 Some(Route::Online {
-                    members, pool: true, ..
+                    members,
+                    pool: true,
+                    ..
                 }) if pool => members.push(member),
                 _ => {
                     state.routes.insert(
@@ -261,7 +268,12 @@ impl Registry {
         let mut state = self.lock();
         self.expire(&mut state);
         match state.routes.get_mut(name) {
-            Some(Route::Online { members, next, .. }) => {
+            Some(Route::Online {
+                members,
+                next,
+                account_id,
+                ..
+            }) => {
                 // Round robin, skipping connections already known to be closed.
                 let n = members.len();
                 let start = *next % n.max(1);
@@ -274,7 +286,10 @@ impl Registry {
                 if senders.is_empty() {
                     senders = members.iter().map(|m| m.sender.clone()).collect();
                 }
-                Lookup::Online(senders)
+                Lookup::Online {
+                    senders,
+                    account_id: account_id.clone(),
+                }
             }
             Some(Route::Offline { since, .. }) => Lookup::Offline(since.elapsed()),
             None => Lookup::Unknown,

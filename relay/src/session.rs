@@ -295,7 +295,10 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
         if bind.pool {
             pooled.push(endpoint.name.clone());
         }
-        if endpoints.iter().any(|e: &BoundEndpoint| e.name == endpoint.name) {
+        if endpoints
+            .iter()
+            .any(|e: &BoundEndpoint| e.name == endpoint.name)
+        {
             return Err((
                 RejectCode::InvalidName,
                 format!("the endpoint {:?} is requested twice", endpoint.name),

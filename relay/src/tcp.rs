@@ -8,6 +8,7 @@
 //! agent asks for the port it held, and gets it back unless another account took it.
 
 use crate::Relay;
+use crate::metering::{CountedIo, EndpointMeter};
 use burrow_common::proxy::{self, Body};
 use burrow_proto::tunnel::{
     ENDPOINT_HEADER, PUBLIC_HEADER, RejectCode, TCP_AUTHORITY, VISITOR_HEADER,
@@ -130,16 +131,20 @@ async fn serve_port(relay: Arc<Relay>, listener: TcpListener, port: u16) {
         burrow_common::net::accept(&listener, &relay.stop, "tcp endpoint").await
     {
         match relay.registry.lookup(&name) {
-            crate::registry::Lookup::Online(senders) => {
+            crate::registry::Lookup::Online {
+                senders,
+                account_id,
+            } => {
                 let Some(sender) = first_open(senders) else {
                     continue;
                 };
+                let meter = relay.meter.endpoint(&account_id, &name, "tcp");
                 metrics::counter!("burrow_relay_tcp_connections_total").increment(1);
                 let name = name.clone();
                 tokio::spawn(async move {
                     let prefix = Bytes::new();
                     if let Err(e) =
-                        relay_connection(sender, prefix, visitor, peer, public, &name).await
+                        relay_connection(sender, prefix, visitor, peer, public, &name, meter).await
                     {
                         tracing::debug!(error = %e, %peer, port, "tcp visitor connection ended");
                     }
@@ -166,10 +171,13 @@ pub async fn relay_connection(
     peer: std::net::SocketAddr,
     public: Option<std::net::SocketAddr>,
     endpoint: &str,
+    meter: EndpointMeter,
 ) -> Result<(), proxy::BodyError> {
     use tokio::io::AsyncReadExt;
+    meter.add_connection();
     let (read, write) = visitor.into_split();
-    let read = std::io::Cursor::new(prefix).chain(read);
+    let read = CountedIo::visitor(std::io::Cursor::new(prefix).chain(read), meter.clone());
+    let write = CountedIo::visitor(write, meter);
     // Who connected, and to which public address: the agent can pass both on to the local
     // service as a PROXY protocol header.
     let mut req = http::Request::builder()

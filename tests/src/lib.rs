@@ -15,11 +15,20 @@
 //! - [`stores`]: per-test database, Temporal dev server.
 //! - [`wait`]: polling a condition with a deadline (tests never sleep for a fixed time).
 //! - [`webhook`]: signing provider events like the provider does.
+//! - [`echo`]: a gRPC service with streaming calls, for tunnel tests.
+//! - [`tls`]: test certificates, TLS clients with chosen SNI/ALPN, and local TLS servers.
 
 pub mod agent;
 pub mod procs;
 pub mod stack;
 pub mod stores;
+pub mod tls;
+
+/// The test-only gRPC service in `tests/proto/echo.proto` (streaming calls).
+pub mod echo {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("burrow.test.echo");
+}
 pub mod wait;
 pub mod webhook;
 

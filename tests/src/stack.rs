@@ -17,6 +17,8 @@ use tokio::{
 /// Knobs of a stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
+    /// Extra `BURROW_RELAY_*` settings for the relay.
+    pub relay_env: Vec<(String, String)>,
     /// Attempts before a provider event parks (kept small so tests reach the DLQ fast).
     pub apply_maximum_attempts: u32,
     /// OTLP endpoint for api and worker traces; empty disables.
@@ -29,6 +31,7 @@ pub struct StackOptions {
 impl Default for StackOptions {
     fn default() -> Self {
         Self {
+            relay_env: Vec::new(),
             apply_maximum_attempts: 3,
             otlp_endpoint: String::new(),
             temporal_address: None,
@@ -43,6 +46,8 @@ pub struct RelayAddrs {
     pub agent: String,
     /// HTTP ingress.
     pub http: String,
+    /// TLS ingress (HTTPS and passthrough).
+    pub https: Option<String>,
     /// RelayControl.
     pub control: String,
     /// Health/metrics.
@@ -180,6 +185,7 @@ impl Stack {
             &redis_prefix,
             &domain,
             None,
+            &options.relay_env,
         )
         .await?;
         wait_ready(&http, &format!("http://{}/readyz", relay.ops), &relay_proc).await?;
@@ -228,22 +234,27 @@ impl Stack {
         redis_prefix: &str,
         domain: &str,
         same_ports_as: Option<&RelayAddrs>,
+        extra_env: &[(String, String)],
     ) -> anyhow::Result<(Proc, RelayAddrs)> {
         let addr_file = dir.join("relay.json");
         let _ = std::fs::remove_file(&addr_file);
         let any = "127.0.0.1:0".to_owned();
-        let (agent, http, control, ops) = match same_ports_as {
+        let (agent, http, https, control, ops) = match same_ports_as {
             Some(a) => (
                 a.agent.clone(),
                 a.http.clone(),
+                a.https.clone().unwrap_or_else(|| any.clone()),
                 a.control.clone(),
                 a.ops.clone(),
             ),
-            None => (any.clone(), any.clone(), any.clone(), any),
+            None => (any.clone(), any.clone(), any.clone(), any.clone(), any),
         };
         let mut cmd = Command::new(bin("burrow-relay"));
         cmd.env("BURROW_RELAY_AGENT_LISTEN", agent)
             .env("BURROW_RELAY_HTTP_LISTEN", http)
+            .env("BURROW_RELAY_HTTPS_LISTEN", https)
+            // Certificate files dropped into the store are served within a second.
+            .env("BURROW_RELAY_CERT_RELOAD_SECS", "1")
             .env("BURROW_RELAY_CONTROL_LISTEN", control)
             .env("BURROW_RELAY_OPS_LISTEN", ops)
             .env("BURROW_RELAY_DOMAIN", domain)
@@ -254,7 +265,8 @@ impl Stack {
             .env("BURROW_RELAY_REDIS_PREFIX", redis_prefix)
             .env("BURROW_RELAY_ADDR_FILE", &addr_file)
             // Re-check live sessions' tokens every second, so revocation tests are quick.
-            .env("BURROW_RELAY_AUTH_CACHE_SECS", "1");
+            .env("BURROW_RELAY_AUTH_CACHE_SECS", "1")
+            .envs(extra_env.iter().map(|(k, v)| (k, v)));
         let proc = Proc::spawn("burrow-relay", cmd, dir)?;
         let addrs: RelayAddrs = read_addr_file(&addr_file, &proc).await?;
         Ok((proc, addrs))
@@ -284,6 +296,7 @@ impl Stack {
             &self.redis_prefix,
             &self.domain,
             Some(&self.relay),
+            &self.options.relay_env,
         )
         .await?;
         self.relay_proc = proc;
@@ -294,6 +307,11 @@ impl Stack {
             &self.relay_proc,
         )
         .await
+    }
+
+    /// The relay's certificate store directory (its default, `<state_dir>/certs`).
+    pub fn cert_dir(&self) -> PathBuf {
+        self.dir.path().join("relay-state").join("certs")
     }
 
     /// Options the stack was started with.
@@ -327,6 +345,8 @@ impl Stack {
                 self.relay.ca_file.clone().unwrap_or_default(),
             )
             .env("HOME", self.dir.path())
+            // Tests run many agents at once: each inspector takes a free port.
+            .env("BURROW_INSPECT_ADDR", "127.0.0.1:0")
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("BURROW_CONFIG")
             .stdout(std::process::Stdio::piped())

@@ -2,7 +2,12 @@
 //! One test binary (`cargo test -p burrow-e2e`); each test starts its own stack.
 
 mod accounts;
+mod agent_config;
 mod console;
+mod edge_input;
+mod https;
+mod inspector;
+mod pooling;
 mod protocols;
 mod sessions;
 mod support;

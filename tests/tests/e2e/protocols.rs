@@ -244,3 +244,120 @@ async fn grpc_over_h2c_reaches_an_http2_upstream_with_trailers_intact() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     assert_eq!(err.message(), "no such session upstream");
 }
+
+#[tokio::test]
+async fn grpc_streaming_calls_stream_both_ways_through_the_tunnel() {
+    use burrow_e2e::echo::{
+        Note,
+        echo_client::EchoClient,
+        echo_server::{Echo, EchoServer},
+    };
+    use futures::StreamExt;
+    type Notes = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<Note, tonic::Status>> + Send + 'static>,
+    >;
+    struct Upstream;
+    #[tonic::async_trait]
+    impl Echo for Upstream {
+        type ChatStream = Notes;
+        type CountdownStream = Notes;
+        async fn chat(
+            &self,
+            request: tonic::Request<tonic::Streaming<Note>>,
+        ) -> Result<tonic::Response<Notes>, tonic::Status> {
+            let incoming = request.into_inner();
+            let out = incoming.map(|note| {
+                note.map(|n| Note {
+                    text: n.text.to_uppercase(),
+                    seq: n.seq,
+                })
+            });
+            Ok(tonic::Response::new(Box::pin(out)))
+        }
+        async fn countdown(
+            &self,
+            request: tonic::Request<Note>,
+        ) -> Result<tonic::Response<Notes>, tonic::Status> {
+            let from = request.into_inner().seq;
+            let notes = (0..from).rev().map(|seq| {
+                Ok(Note {
+                    text: format!("t-{seq}"),
+                    seq,
+                })
+            });
+            Ok(tonic::Response::new(Box::pin(futures::stream::iter(notes))))
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EchoServer::new(Upstream))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let stack = Stack::start().await.unwrap();
+    let target = port.to_string();
+    let mut agent = stack
+        .agent_with(
+            &[
+                "http",
+                &target,
+                "--name",
+                "stream",
+                "--upstream-protocol",
+                "http2",
+            ],
+            &stack.creds.authtoken,
+        )
+        .unwrap();
+    agent.wait_line("Forwarding", T).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.relay.http))
+        .unwrap()
+        .origin("http://stream.burrow.localhost".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut client = EchoClient::new(channel);
+
+    // Bidirectional: each note's answer arrives before the next note is sent, so neither
+    // direction is buffered anywhere on the way.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut answers = client
+        .chat(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for (seq, word) in ["tunnel", "streams", "both", "ways"].iter().enumerate() {
+        tx.send(Note {
+            text: word.to_string(),
+            seq: seq as u32,
+        })
+        .unwrap();
+        let answer = tokio::time::timeout(T, answers.next())
+            .await
+            .expect("answer before the next note")
+            .unwrap()
+            .unwrap();
+        assert_eq!((answer.text, answer.seq), (word.to_uppercase(), seq as u32));
+    }
+    drop(tx);
+    assert!(
+        answers.next().await.is_none(),
+        "the call ends when the client ends"
+    );
+
+    // Server streaming.
+    let notes: Vec<u32> = client
+        .countdown(Note {
+            text: String::new(),
+            seq: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|n| n.unwrap().seq)
+        .collect()
+        .await;
+    assert_eq!(notes, vec![4, 3, 2, 1, 0]);
+}

@@ -342,3 +342,61 @@ async fn usage_ingest_is_idempotent_and_reported_per_account() {
         .unwrap();
     assert_eq!(status, StatusCode::NOT_FOUND, "{e}");
 }
+
+#[tokio::test]
+async fn relay_meters_real_traffic_and_flushes_it_to_the_api() {
+    use burrow_e2e::StackOptions;
+    use std::time::Duration;
+    let py = crate::support::python_http_server().await;
+    let stack = Stack::start_with(StackOptions {
+        relay_env: vec![("BURROW_RELAY_USAGE_FLUSH_SECS".into(), "1".into())],
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let (_agent, _) = stack
+        .online_agent(py.port, Some("metered"), &stack.creds.authtoken)
+        .await
+        .unwrap();
+    let upload = "x".repeat(1000);
+    for _ in 0..3 {
+        let resp = stack
+            .ingress(Method::POST, "metered", "/hello-from-burrow.txt")
+            .body(upload.clone())
+            .send()
+            .await
+            .unwrap();
+        // http.server refuses POST with 501 and a small HTML body: still metered traffic.
+        assert_eq!(resp.status(), 501);
+        resp.bytes().await.unwrap();
+    }
+    let resp = stack
+        .ingress(Method::GET, "metered", "/hello-from-burrow.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "hi\n");
+
+    let own = stack.creds.account_id.clone();
+    let path = format!("/v1/accounts/{own}/usage");
+    let dev = stack.creds.developer_api_key.clone();
+    let usage =
+        burrow_e2e::wait::until("the relay to flush usage", Duration::from_secs(30), || {
+            let (path, dev) = (path.clone(), dev.clone());
+            let stack = &stack;
+            async move {
+                let (_, usage) = stack.call(Method::GET, &path, &dev, None).await.ok()?;
+                (usage["total"]["requests"].as_i64()? >= 4).then_some(usage)
+            }
+        })
+        .await
+        .unwrap();
+    let endpoints = usage["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1, "{usage}");
+    assert_eq!(endpoints[0]["endpoint"], "metered");
+    assert_eq!(endpoints[0]["proto"], "http");
+    assert_eq!(endpoints[0]["requests"], 4, "{usage}");
+    assert_eq!(endpoints[0]["bytes_in"], 3000, "the three uploads: {usage}");
+    // Three 501 pages and the 3-byte file.
+    assert!(endpoints[0]["bytes_out"].as_i64().unwrap() > 3, "{usage}");
+}
