@@ -8,6 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BURROW_API_PORT="${BURROW_API_PORT:-17080}"
 BURROW_RELAY_AGENT_PORT="${BURROW_RELAY_AGENT_PORT:-17443}"
 BURROW_HTTP_PORT="${BURROW_HTTP_PORT:-17081}"
+BURROW_HTTPS_PORT="${BURROW_HTTPS_PORT:-17444}"
 BURROW_RELAY_OPS_PORT="${BURROW_RELAY_OPS_PORT:-17082}"
 BURROW_WORKER_OPS_PORT="${BURROW_WORKER_OPS_PORT:-17083}"
 BURROW_RELAY_CONTROL_PORT="${BURROW_RELAY_CONTROL_PORT:-17090}"
@@ -58,9 +59,10 @@ say "seeding the dev account"
 CREDS=$("$BIN/burrow-api" seed-dev --file "$BURROW_DIR/dev-credentials.json")
 eval "$CREDS"
 
-say "starting burrow-relay (agents :$BURROW_RELAY_AGENT_PORT, http :$BURROW_HTTP_PORT)"
+say "starting burrow-relay (agents :$BURROW_RELAY_AGENT_PORT, http :$BURROW_HTTP_PORT, https/tls :$BURROW_HTTPS_PORT)"
 BURROW_RELAY_AGENT_LISTEN="127.0.0.1:$BURROW_RELAY_AGENT_PORT" \
 BURROW_RELAY_HTTP_LISTEN="127.0.0.1:$BURROW_HTTP_PORT" \
+BURROW_RELAY_HTTPS_LISTEN="127.0.0.1:$BURROW_HTTPS_PORT" \
 BURROW_RELAY_CONTROL_LISTEN="127.0.0.1:$BURROW_RELAY_CONTROL_PORT" \
 BURROW_RELAY_OPS_LISTEN="127.0.0.1:$BURROW_RELAY_OPS_PORT" \
 BURROW_RELAY_DOMAIN="$BURROW_DOMAIN" \
@@ -84,6 +86,7 @@ export BURROW_API_URL=http://127.0.0.1:$BURROW_API_PORT
 export BURROW_CONSOLE_URL=http://127.0.0.1:$BURROW_API_PORT/console
 export BURROW_RELAY=127.0.0.1:$BURROW_RELAY_AGENT_PORT
 export BURROW_HTTP_INGRESS=127.0.0.1:$BURROW_HTTP_PORT
+export BURROW_HTTPS_INGRESS=127.0.0.1:$BURROW_HTTPS_PORT
 export BURROW_DOMAIN=$BURROW_DOMAIN
 export BURROW_AUTHTOKEN=$BURROW_AUTHTOKEN
 export BURROW_OPS_API_KEY=$BURROW_OPS_API_KEY
@@ -102,6 +105,12 @@ trap 'stop_started agent-smoke' EXIT
   wait_for agent-smoke 30 curl -fsS -H "Host: smoke.$BURROW_DOMAIN" "http://$BURROW_HTTP_INGRESS/healthz"
   printf 'GET http://smoke.%s:%s/healthz through the tunnel -> %s\n' "$BURROW_DOMAIN" "$BURROW_HTTP_PORT" \
     "$(curl -fsS -H "Host: smoke.$BURROW_DOMAIN" "http://$BURROW_HTTP_INGRESS/healthz")"
+  # HTTPS: the dev CA's certificate for *.$BURROW_DOMAIN, over HTTP/2.
+  printf 'GET https://smoke.%s:%s/healthz (dev CA, %s) -> %s\n' "$BURROW_DOMAIN" "$BURROW_HTTPS_PORT" \
+    "$(curl -fsS -o /dev/null -w '%{http_version}' --cacert "$BURROW_CA_FILE" \
+        --resolve "smoke.$BURROW_DOMAIN:$BURROW_HTTPS_PORT:127.0.0.1" "https://smoke.$BURROW_DOMAIN:$BURROW_HTTPS_PORT/healthz" | sed 's/^/HTTP\//')" \
+    "$(curl -fsS --cacert "$BURROW_CA_FILE" --resolve "smoke.$BURROW_DOMAIN:$BURROW_HTTPS_PORT:127.0.0.1" \
+        "https://smoke.$BURROW_DOMAIN:$BURROW_HTTPS_PORT/healthz")"
   grep -h Forwarding "$LOGS/agent-smoke.log" || true
 )
 stop_started agent-smoke
@@ -114,8 +123,9 @@ cat <<MSG
 Try it:
   . .burrow/dev.env
   python3 -m http.server 8000 &
-  burrow http 8000 --name demo
+  burrow http 8000 --name demo          # inspector: http://127.0.0.1:4040
   curl -H "Host: demo.\$BURROW_DOMAIN" http://\$BURROW_HTTP_INGRESS/
+  curl --cacert \$BURROW_CA_FILE --resolve demo.\$BURROW_DOMAIN:${BURROW_HTTPS_PORT}:127.0.0.1 https://demo.\$BURROW_DOMAIN:${BURROW_HTTPS_PORT}/
 Console: http://127.0.0.1:$BURROW_API_PORT/console (sign in with \$BURROW_OPS_API_KEY)
 Logs: $LOGS    Stop: scripts/down.sh
 MSG
