@@ -8,7 +8,7 @@
 #   scripts/bench.sh --only bulk_up_1 --endpoints 0 --rathole-endpoints 0 --bore-endpoints 0
 #   scripts/bench.sh --perf             # also perf profiles of relay and agent (target/bench/perf-*.txt)
 #   scripts/bench.sh transport          # the transport experiment behind docs/transport.md
-#   BURROW_BENCH_REF=HEAD scripts/bench.sh   # bench a commit (git archive), not the work tree
+#   BURROW_BENCH_REF=<commit> scripts/bench.sh   # bench a commit's relay and agent (git archive)
 #
 # Installs what is missing: iperf3 and wrk (apt), rathole 0.5.0 and bore-cli 0.6.0
 # (`cargo install --root ~/.cache/burrow-bench/peers`). Release builds go to a separate target
@@ -66,9 +66,9 @@ elif [ -n "$(git -C "$ROOT" status --porcelain -- common proto relay agent 2>/de
   SOURCE="$SOURCE + uncommitted changes"
 fi
 
-say "building burrow-relay, burrow and burrow-bench (release, target dir $BENCH_TARGET)"
-(cd "$SRC" && CARGO_TARGET_DIR="$BENCH_TARGET" cargo build --release --quiet \
-  -p burrow-relay -p burrow-agent -p burrow-bench --bins)
+# The measuring tool always comes from the work tree.
+say "building burrow-bench (release)"
+(cd "$ROOT" && CARGO_TARGET_DIR="$BENCH_TARGET" cargo build --release --quiet -p burrow-bench --bin burrow-bench)
 BENCH="$BENCH_TARGET/release/burrow-bench"
 
 if [ "$mode" = transport ]; then
@@ -76,12 +76,21 @@ if [ "$mode" = transport ]; then
   exec "$BENCH" transport "$@"
 fi
 
-# burrow-api only verifies each session's authtoken: a debug build is enough. The work tree's
-# shares the usual debug target dir; an exported commit builds in the bench's own.
-API_TARGET="$CARGO_TARGET_DIR"
-[ "$SRC" = "$ROOT" ] || API_TARGET="$BENCH_TARGET"
-say "building burrow-api (debug, target dir $API_TARGET)"
-(cd "$SRC" && CARGO_TARGET_DIR="$API_TARGET" cargo build --quiet -p burrow-api --bin burrow-api)
+say "building burrow-relay and burrow (release, target dir $BENCH_TARGET)"
+(cd "$SRC" && CARGO_TARGET_DIR="$BENCH_TARGET" cargo build --release --quiet \
+  -p burrow-relay -p burrow-agent --bins)
+BIN_DIR="$BENCH_TARGET/release"
+if [ "$SRC" != "$ROOT" ]; then
+  # Keep the exported commit's binaries apart from the work tree's.
+  mkdir -p "$BENCH_TARGET/ref-bin"
+  cp "$BIN_DIR/burrow-relay" "$BIN_DIR/burrow" "$BENCH_TARGET/ref-bin/"
+  BIN_DIR="$BENCH_TARGET/ref-bin"
+fi
+
+# burrow-api only verifies each session's authtoken (once per session): the work tree's debug
+# build, in the usual debug target dir, serves whatever relay is benched.
+say "building burrow-api (debug, target dir $CARGO_TARGET_DIR)"
+(cd "$ROOT" && cargo build --quiet -p burrow-api --bin burrow-api)
 
 ensure_postgres
 ensure_redis
@@ -97,8 +106,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 say "running burrow-bench (load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
 cd "$ROOT"
 "$BENCH" run \
-  --burrow-bin-dir "$BENCH_TARGET/release" \
-  --api-bin "$API_TARGET/debug/burrow-api" \
+  --burrow-bin-dir "$BIN_DIR" \
+  --api-bin "$CARGO_TARGET_DIR/debug/burrow-api" \
   --peers-bin-dir "$PEERS/bin" \
   --database-url "postgres://postgres@127.0.0.1:$BURROW_PG_PORT/$DB" \
   --redis-url "redis://127.0.0.1:$BURROW_REDIS_PORT" \
