@@ -139,39 +139,52 @@ pub async fn get(tls: TlsStream<TcpStream>, host: &str, path: &str) -> anyhow::R
     })
 }
 
+/// Accepts TLS with `config` on a free port and runs `handle` on each handshaken connection;
+/// returns the port.
+async fn serve_tls<F, Fut>(config: Arc<rustls::ServerConfig>, handle: F) -> anyhow::Result<u16>
+where
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let handle = Arc::new(handle);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, handle) = (acceptor.clone(), handle.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    handle(tls).await;
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
 /// Serves HTTP (1.1, or h2 when ALPN picks it) over TLS on a free port, answering every request
 /// with `text`; returns the port. The answer echoes the request's version in `x-seen-version`.
 pub async fn https_server(
     config: Arc<rustls::ServerConfig>,
     text: &'static str,
 ) -> anyhow::Result<u16> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| async move {
-                        let mut resp = http::Response::new(Full::new(Bytes::from(text)));
-                        let version = format!("{:?}", req.version());
-                        if let Ok(v) = http::HeaderValue::from_str(&version) {
-                            resp.headers_mut().insert("x-seen-version", v);
-                        }
-                        Ok::<_, std::convert::Infallible>(resp)
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    Ok(port)
+    serve_tls(config, move |tls| async move {
+        let service = hyper::service::service_fn(
+            move |req: http::Request<hyper::body::Incoming>| async move {
+                let mut resp = http::Response::new(Full::new(Bytes::from(text)));
+                let version = format!("{:?}", req.version());
+                if let Ok(v) = http::HeaderValue::from_str(&version) {
+                    resp.headers_mut().insert("x-seen-version", v);
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            },
+        );
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tls), service)
+            .await;
+    })
+    .await
 }
 
 /// Accepts TLS on a free port and writes `greeting` and the SNI the client sent to every
@@ -181,23 +194,12 @@ pub async fn tls_greeter(
     greeting: &'static str,
 ) -> anyhow::Result<u16> {
     use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let sni = tls.get_ref().1.server_name().unwrap_or("").to_owned();
-                let _ = tls
-                    .write_all(format!("{greeting} (sni {sni})").as_bytes())
-                    .await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    Ok(port)
+    serve_tls(config, move |mut tls| async move {
+        let sni = tls.get_ref().1.server_name().unwrap_or("").to_owned();
+        let _ = tls
+            .write_all(format!("{greeting} (sni {sni})").as_bytes())
+            .await;
+        let _ = tls.shutdown().await;
+    })
+    .await
 }

@@ -195,38 +195,12 @@ async fn grpc_over_h2c_reaches_an_http2_upstream_with_trailers_intact() {
             Err(tonic::Status::not_found("no such session upstream"))
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RelayControlServer::new(Upstream))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-
-    let stack = Stack::start().await.unwrap();
-    let target = port.to_string();
-    let mut agent = stack
-        .agent_with(
-            &[
-                "http",
-                &target,
-                "--name",
-                "grpc",
-                "--upstream-protocol",
-                "http2",
-            ],
-            &stack.creds.authtoken,
-        )
-        .unwrap();
-    agent.wait_line("Forwarding", T).await.unwrap();
-
     // The visitor speaks h2c with prior knowledge to the plain ingress, routed by :authority.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.relay.http))
-        .unwrap()
-        .origin("http://grpc.burrow.localhost".parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
+    let (_stack, _agent, channel) = grpc_through_tunnel(
+        tonic::transport::Server::builder().add_service(RelayControlServer::new(Upstream)),
+        "grpc",
+    )
+    .await;
     let mut client = RelayControlClient::new(channel);
     let reply = client
         .list_sessions(ListSessionsRequest {
@@ -288,36 +262,11 @@ async fn grpc_streaming_calls_stream_both_ways_through_the_tunnel() {
             Ok(tonic::Response::new(Box::pin(futures::stream::iter(notes))))
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(EchoServer::new(Upstream))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-
-    let stack = Stack::start().await.unwrap();
-    let target = port.to_string();
-    let mut agent = stack
-        .agent_with(
-            &[
-                "http",
-                &target,
-                "--name",
-                "stream",
-                "--upstream-protocol",
-                "http2",
-            ],
-            &stack.creds.authtoken,
-        )
-        .unwrap();
-    agent.wait_line("Forwarding", T).await.unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.relay.http))
-        .unwrap()
-        .origin("http://stream.burrow.localhost".parse().unwrap())
-        .connect()
-        .await
-        .unwrap();
+    let (_stack, _agent, channel) = grpc_through_tunnel(
+        tonic::transport::Server::builder().add_service(EchoServer::new(Upstream)),
+        "stream",
+    )
+    .await;
     let mut client = EchoClient::new(channel);
 
     // Bidirectional: each note's answer arrives before the next note is sent, so neither
@@ -360,4 +309,41 @@ async fn grpc_streaming_calls_stream_both_ways_through_the_tunnel() {
         .collect()
         .await;
     assert_eq!(notes, vec![4, 3, 2, 1, 0]);
+}
+
+/// Serves `router` (a tonic server) on a free port; starts a stack and an agent forwarding
+/// `name` to it over h2c; returns them with a gRPC channel to `<name>.<domain>` through the
+/// relay's plain ingress (h2c with prior knowledge, routed by `:authority`).
+async fn grpc_through_tunnel(
+    router: tonic::transport::server::Router,
+    name: &str,
+) -> (Stack, burrow_e2e::Agent, tonic::transport::Channel) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let stack = Stack::start().await.unwrap();
+    let target = port.to_string();
+    let mut agent = stack
+        .agent_with(
+            &[
+                "http",
+                &target,
+                "--name",
+                name,
+                "--upstream-protocol",
+                "http2",
+            ],
+            &stack.creds.authtoken,
+        )
+        .unwrap();
+    agent.wait_line("Forwarding", T).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", stack.relay.http))
+        .unwrap()
+        .origin(format!("http://{name}.burrow.localhost").parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    (stack, agent, channel)
 }
