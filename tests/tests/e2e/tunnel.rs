@@ -226,7 +226,7 @@ async fn host_header_is_preserved_rewritten_or_set_and_targets_take_host_port() 
 
     // A target the agent cannot use is refused before connecting, naming the problem.
     let mut bad = stack
-        .agent_with(&["http", "https://localhost:8443"], token)
+        .agent_with(&["http", "ftp://localhost:21"], token)
         .unwrap();
-    bad.expect_exit(64, "not supported yet").await.unwrap();
+    bad.expect_exit(64, "scheme ftp:// is not supported").await.unwrap();
 }
