@@ -340,3 +340,137 @@ impl Registry {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    /// A real h2 client handle over an in-memory pipe, and the pipe's other end (keep it alive,
+    /// or drop it to make the connection close).
+    async fn sender() -> (SendRequest<Body>, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(ours))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        (sender, theirs)
+    }
+
+    fn info(session: &str, account: &str, names: &[&str]) -> SessionInfo {
+        SessionInfo {
+            session_id: session.into(),
+            account_id: account.into(),
+            authtoken_id: "t".into(),
+            peer: "127.0.0.1:1".into(),
+            connected_at: SystemTime::now(),
+            agent: "test".into(),
+            endpoints: names
+                .iter()
+                .map(|n| BoundEndpoint {
+                    proto: burrow_proto::tunnel::EndpointProto::Http,
+                    name: n.to_string(),
+                    url: String::new(),
+                    https_url: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn online(registry: &Registry, name: &str) -> usize {
+        match registry.lookup(name) {
+            Lookup::Online { senders, .. } => senders.len(),
+            _ => 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn pools_share_a_name_until_their_last_member_leaves() {
+        let registry = Registry::new(Duration::from_secs(60));
+        let pooled = vec!["web".to_owned()];
+        let (a, _pa) = sender().await;
+        let (b, _pb) = sender().await;
+        let (closer_a, closer_b) = (Closer::default(), Closer::default());
+        registry
+            .bind(info("a", "acct", &["web"]), a, closer_a.clone(), &pooled)
+            .unwrap();
+        registry
+            .bind(info("b", "acct", &["web"]), b, closer_b.clone(), &pooled)
+            .unwrap();
+        assert_eq!(online(&registry, "web"), 2);
+        assert!(
+            closer_a.reason().is_none(),
+            "joining a pool is not a takeover"
+        );
+
+        // Another account can neither join nor take it.
+        let (c, _pc) = sender().await;
+        assert_eq!(
+            registry.bind(info("c", "other", &["web"]), c, Closer::default(), &pooled),
+            Err(BindError::Taken("web".into()))
+        );
+
+        assert!(registry.unbind("a").is_empty(), "b still serves it");
+        assert_eq!(online(&registry, "web"), 1);
+        let released = registry.unbind("b");
+        assert_eq!(released.len(), 1);
+        assert!(matches!(registry.lookup("web"), Lookup::Offline(_)));
+    }
+
+    #[tokio::test]
+    async fn without_pool_on_both_sides_the_newcomer_takes_over() {
+        let registry = Registry::new(Duration::from_secs(60));
+        let (a, _pa) = sender().await;
+        let (b, _pb) = sender().await;
+        let closer_a = Closer::default();
+        registry
+            .bind(
+                info("a", "acct", &["web"]),
+                a,
+                closer_a.clone(),
+                &["web".into()],
+            )
+            .unwrap();
+        registry
+            .bind(info("b", "acct", &["web"]), b, Closer::default(), &[])
+            .unwrap();
+        assert_eq!(
+            closer_a.reason().map(|r| r.code),
+            Some(CloseCode::TakenOver)
+        );
+        assert_eq!(online(&registry, "web"), 1);
+        // The replaced session leaving does not take the name offline.
+        assert!(registry.unbind("a").is_empty());
+        assert_eq!(online(&registry, "web"), 1);
+    }
+
+    #[tokio::test]
+    async fn lookups_rotate_and_skip_closed_connections() {
+        let registry = Registry::new(Duration::from_secs(60));
+        let pooled = vec!["web".to_owned()];
+        let (a, pipe_a) = sender().await;
+        let (b, _pb) = sender().await;
+        registry
+            .bind(info("a", "acct", &["web"]), a, Closer::default(), &pooled)
+            .unwrap();
+        registry
+            .bind(info("b", "acct", &["web"]), b, Closer::default(), &pooled)
+            .unwrap();
+        let first = |r: &Registry| match r.lookup("web") {
+            Lookup::Online { senders, .. } => senders.len(),
+            _ => 0,
+        };
+        assert_eq!(first(&registry), 2);
+        // Member a's connection dies: lookups stop offering it.
+        drop(pipe_a);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while first(&registry) != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "closed member still offered"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
