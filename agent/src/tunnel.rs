@@ -327,7 +327,18 @@ async fn session(
                     .get::<hyper::ext::Protocol>()
                     .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
             match req.uri().authority().map(|a| a.as_str()) {
-                Some(TCP_AUTHORITY) => forwarder.forward_tcp(req).await,
+                Some(TCP_AUTHORITY) => {
+                    // Counted as an open connection until its local → visitor side ends.
+                    let open = inspector.as_ref().map(|i| i.track_connection());
+                    let resp = forwarder.forward_tcp(req).await?;
+                    Ok(resp.map(|body| {
+                        body.map_frame(move |frame| {
+                            let _open = &open;
+                            frame
+                        })
+                        .boxed()
+                    }))
+                }
                 _ if websocket => forwarder.forward_websocket(req).await,
                 _ => {
                     let req = req.map(burrow_common::proxy::incoming);
