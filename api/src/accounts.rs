@@ -1,19 +1,26 @@
 //! Accounts, authtokens and API keys: REST handlers and the queries behind them.
 //!
 //! Secrets (authtokens `bt_...`, API keys `bk_...`) are returned exactly once, in the response
-//! that creates them; only their SHA-256 is stored.
+//! that creates them; only their SHA-256 is stored. Each credential records its
+//! `last_used_at`: an authtoken when a relay verifies it or reports a live session using it, an
+//! API key when it authenticates a request (at most one write a minute per credential).
+//!
+//! Creations and revocations write their [`audit`] row in the same transaction as the change;
+//! reads by admin, ops and finance keys and every refusal are audited too.
 
 use crate::extract::{Json, Path};
 use crate::{
     AppState,
-    auth::{Internal, Principal, Role},
+    audit::{self, Actor},
+    auth::{Internal, Role},
     error::{ApiError, ApiResult},
 };
 use axum::{extract::State, http::StatusCode};
 use burrow_common::token;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Row};
+use serde_json::json;
+use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
 /// An account as the API shows it.
@@ -48,30 +55,48 @@ pub struct NewAccount {
 /// `POST /v1/accounts` (admin).
 pub async fn create_account(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     Json(body): Json<NewAccount>,
 ) -> ApiResult<(StatusCode, Json<Account>)> {
-    principal.require(&[], "creating an account")?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            "`name` must be 1 to 200 characters",
-        ));
+    let plan = body.plan.as_deref().unwrap_or("free");
+    let detail = json!({
+        "name": body.name, "plan": plan, "provider_customer_id": body.provider_customer_id,
+    });
+    let created = async {
+        actor.principal.require(&[], "creating an account")?;
+        let name = body.name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(ApiError::bad_request(
+                "invalid_name",
+                "`name` must be 1 to 200 characters",
+            ));
+        }
+        let mut tx = state.db.begin().await?;
+        let account =
+            insert_account(&mut *tx, name, plan, body.provider_customer_id.as_deref()).await?;
+        let id = account.id.to_string();
+        audit::record(
+            &mut *tx,
+            &actor,
+            "account.create",
+            Some(&id),
+            "ok",
+            detail.clone(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(account)
     }
-    let account = insert_account(
-        &state.db,
-        name,
-        body.plan.as_deref().unwrap_or("free"),
-        body.provider_customer_id.as_deref(),
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(account)))
+    .await;
+    match created {
+        Ok(account) => Ok((StatusCode::CREATED, Json(account))),
+        Err(e) => Err(audit::failed(&state.db, &actor, "account.create", None, detail, e).await),
+    }
 }
 
 /// Inserts an account; a duplicate provider customer id is a 409.
 pub async fn insert_account(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     name: &str,
     plan: &str,
     provider_customer_id: Option<&str>,
@@ -98,23 +123,54 @@ pub async fn insert_account(
 /// `GET /v1/accounts/{id}`.
 pub async fn get_account(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Account>> {
-    if principal
-        .require(&[Role::Ops, Role::Finance], "reading an account")
-        .is_err()
-    {
-        principal.require_account(id, "reading this account")?;
+    let principal = &actor.principal;
+    let target = id.to_string();
+    let audited = principal.role != Role::Developer;
+    let read = async {
+        if principal
+            .require(&[Role::Ops, Role::Finance], "reading an account")
+            .is_err()
+        {
+            principal.require_account(id, "reading this account")?;
+        }
+        sqlx::query_as::<_, Account>(
+            "SELECT id, name, plan, provider_customer_id, created_at FROM accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no account {id}")))
     }
-    let account = sqlx::query_as::<_, Account>(
-        "SELECT id, name, plan, provider_customer_id, created_at FROM accounts WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&state.db)
-    .await?
-    .ok_or_else(|| ApiError::NotFound(format!("no account {id}")))?;
-    Ok(Json(account))
+    .await;
+    match read {
+        Ok(account) => {
+            if audited {
+                audit::record(
+                    &state.db,
+                    &actor,
+                    "account.read",
+                    Some(&target),
+                    "ok",
+                    json!({}),
+                )
+                .await?;
+            }
+            Ok(Json(account))
+        }
+        Err(e) if audited || matches!(e, ApiError::Forbidden(_)) => Err(audit::failed(
+            &state.db,
+            &actor,
+            "account.read",
+            Some(&target),
+            json!({}),
+            e,
+        )
+        .await),
+        Err(e) => Err(e),
+    }
 }
 
 /// An authtoken without its secret.
@@ -130,6 +186,8 @@ pub struct Authtoken {
     pub created_at: DateTime<Utc>,
     /// Revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Last verified by a relay or seen in a live session (to the minute); never, if `null`.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// A newly created credential: the only time its secret is shown.
@@ -157,25 +215,58 @@ pub struct NewCredential {
 /// `POST /v1/accounts/{id}/authtokens` (admin, or developer of the account).
 pub async fn create_authtoken(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     Path(account_id): Path<Uuid>,
     body: Option<Json<NewCredential>>,
 ) -> ApiResult<(StatusCode, Json<CreatedSecret<Authtoken>>)> {
-    principal.require_account(account_id, "creating an authtoken")?;
     let body = body.map(|b| b.0).unwrap_or_default();
-    if body.role.is_some() {
-        return Err(ApiError::bad_request(
-            "unexpected_role",
-            "authtokens have no role; `role` applies to API keys",
-        ));
+    let detail = json!({ "account_id": account_id, "description": body.description });
+    let created = async {
+        actor
+            .principal
+            .require_account(account_id, "creating an authtoken")?;
+        if body.role.is_some() {
+            return Err(ApiError::bad_request(
+                "unexpected_role",
+                "authtokens have no role; `role` applies to API keys",
+            ));
+        }
+        let mut tx = state.db.begin().await?;
+        let created = insert_authtoken(&mut *tx, account_id, &body.description).await?;
+        let id = created.record.id.to_string();
+        audit::record(
+            &mut *tx,
+            &actor,
+            "authtoken.create",
+            Some(&id),
+            "ok",
+            detail.clone(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(created)
     }
-    let created = insert_authtoken(&state.db, account_id, &body.description).await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    .await;
+    match created {
+        Ok(created) => Ok((StatusCode::CREATED, Json(created))),
+        Err(e) => {
+            let target = account_id.to_string();
+            Err(audit::failed(
+                &state.db,
+                &actor,
+                "authtoken.create",
+                Some(&target),
+                detail,
+                e,
+            )
+            .await)
+        }
+    }
 }
 
 /// Creates an authtoken for `account_id`.
 pub async fn insert_authtoken(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     account_id: Uuid,
     description: &str,
 ) -> ApiResult<CreatedSecret<Authtoken>> {
@@ -183,7 +274,7 @@ pub async fn insert_authtoken(
     let record = sqlx::query_as::<_, Authtoken>(
         "INSERT INTO authtokens (id, account_id, token_hash, description)
          SELECT $1, id, $3, $4 FROM accounts WHERE id = $2
-         RETURNING id, account_id, description, created_at, revoked_at",
+         RETURNING id, account_id, description, created_at, revoked_at, last_used_at",
     )
     .bind(Uuid::new_v4())
     .bind(account_id)
@@ -201,37 +292,93 @@ pub async fn insert_authtoken(
 /// `GET /v1/accounts/{id}/authtokens`.
 pub async fn list_authtokens(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     Path(account_id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<Authtoken>>> {
-    principal.require_account(account_id, "listing authtokens")?;
+    let target = account_id.to_string();
+    if let Err(e) = actor
+        .principal
+        .require_account(account_id, "listing authtokens")
+    {
+        return Err(audit::failed(
+            &state.db,
+            &actor,
+            "authtoken.list",
+            Some(&target),
+            json!({}),
+            e,
+        )
+        .await);
+    }
     let tokens = sqlx::query_as::<_, Authtoken>(
-        "SELECT id, account_id, description, created_at, revoked_at FROM authtokens
+        "SELECT id, account_id, description, created_at, revoked_at, last_used_at FROM authtokens
          WHERE account_id = $1 ORDER BY created_at",
     )
     .bind(account_id)
     .fetch_all(&state.db)
     .await?;
+    if actor.principal.role != Role::Developer {
+        audit::record(
+            &state.db,
+            &actor,
+            "authtoken.list",
+            Some(&target),
+            "ok",
+            json!({}),
+        )
+        .await?;
+    }
     Ok(Json(tokens))
 }
 
 /// `DELETE /v1/authtokens/{id}`: revokes the token and closes every agent session using it.
 pub async fn revoke_authtoken(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let owner: Uuid = sqlx::query("SELECT account_id FROM authtokens WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no authtoken {id}")))?
-        .get("account_id");
-    principal.require_account(owner, "revoking this authtoken")?;
-    sqlx::query("UPDATE authtokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1")
-        .bind(id)
-        .execute(&state.db)
+    let target = id.to_string();
+    let mut detail = json!({});
+    let revoked = async {
+        let owner: Uuid = sqlx::query("SELECT account_id FROM authtokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&state.db)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no authtoken {id}")))?
+            .get("account_id");
+        detail = json!({ "account_id": owner });
+        actor
+            .principal
+            .require_account(owner, "revoking this authtoken")?;
+        let mut tx = state.db.begin().await?;
+        sqlx::query("UPDATE authtokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        audit::record(
+            &mut *tx,
+            &actor,
+            "authtoken.revoke",
+            Some(&target),
+            "ok",
+            detail.clone(),
+        )
         .await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(e) = revoked {
+        return Err(audit::failed(
+            &state.db,
+            &actor,
+            "authtoken.revoke",
+            Some(&target),
+            detail,
+            e,
+        )
+        .await);
+    }
     // Relays that miss this call still close the sessions within their auth cache period.
     let outcome = state.relays.kick_authtoken(&id.to_string()).await;
     for e in &outcome.errors {
@@ -258,29 +405,64 @@ pub struct ApiKey {
     pub description: String,
     /// Created.
     pub created_at: DateTime<Utc>,
+    /// Last authenticated a request (to the minute); never, if `null`.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /v1/accounts/{id}/api-keys` (admin).
 pub async fn create_api_key(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     Path(account_id): Path<Uuid>,
     Json(body): Json<NewCredential>,
 ) -> ApiResult<(StatusCode, Json<CreatedSecret<ApiKey>>)> {
-    principal.require(&[], "creating an API key")?;
-    let role = body.role.ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_role",
-            "`role` is required: developer, ops, finance or admin",
+    let detail = json!({
+        "account_id": account_id, "role": body.role, "description": body.description,
+    });
+    let created = async {
+        actor.principal.require(&[], "creating an API key")?;
+        let role = body.role.ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_role",
+                "`role` is required: developer, ops, finance or admin",
+            )
+        })?;
+        let mut tx = state.db.begin().await?;
+        let created = insert_api_key(&mut *tx, Some(account_id), role, &body.description).await?;
+        let id = created.record.id.to_string();
+        audit::record(
+            &mut *tx,
+            &actor,
+            "api_key.create",
+            Some(&id),
+            "ok",
+            detail.clone(),
         )
-    })?;
-    let created = insert_api_key(&state.db, Some(account_id), role, &body.description).await?;
-    Ok((StatusCode::CREATED, Json(created)))
+        .await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(created)
+    }
+    .await;
+    match created {
+        Ok(created) => Ok((StatusCode::CREATED, Json(created))),
+        Err(e) => {
+            let target = account_id.to_string();
+            Err(audit::failed(
+                &state.db,
+                &actor,
+                "api_key.create",
+                Some(&target),
+                detail,
+                e,
+            )
+            .await)
+        }
+    }
 }
 
 /// Creates an API key.
 pub async fn insert_api_key(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     account_id: Option<Uuid>,
     role: Role,
     description: &str,
@@ -289,7 +471,7 @@ pub async fn insert_api_key(
     let record = sqlx::query_as::<_, ApiKey>(
         "INSERT INTO api_keys (id, account_id, role, key_hash, description)
          VALUES ($1, $2, $3, $4, $5)
-         RETURNING id, account_id, role, description, created_at",
+         RETURNING id, account_id, role, description, created_at, last_used_at",
     )
     .bind(Uuid::new_v4())
     .bind(account_id)
@@ -332,9 +514,17 @@ pub async fn verify_authtoken(
     _internal: Internal,
     Json(body): Json<VerifyRequest>,
 ) -> ApiResult<Json<VerifiedToken>> {
+    // Look up and record the use in one round trip (a write at most once a minute per token).
     let row = sqlx::query(
-        "SELECT id, account_id, revoked_at IS NOT NULL AS revoked FROM authtokens
-         WHERE token_hash = $1",
+        "WITH t AS (
+             SELECT id, account_id, revoked_at IS NOT NULL AS revoked, last_used_at
+             FROM authtokens WHERE token_hash = $1
+         ), used AS (
+             UPDATE authtokens SET last_used_at = now() FROM t
+             WHERE authtokens.id = t.id AND NOT t.revoked
+               AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '60 seconds')
+         )
+         SELECT id, account_id, revoked FROM t",
     )
     .bind(token::hash(&body.token))
     .fetch_optional(&state.db)
@@ -364,6 +554,7 @@ pub struct StatusResponse {
 }
 
 /// `POST /v1/internal/authtokens/status` (relays): which tokens of live sessions were revoked.
+/// The ones still valid are in use, so their `last_used_at` moves on (at most once a minute).
 pub async fn authtoken_status(
     State(state): State<AppState>,
     _internal: Internal,
@@ -376,11 +567,20 @@ pub async fn authtoken_status(
         ));
     }
     let parsed: Vec<Uuid> = body.ids.iter().filter_map(|i| i.parse().ok()).collect();
-    let active: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM authtokens WHERE id = ANY($1) AND revoked_at IS NULL")
-            .bind(&parsed)
-            .fetch_all(&state.db)
-            .await?;
+    let active: Vec<Uuid> = sqlx::query_scalar(
+        "WITH active AS (
+             SELECT id, last_used_at FROM authtokens WHERE id = ANY($1) AND revoked_at IS NULL
+         ), used AS (
+             UPDATE authtokens SET last_used_at = now() FROM active
+             WHERE authtokens.id = active.id
+               AND (active.last_used_at IS NULL
+                    OR active.last_used_at < now() - interval '60 seconds')
+         )
+         SELECT id FROM active",
+    )
+    .bind(&parsed)
+    .fetch_all(&state.db)
+    .await?;
     let revoked = body
         .ids
         .into_iter()

@@ -1,5 +1,5 @@
-//! Who is calling: API keys (`Authorization: Bearer bk_...`) resolved to a role, and the
-//! internal key relays present.
+//! Who is calling: API keys (`Authorization: Bearer bk_...`) resolved to a role (recording the
+//! key's `last_used_at`, at most once a minute), and the internal key relays present.
 
 use crate::{AppState, error::ApiError};
 use axum::{extract::FromRequestParts, http::request::Parts};
@@ -100,8 +100,18 @@ impl FromRequestParts<AppState> for Principal {
         let key = bearer(parts).ok_or_else(|| {
             ApiError::Unauthorized("missing API key: send `Authorization: Bearer <key>`".into())
         })?;
+        // One round trip: look the key up and record its use, writing `last_used_at` at most
+        // once a minute per key (not a row write on every request).
         let row = sqlx::query(
-            "SELECT id, account_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            "WITH k AS (
+                 SELECT id, account_id, role, last_used_at FROM api_keys
+                 WHERE key_hash = $1 AND revoked_at IS NULL
+             ), used AS (
+                 UPDATE api_keys SET last_used_at = now() FROM k
+                 WHERE api_keys.id = k.id
+                   AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '60 seconds')
+             )
+             SELECT id, account_id, role FROM k",
         )
         .bind(token::hash(key))
         .fetch_optional(&state.db)

@@ -5,6 +5,7 @@
 //! - [`error`]: [`error::ApiError`], the one error type, mapped to JSON HTTP answers.
 //! - [`extract`]: JSON/path/query extractors that reject with [`error::ApiError`].
 //! - [`auth`]: API key principals and roles; the relays' internal key.
+//! - [`audit`]: the append-only audit log of admin, ops and finance actions; `GET /v1/audit`.
 //! - [`accounts`]: accounts, authtokens, API keys, and authtoken verification for relays.
 //! - [`webhooks`]: signed provider webhook ingest that starts durable workflows.
 //! - [`usage`]: metering records relays flush (billing), per-account usage reports.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod console;
@@ -34,7 +36,7 @@ use axum::{
     Router,
     routing::{delete, get, post},
 };
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 use tokio_util::sync::CancellationToken;
 
 /// Shared state of handlers.
@@ -161,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/accounts/{id}/api-keys", post(accounts::create_api_key))
         .route("/v1/accounts/{id}/usage", get(usage::account_usage))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/authtokens/{id}", delete(accounts::revoke_authtoken))
         .route(
             "/v1/internal/authtokens/verify",
@@ -226,8 +229,12 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
     };
     tokio::spawn(webhooks::sweep_unstarted(state.clone(), shutdown.clone()));
     tracing::info!(%addr, "api listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(StartError::Serve)
+    // The peer address is what the audit log records as `source_ip`.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .map_err(StartError::Serve)
 }

@@ -1,10 +1,15 @@
 //! Ops endpoints (`/v1/ops/*`, ops or admin role): workflows and their states, dead-letter
 //! replay (one, or all at a bounded rate), agent sessions across relays, and runbook pages.
+//!
+//! Replays, kicks, session listings and every refusal are [`audit`]ed. Their effects are outside
+//! the database (Temporal signals, relay calls), so the row is written right after, with the
+//! real outcome; the workflow listing the console polls is not recorded.
 
 use crate::extract::{Json, Path, Query};
 use crate::{
     AppState,
-    auth::{Principal, Role},
+    audit::{self, Actor},
+    auth::Role,
     error::{ApiError, ApiResult},
 };
 use axum::{
@@ -15,6 +20,7 @@ use axum::{
 use burrow_workflows::{kinds, provider_webhook};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::time::Duration;
 
 /// A workflow as ops see it.
@@ -59,10 +65,12 @@ pub struct WorkflowFilter {
 /// `GET /v1/ops/workflows?kind=&state=&limit=`.
 pub async fn list_workflows(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     Query(filter): Query<WorkflowFilter>,
 ) -> ApiResult<Json<Vec<WorkflowRun>>> {
-    principal.require(&[Role::Ops], "listing workflows")?;
+    if let Err(e) = actor.principal.require(&[Role::Ops], "listing workflows") {
+        return Err(audit::failed(&state.db, &actor, "workflow.list", None, json!({}), e).await);
+    }
     let known = kinds::all();
     if let Some(k) = &filter.kind
         && !known.iter().any(|x| x.name == k)
@@ -100,11 +108,32 @@ pub async fn list_workflows(
 /// `POST /v1/ops/dead-letters/{id}/replay`.
 pub async fn replay_one(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     Path(workflow_id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    principal.require(&[Role::Ops], "replaying a dead letter")?;
-    replay(&state, &workflow_id, &principal.key_id.to_string()).await?;
+    let replayed = match actor
+        .principal
+        .require(&[Role::Ops], "replaying a dead letter")
+    {
+        Ok(()) => replay(&state, &workflow_id, &actor.principal.key_id.to_string()).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = replayed {
+        let (target, detail) = (Some(workflow_id.as_str()), json!({}));
+        return Err(
+            audit::failed(&state.db, &actor, "dead_letter.replay", target, detail, e).await,
+        );
+    }
+    audit::record(
+        &state.db,
+        &actor,
+        "dead_letter.replay",
+        Some(&workflow_id),
+        "ok",
+        json!({}),
+    )
+    .await
+    .map_err(|_| audit::unaudited(&format!("replay of {workflow_id} was requested")))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "workflow_id": workflow_id, "replay": "requested" })),
@@ -177,11 +206,35 @@ pub struct ReplayAll {
 /// `POST /v1/ops/dead-letters/replay-all`: replays every parked run, paced.
 pub async fn replay_all(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     body: Option<Json<ReplayAll>>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    principal.require(&[Role::Ops], "replaying dead letters")?;
     let body = body.map(|b| b.0).unwrap_or_default();
+    let detail = json!({ "kind": body.kind, "rate_per_sec": body.rate_per_sec });
+    match start_replay_all(&state, &actor, &body).await {
+        Ok((queued, rate)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "queued": queued, "rate_per_sec": rate })),
+        )),
+        Err(e) => {
+            let action = "dead_letter.replay_all";
+            Err(audit::failed(&state.db, &actor, action, None, detail, e).await)
+        }
+    }
+}
+
+/// Checks a replay-all, takes the lock, audits it and starts it; returns how many runs it
+/// queued and the rate. Nothing has happened yet when the audit row is written, so a failed
+/// write starts nothing. Each run it replays is audited as `dead_letter.replay` with
+/// `via: replay_all`.
+async fn start_replay_all(
+    state: &AppState,
+    actor: &Actor,
+    body: &ReplayAll,
+) -> ApiResult<(usize, u32)> {
+    actor
+        .principal
+        .require(&[Role::Ops], "replaying dead letters")?;
     let max = state.config.replay_all_max_rate_per_sec;
     let rate = match body.rate_per_sec {
         Some(0) => {
@@ -214,8 +267,23 @@ pub async fn replay_all(
         ));
     }
     let queued = ids.len();
-    let requested_by = principal.key_id.to_string();
+    let detail = json!({ "kind": body.kind, "queued": queued, "rate_per_sec": rate });
+    if let Err(e) = audit::record(
+        &state.db,
+        actor,
+        "dead_letter.replay_all",
+        None,
+        "ok",
+        detail,
+    )
+    .await
+    {
+        lock.release().await;
+        return Err(e);
+    }
+    let requested_by = actor.principal.key_id.to_string();
     let task_state = state.clone();
+    let actor = actor.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         // A slow signal must not be followed by a burst above the rate.
@@ -224,18 +292,33 @@ pub async fn replay_all(
         for id in ids {
             tick.tick().await;
             lock.refresh().await;
-            match replay(&task_state, &id, &requested_by).await {
-                Ok(()) => done += 1,
-                Err(e) => tracing::warn!(workflow_id = %id, error = %e, "replay-all: skipped"),
-            }
+            let replayed = replay(&task_state, &id, &requested_by).await;
+            let outcome = match &replayed {
+                Ok(()) => {
+                    done += 1;
+                    "ok"
+                }
+                Err(e) => {
+                    tracing::warn!(workflow_id = %id, error = %e, "replay-all: skipped");
+                    audit::outcome_of(e)
+                }
+            };
+            // Nobody waits for this task's answer: a failed write is logged by `record`.
+            let detail = json!({ "via": "replay_all" });
+            let _ = audit::record(
+                &task_state.db,
+                &actor,
+                "dead_letter.replay",
+                Some(&id),
+                outcome,
+                detail,
+            )
+            .await;
         }
         tracing::info!(done, "replay-all finished");
         lock.release().await;
     });
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "queued": queued, "rate_per_sec": rate })),
-    ))
+    Ok((queued, rate))
 }
 
 /// The Redis lock that keeps two replay-alls from running at once. It holds a per-run token,
@@ -297,14 +380,22 @@ impl ReplayAllLock {
 /// listed with its error).
 pub async fn list_sessions(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
 ) -> ApiResult<Json<serde_json::Value>> {
-    principal.require(&[Role::Ops], "listing sessions")?;
-    let relays = state
-        .relays
-        .list_sessions()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let listed = match actor.principal.require(&[Role::Ops], "listing sessions") {
+        Ok(()) => state
+            .relays
+            .list_sessions()
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string())),
+        Err(e) => Err(e),
+    };
+    let relays = match listed {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(audit::failed(&state.db, &actor, "session.list", None, json!({}), e).await);
+        }
+    };
     let out: Vec<serde_json::Value> = relays
         .into_iter()
         .map(|r| match r {
@@ -325,28 +416,38 @@ pub async fn list_sessions(
             }),
         })
         .collect();
+    let detail = json!({ "relays": out.len() });
+    audit::record(&state.db, &actor, "session.list", None, "ok", detail).await?;
     Ok(Json(serde_json::json!({ "relays": out })))
 }
 
 /// `POST /v1/ops/sessions/{id}/kick`.
 pub async fn kick_session(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     Path(session_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    principal.require(&[Role::Ops], "closing a session")?;
+    let target = Some(session_id.as_str());
+    if let Err(e) = actor.principal.require(&[Role::Ops], "closing a session") {
+        return Err(audit::failed(&state.db, &actor, "session.kick", target, json!({}), e).await);
+    }
     let outcome = state.relays.kick_session(&session_id).await;
     let errors: Vec<String> = outcome.errors.iter().map(ToString::to_string).collect();
+    let detail = json!({ "kicked": outcome.kicked, "relays_unreachable": errors });
     if outcome.kicked == 0 {
-        return Err(if errors.is_empty() {
+        let e = if errors.is_empty() {
             ApiError::NotFound(format!("no session {session_id} on any relay"))
         } else {
             ApiError::Unavailable(format!(
                 "session {session_id} not found on the relays that answered; unreachable: {}",
                 errors.join("; ")
             ))
-        });
+        };
+        return Err(audit::failed(&state.db, &actor, "session.kick", target, detail, e).await);
     }
+    audit::record(&state.db, &actor, "session.kick", target, "ok", detail)
+        .await
+        .map_err(|_| audit::unaudited(&format!("session {session_id} was closed")))?;
     Ok(Json(serde_json::json!({
         "session_id": session_id,
         "kicked": outcome.kicked,

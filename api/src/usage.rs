@@ -13,11 +13,14 @@
 //! - `GET /v1/accounts/{id}/usage?since=&until=` (the account's developer keys, finance,
 //!   admin): totals per endpoint and for the account over `[since, until)`, RFC 3339 instants
 //!   (write `Z`, or `%2B` for a `+` offset); a record belongs to the window its `period_start`
-//!   falls in. Defaults: `until` now, `since` the start of the current UTC month.
+//!   falls in. Defaults: `until` now, `since` the start of the current UTC month. Reads by
+//!   finance and admin keys, and every refusal, are [`audit`]ed as `usage.read` (a finance
+//!   action) before the answer goes out.
 
 use crate::extract::{Json, Path, Query};
 use crate::{
     AppState,
+    audit::{self, Actor},
     auth::{Internal, Principal, Role},
     error::ApiError,
 };
@@ -393,11 +396,38 @@ fn may_read_usage(principal: &Principal, account_id: Uuid) -> Result<(), ApiErro
 /// `GET /v1/accounts/{id}/usage?since=&until=`.
 pub async fn account_usage(
     State(state): State<AppState>,
-    principal: Principal,
+    actor: Actor,
     Path(account_id): Path<Uuid>,
     Query(window): Query<UsageWindow>,
 ) -> Result<Json<AccountUsage>, ApiError> {
-    may_read_usage(&principal, account_id)?;
+    let target = account_id.to_string();
+    let audited = actor.principal.role != Role::Developer;
+    let read = async {
+        may_read_usage(&actor.principal, account_id)?;
+        read_usage(&state, account_id, &window).await
+    }
+    .await;
+    match read {
+        Ok(usage) => {
+            if audited {
+                let detail = serde_json::json!({ "since": usage.since, "until": usage.until });
+                audit::record(&state.db, &actor, "usage.read", Some(&target), "ok", detail).await?;
+            }
+            Ok(Json(usage))
+        }
+        Err(e) if audited || matches!(e, ApiError::Forbidden(_)) => {
+            let detail = serde_json::json!({ "since": window.since, "until": window.until });
+            Err(audit::failed(&state.db, &actor, "usage.read", Some(&target), detail, e).await)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn read_usage(
+    state: &AppState,
+    account_id: Uuid,
+    window: &UsageWindow,
+) -> Result<AccountUsage, ApiError> {
     let (since, until) = window.resolve(Utc::now())?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1)")
         .bind(account_id)
@@ -438,13 +468,13 @@ pub async fn account_usage(
             }
         })
         .collect();
-    Ok(Json(AccountUsage {
+    Ok(AccountUsage {
         account_id,
         since,
         until,
         endpoints,
         total,
-    }))
+    })
 }
 
 #[cfg(test)]

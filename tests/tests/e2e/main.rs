@@ -3,6 +3,7 @@
 
 mod accounts;
 mod agent_config;
+mod audit;
 mod console;
 mod edge_input;
 mod https;
