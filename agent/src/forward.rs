@@ -9,7 +9,11 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use std::{convert::Infallible, sync::Arc};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+/// Copy buffer per direction on a data connection (large reads under rustls pay off: see
+/// `docs/transport.md`).
+const COPY_BUFFER: usize = 256 * 1024;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A byte stream to the local service (plain TCP or TLS).
@@ -248,39 +252,18 @@ impl Forwarder {
     /// the request body is written to the local socket, the local socket's bytes are the
     /// response body. 502 if the local service refuses the connection.
     pub async fn forward_tcp(&self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        let authority = &self.upstream.authority;
-        let mut local = match tokio::net::TcpStream::connect(authority).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, target = %authority, "local TCP service unreachable");
-                return Ok(answer(
-                    StatusCode::BAD_GATEWAY,
-                    format!("Burrow agent: cannot reach {authority}: {e}\n"),
-                ));
-            }
+        let addr = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<SocketAddr>().ok())
         };
-        let _ = local.set_nodelay(true);
-        if self.upstream.proxy_protocol {
-            let addr = |name: &str| {
-                req.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
-            };
-            if let (Some(visitor), Some(public)) = (
-                addr(burrow_proto::tunnel::VISITOR_HEADER),
-                addr(burrow_proto::tunnel::PUBLIC_HEADER),
-            ) {
-                use tokio::io::AsyncWriteExt;
-                let header = burrow_proto::proxy_protocol::encode_v2(visitor, public);
-                if let Err(e) = local.write_all(&header).await {
-                    return Ok(answer(
-                        StatusCode::BAD_GATEWAY,
-                        format!("Burrow agent: writing the PROXY header failed: {e}\n"),
-                    ));
-                }
-            }
-        }
+        let visitor = addr(burrow_proto::tunnel::VISITOR_HEADER);
+        let public = addr(burrow_proto::tunnel::PUBLIC_HEADER);
+        let local = match self.connect_tcp(visitor, public).await {
+            Ok(s) => s,
+            Err(e) => return Ok(answer(StatusCode::BAD_GATEWAY, format!("{e}\n"))),
+        };
         let (read, write) = local.into_split();
         tokio::spawn(async move {
             if let Err(e) = proxy::to_writer(req.into_body(), write).await {
@@ -288,6 +271,61 @@ impl Forwarder {
             }
         });
         Ok(Response::new(proxy::from_reader(read)))
+    }
+
+    /// Relays one visitor connection handed over on a data connection (`stream`, positioned
+    /// after its `DataOpen`) to the local service, both directions until each ends. Closing
+    /// `stream` is all a raw TCP visitor can be told when the local service is down.
+    pub async fn splice<S>(&self, mut stream: S, open: &burrow_proto::tunnel::DataOpen)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let visitor = open.visitor.parse().ok();
+        let public = open.public.as_deref().and_then(|p| p.parse().ok());
+        let mut local = match self.connect_tcp(visitor, public).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "data connection visitor refused");
+                return;
+            }
+        };
+        if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+            &mut stream,
+            &mut local,
+            COPY_BUFFER,
+            COPY_BUFFER,
+        )
+        .await
+        {
+            tracing::debug!(error = %e, "data connection visitor ended");
+        }
+    }
+
+    /// Connects to the local TCP service, writing the PROXY v2 header first when asked to
+    /// and the visitor's addresses are known.
+    async fn connect_tcp(
+        &self,
+        visitor: Option<SocketAddr>,
+        public: Option<SocketAddr>,
+    ) -> Result<tokio::net::TcpStream, String> {
+        use tokio::io::AsyncWriteExt;
+        let authority = &self.upstream.authority;
+        let mut local = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, target = %authority, "local TCP service unreachable");
+                format!("Burrow agent: cannot reach {authority}: {e}")
+            })?;
+        let _ = local.set_nodelay(true);
+        if let (true, Some(visitor), Some(public)) = (self.upstream.proxy_protocol, visitor, public)
+        {
+            let header = burrow_proto::proxy_protocol::encode_v2(visitor, public);
+            local
+                .write_all(&header)
+                .await
+                .map_err(|e| format!("Burrow agent: writing the PROXY header failed: {e}"))?;
+        }
+        Ok(local)
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`config`]: [`AgentConfig`] from `BURROW_*` environment and an optional TOML file, with
 //!   named endpoints for `burrow start`.
 //! - [`tunnel`]: session handshake, serving, and the reconnect loop.
+//! - [`data`]: the pool of data connections (the bulk path for TCP and TLS endpoints).
 //! - [`forward`]: proxies each visitor request (an h2 stream from the relay) to the local service.
 //! - [`upstream`]: the local service target (`8080`, `host:port`, `http://…`) and `Host` handling.
 //! - [`tls`]: rustls client configs for the relay session and `https://` local services.
@@ -14,6 +15,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod data;
 pub mod forward;
 pub mod inspector;
 pub mod status;

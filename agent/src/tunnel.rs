@@ -14,8 +14,8 @@ use crate::{
 };
 use burrow_proto::tunnel::{
     BindRequest, BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, CONTROL_CLOSING_PATH,
-    CloseCode, Closing, ENDPOINT_HEADER, EndpointProto, Hello, PROTOCOL_VERSION, RejectCode,
-    ServerMessage, TCP_AUTHORITY, read_frame, write_frame,
+    CloseCode, Closing, DATA_ALPN, ENDPOINT_HEADER, EndpointProto, Hello, PROTOCOL_VERSION,
+    RejectCode, ServerMessage, TCP_AUTHORITY, read_frame, write_frame,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -144,8 +144,12 @@ pub async fn run(
     shutdown: CancellationToken,
     mut events: impl FnMut(Event),
 ) -> Result<(), AgentError> {
+    let session_tls = crate::tls::relay_config(&config.ca_file).map_err(AgentError::Setup)?;
+    let mut data_tls = session_tls.clone();
+    data_tls.alpn_protocols = vec![DATA_ALPN.to_vec()];
     let relay_tls = RelayTls {
-        config: Arc::new(crate::tls::relay_config(&config.ca_file).map_err(AgentError::Setup)?),
+        config: Arc::new(session_tls),
+        data_config: Arc::new(data_tls),
         server_name: server_name(&config.relay)?,
     };
     let forwarders = specs
@@ -235,6 +239,8 @@ enum SessionError {
 /// How to reach the relay: its TLS settings and the name its certificate must carry.
 struct RelayTls {
     config: Arc<rustls::ClientConfig>,
+    /// The same trust, ALPN `burrow-data/1`: data connections.
+    data_config: Arc<rustls::ClientConfig>,
     server_name: ServerName<'static>,
 }
 
@@ -287,8 +293,13 @@ async fn session(
                 _ => SessionError::Fatal(AgentError::Refused(message)),
             });
         }
-        ServerMessage::Welcome { endpoints, .. } => endpoints,
+        ServerMessage::Welcome {
+            endpoints,
+            session_id,
+            data_key,
+        } => (endpoints, session_id, data_key),
     };
+    let (bound, session_id, data_key) = bound;
     // Visitor streams name their endpoint as the relay's registry does.
     let routes: Arc<HashMap<String, Forwarder>> = Arc::new(
         bound
@@ -298,6 +309,25 @@ async fn session(
             .collect(),
     );
     observers.routes.set((*routes).clone());
+    // Byte-stream endpoints get the bulk path: a pool of data connections for this session.
+    let pool_stop = CancellationToken::new();
+    let _end_pool = pool_stop.clone().drop_guard();
+    let streams = bound
+        .iter()
+        .any(|e| matches!(e.proto, EndpointProto::Tcp | EndpointProto::Tls));
+    if let (true, Some(data_key)) = (streams, data_key) {
+        let pool = crate::data::DataPool {
+            relay: config.relay.clone(),
+            tls: relay_tls.data_config.clone(),
+            server_name: relay_tls.server_name.clone(),
+            hello: burrow_proto::tunnel::DataHello {
+                session_id,
+                data_key,
+            },
+            routes: routes.clone(),
+        };
+        tokio::spawn(crate::data::keep_pool(pool, pool_stop.clone()));
+    }
     let inspector = observers.inspector.clone();
     let started = std::time::Instant::now();
 

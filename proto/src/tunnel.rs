@@ -117,6 +117,10 @@ pub enum ServerMessage {
         session_id: String,
         /// The endpoints bound, in the order requested.
         endpoints: Vec<BoundEndpoint>,
+        /// Secret the agent presents on data connections of this session ([`DataHello`]);
+        /// absent from relays without dedicated data connections.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data_key: Option<String>,
     },
     /// The session is refused; the relay closes the connection after this frame.
     Rejected {
@@ -235,6 +239,45 @@ where
     writer.write_all(&encode_frame(msg)?).await?;
     writer.flush().await?;
     Ok(())
+}
+
+/// ALPN of a *data connection*: a dedicated TLS connection the agent opens to the relay's
+/// agent listener next to its session, kept idle until the relay hands it one visitor
+/// connection of a TCP or TLS endpoint, whose bytes then flow over it unframed (no h2): the
+/// bulk path (see `docs/transport.md`).
+pub const DATA_ALPN: &[u8] = b"burrow-data/1";
+
+/// First frame on a data connection, agent → relay: which session it belongs to.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataHello {
+    /// The session ([`ServerMessage::Welcome`]'s `session_id`).
+    pub session_id: String,
+    /// The session's `data_key`.
+    pub data_key: String,
+}
+
+impl fmt::Debug for DataHello {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataHello")
+            .field("session_id", &self.session_id)
+            .field("data_key", &"MASKED")
+            .finish()
+    }
+}
+
+/// Frame relay → agent on an idle data connection: a visitor connection starts; every byte
+/// after this frame is the visitor's (and every byte back goes to the visitor).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataOpen {
+    /// Registry name of the endpoint (`tcp:<port>`, `tls:<name>`).
+    pub endpoint: String,
+    /// The visitor's `ip:port`.
+    pub visitor: String,
+    /// The public `ip:port` it connected to.
+    #[serde(default)]
+    pub public: Option<String>,
 }
 
 /// `:authority` of the h2 stream the relay opens for each visitor of a TCP endpoint: the
@@ -374,6 +417,28 @@ mod tests {
         let got: Hello = read_frame(&mut reader).await.unwrap();
         assert_eq!(got.binds[0].name.as_deref(), Some("demo"));
         assert_eq!(reader, b"PRI * HTTP/2.0");
+    }
+
+    #[test]
+    fn data_frames_roundtrip_and_mask_the_key() {
+        let hello = DataHello {
+            session_id: "s".into(),
+            data_key: "k-secret".into(),
+        };
+        assert!(!format!("{hello:?}").contains("k-secret"));
+        let (back, _) = decode_frame::<DataHello>(&encode_frame(&hello).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, hello);
+        let open = DataOpen {
+            endpoint: "tcp:20000".into(),
+            visitor: "127.0.0.1:5".into(),
+            public: None,
+        };
+        let (back, _) = decode_frame::<DataOpen>(&encode_frame(&open).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, open);
     }
 
     #[test]

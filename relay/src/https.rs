@@ -96,12 +96,22 @@ pub async fn accept(
         match relay.registry.lookup(&key) {
             crate::registry::Lookup::Online {
                 senders,
+                session_ids,
                 account_id,
             } => {
-                let sender = crate::tcp::first_open(senders)?;
                 let meter = relay.meter.endpoint(&account_id, &key, "tls");
                 metrics::counter!("burrow_relay_tls_passthrough_total").increment(1);
                 let public = tcp.local_addr().ok();
+                if let Some(conn) = crate::tcp::take_data(relay, &session_ids).await {
+                    if let Err(e) =
+                        crate::data::relay_visitor(conn, prefix, tcp, peer, public, &key, meter)
+                            .await
+                    {
+                        tracing::debug!(error = %e, %peer, endpoint = %key, "passthrough connection ended");
+                    }
+                    return None;
+                }
+                let sender = crate::tcp::first_open(senders)?;
                 if let Err(e) =
                     crate::tcp::relay_connection(sender, prefix, tcp, peer, public, &key, meter)
                         .await

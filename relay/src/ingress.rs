@@ -194,6 +194,7 @@ async fn forward(
         crate::registry::Lookup::Online {
             senders,
             account_id,
+            ..
         } => (senders, account_id),
     };
     let meter = relay.meter.endpoint(&account_id, name, "http");

@@ -13,6 +13,7 @@
 //! - [`registry`]: the route table (name → agent session) and session bookkeeping.
 //! - [`session`]: agent handshake and the HTTP/2 connection that carries visitor requests.
 //! - [`ingress`]: public HTTP listener: host routing, 404/502 answers, streaming proxy.
+//! - [`data`]: dedicated data connections, the bulk path for TCP and TLS endpoints.
 //! - [`tcp`]: TCP endpoints on allocated public ports, relayed over the session.
 //! - [`metering`]: bytes, requests and connections per endpoint; Prometheus and the api.
 //! - [`drain`]: requests in flight and the draining flag (503 + Retry-After on shutdown).
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod control;
+pub mod data;
 pub mod drain;
 pub mod https;
 pub mod ingress;
@@ -60,6 +62,8 @@ pub struct Relay {
     pub stop: CancellationToken,
     /// Requests in flight; refuses new ones while the relay drains.
     pub drain: drain::Drain,
+    /// Idle data connections of agent sessions.
+    pub data: data::DataConns,
     /// Usage per endpoint, flushed to the api.
     pub meter: Arc<metering::Meter>,
     /// Port printed in public URLs.
@@ -233,6 +237,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         stop: shutdown.clone(),
         drain: drain::Drain::default(),
         meter: Arc::new(metering::Meter::new()),
+        data: data::DataConns::default(),
         public_port,
         public_https_port: addrs.https.map(|a| match config.public_https_port {
             0 => a.port(),

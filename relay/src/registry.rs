@@ -84,6 +84,8 @@ pub enum Lookup {
     Online {
         /// The handles, in the order to try them.
         senders: Vec<SendRequest<Body>>,
+        /// The sessions behind `senders`, in the same order.
+        session_ids: Vec<String>,
         /// The account the name belongs to (for metering).
         account_id: String,
     },
@@ -278,16 +280,15 @@ impl Registry {
                 let n = members.len();
                 let start = *next % n.max(1);
                 *next = next.wrapping_add(1);
-                let mut senders: Vec<_> = (0..n)
-                    .map(|i| &members[(start + i) % n].sender)
-                    .filter(|s| !s.is_closed())
-                    .cloned()
-                    .collect();
-                if senders.is_empty() {
-                    senders = members.iter().map(|m| m.sender.clone()).collect();
+                let rotated = (0..n).map(|i| &members[(start + i) % n]);
+                let mut open: Vec<&Member> =
+                    rotated.clone().filter(|m| !m.sender.is_closed()).collect();
+                if open.is_empty() {
+                    open = rotated.collect();
                 }
                 Lookup::Online {
-                    senders,
+                    senders: open.iter().map(|m| m.sender.clone()).collect(),
+                    session_ids: open.iter().map(|m| m.session_id.clone()).collect(),
                     account_id: account_id.clone(),
                 }
             }

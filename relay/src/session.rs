@@ -9,8 +9,8 @@ use crate::{
 use burrow_common::proxy::{self, Body};
 use burrow_proto::tunnel::{
     BoundEndpoint, CONTROL_AUTHORITY, CONTROL_BOUND_PATH, CONTROL_CLOSING_PATH, CloseCode, Closing,
-    EndpointProto, FrameError, Hello, PROTOCOL_VERSION, RejectCode, ServerMessage, read_frame,
-    validate_label, write_frame,
+    DATA_ALPN, EndpointProto, FrameError, Hello, PROTOCOL_VERSION, RejectCode, ServerMessage,
+    read_frame, validate_label, write_frame,
 };
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -59,13 +59,19 @@ async fn handle(
     acceptor: TlsAcceptor,
     shutdown: CancellationToken,
 ) -> Result<(), SessionError> {
-    let (mut tls, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let mut tls = acceptor.accept(tcp).await.map_err(SessionError::Tls)?;
-        let hello: Hello = read_frame(&mut tls).await?;
-        Ok::<_, SessionError>((tls, hello))
-    })
-    .await
-    .map_err(|_| SessionError::Timeout("handshake"))??;
+    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| SessionError::Timeout("handshake"))?
+        .map_err(SessionError::Tls)?;
+    if tls.get_ref().1.alpn_protocol() == Some(DATA_ALPN) {
+        // A data connection of an existing session (the bulk path), not a session.
+        return crate::data::accept(&relay, tls)
+            .await
+            .map_err(SessionError::Data);
+    }
+    let hello: Hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut tls))
+        .await
+        .map_err(|_| SessionError::Timeout("handshake"))??;
 
     let welcome = match admit(&relay, &hello).await {
         Ok(w) => w,
@@ -76,11 +82,19 @@ async fn handle(
         }
     };
     let session_id = uuid::Uuid::new_v4().to_string();
+    let data_key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    relay.data.open_session(&session_id, &data_key);
+    let _forget_data = DataSlotGuard(&relay, &session_id);
     write_frame(
         &mut tls,
         &ServerMessage::Welcome {
             session_id: session_id.clone(),
             endpoints: welcome.endpoints.clone(),
+            data_key: Some(data_key),
         },
     )
     .await?;
@@ -149,6 +163,15 @@ async fn handle(
     result
 }
 
+/// Forgets the session's idle data connections however the session ends.
+struct DataSlotGuard<'a>(&'a Relay, &'a str);
+
+impl Drop for DataSlotGuard<'_> {
+    fn drop(&mut self) {
+        self.0.data.close_session(self.1);
+    }
+}
+
 /// Tells the agent why its session is being closed (see `CONTROL_CLOSING_PATH`).
 async fn notify_closing(
     sender: &mut SendRequest<Body>,
@@ -212,6 +235,9 @@ pub enum SessionError {
     /// The agent answered a control request with an error.
     #[error("agent refused a control request: {0}")]
     AckRefused(http::StatusCode),
+    /// A data connection was refused.
+    #[error("data connection: {0}")]
+    Data(String),
     /// The connection task panicked or was cancelled.
     #[error("connection task: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -133,13 +133,32 @@ async fn serve_port(relay: Arc<Relay>, listener: TcpListener, port: u16) {
         match relay.registry.lookup(&name) {
             crate::registry::Lookup::Online {
                 senders,
+                session_ids,
                 account_id,
             } => {
+                let meter = relay.meter.endpoint(&account_id, &name, "tcp");
+                // The bulk path: an idle data connection of a serving session.
+                if let Some(conn) = take_data(&relay, &session_ids).await {
+                    metrics::counter!("burrow_relay_tcp_connections_total", "path" => "data")
+                        .increment(1);
+                    let name = name.clone();
+                    tokio::spawn(async move {
+                        let prefix = Bytes::new();
+                        if let Err(e) = crate::data::relay_visitor(
+                            conn, prefix, visitor, peer, public, &name, meter,
+                        )
+                        .await
+                        {
+                            tracing::debug!(error = %e, %peer, port, "tcp visitor connection ended");
+                        }
+                    });
+                    continue;
+                }
                 let Some(sender) = first_open(senders) else {
                     continue;
                 };
-                let meter = relay.meter.endpoint(&account_id, &name, "tcp");
-                metrics::counter!("burrow_relay_tcp_connections_total").increment(1);
+                metrics::counter!("burrow_relay_tcp_connections_total", "path" => "stream")
+                    .increment(1);
                 let name = name.clone();
                 tokio::spawn(async move {
                     let prefix = Bytes::new();
@@ -154,6 +173,16 @@ async fn serve_port(relay: Arc<Relay>, listener: TcpListener, port: u16) {
             _ => drop(visitor),
         }
     }
+}
+
+/// An open idle data connection of the first serving session that has one.
+pub async fn take_data(relay: &Relay, session_ids: &[String]) -> Option<crate::data::DataConn> {
+    for s in session_ids {
+        if let Some(conn) = relay.data.take(s).await {
+            return Some(conn);
+        }
+    }
+    None
 }
 
 /// The first member whose session connection is still open.

@@ -133,6 +133,9 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![burrow_proto::tunnel::ALPN.to_vec()];
+    config.alpn_protocols = vec![
+        burrow_proto::tunnel::ALPN.to_vec(),
+        burrow_proto::tunnel::DATA_ALPN.to_vec(),
+    ];
     Ok(Arc::new(config))
 }

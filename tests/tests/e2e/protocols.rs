@@ -41,6 +41,18 @@ async fn tcp_endpoint_relays_bytes_and_keeps_its_port_across_a_relay_restart() {
         out
     }
     assert_eq!(echo(&public, b"hello burrow").await, b"HELLO BURROW");
+    // Once the agent's data connections are parked, visitors ride them (the bulk path; the
+    // first visitors may have used h2 streams on the session).
+    let metrics = format!("http://{}/metrics", stack.relay.ops);
+    burrow_e2e::wait::until("a visitor on a data connection", T, || async {
+        assert_eq!(echo(&public, b"bulk").await, b"BULK");
+        let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|l| l.starts_with(r#"burrow_relay_tcp_connections_total{path="data"}"#))
+            .then_some(())
+    })
+    .await
+    .unwrap();
     // 4 MiB each way, half-closed by the visitor.
     let big = vec![b'x'; 4 << 20];
     assert_eq!(echo(&public, &big).await, vec![b'X'; 4 << 20]);

@@ -228,5 +228,7 @@ async fn host_header_is_preserved_rewritten_or_set_and_targets_take_host_port() 
     let mut bad = stack
         .agent_with(&["http", "ftp://localhost:21"], token)
         .unwrap();
-    bad.expect_exit(64, "scheme ftp:// is not supported").await.unwrap();
+    bad.expect_exit(64, "scheme ftp:// is not supported")
+        .await
+        .unwrap();
 }
