@@ -91,14 +91,13 @@ async fn unknown_host_is_404_and_offline_agent_is_502() {
     assert!(body.contains(&format!("localhost:{dead_port}")), "{body}");
 }
 
-#[tokio::test]
-async fn bodies_stream_both_ways_without_buffering() {
+/// A local service for streaming tests: `GET /events` sends one server-sent event, then the
+/// next only when the returned sender allows it; `POST /upload` answers how many bytes it
+/// received.
+async fn streaming_upstream() -> (u16, tokio::sync::mpsc::UnboundedSender<()>) {
     use axum::{Router, body::Body, routing::get, routing::post};
     use futures::StreamExt;
     use tokio::sync::mpsc;
-
-    // Upstream: GET /events sends one chunk, then the next only when the test allows it;
-    // POST /upload counts the bytes it receives.
     let (release_tx, release_rx) = mpsc::unbounded_channel::<()>();
     let release_rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
     let app = Router::new()
@@ -134,7 +133,13 @@ async fn bodies_stream_both_ways_without_buffering() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, release_tx)
+}
 
+#[tokio::test]
+async fn bodies_stream_both_ways_without_buffering() {
+    use futures::StreamExt;
+    let (port, release_tx) = streaming_upstream().await;
     let stack = Stack::start().await.unwrap();
     let (_agent, _) = stack
         .online_agent(port, Some("stream"), &stack.creds.authtoken)
@@ -231,4 +236,62 @@ async fn host_header_is_preserved_rewritten_or_set_and_targets_take_host_port() 
     bad.expect_exit(64, "scheme ftp:// is not supported")
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn curl_sees_sse_as_written_and_uploads_chunked_over_http1() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (port, release_tx) = streaming_upstream().await;
+    let stack = Stack::start().await.unwrap();
+    let (_agent, _) = stack
+        .online_agent(port, Some("curl"), &stack.creds.authtoken)
+        .await
+        .unwrap();
+    let host = format!("Host: curl.{}", stack.domain);
+    let url = |path: &str| format!("http://{}{path}", stack.relay.http);
+
+    // SSE: curl prints the first event while the service still holds back the second.
+    let mut sse = tokio::process::Command::new("curl")
+        .args(["-sS", "-N", "--http1.1", "-H", &host, &url("/events")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sse.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(T, lines.next_line()).await.unwrap().unwrap();
+    assert_eq!(first.as_deref(), Some("data: one"));
+    release_tx.send(()).unwrap();
+    let mut rest = Vec::new();
+    while let Some(line) = tokio::time::timeout(T, lines.next_line()).await.unwrap().unwrap() {
+        rest.push(line);
+    }
+    assert_eq!(rest, ["", "data: two", ""]);
+    assert!(sse.wait().await.unwrap().success());
+
+    // A chunked upload of 3 MiB from curl's stdin.
+    let mut upload = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http1.1",
+            "-H",
+            &host,
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "@-",
+            &url("/upload"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = upload.stdin.take().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        stdin.write_all(&vec![b'z'; 3 << 20]).await.unwrap();
+    });
+    let out = upload.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), (3 << 20).to_string());
 }
