@@ -19,8 +19,7 @@ use crate::{
 };
 use anyhow::{Context, bail};
 use burrow_proto::tunnel::{
-    ALPN, BindRequest, CONTROL_BOUND_PATH, Hello, PROTOCOL_VERSION, ServerMessage, read_frame,
-    write_frame,
+    ALPN, CONTROL_BOUND_PATH, PROTOCOL_VERSION, ServerMessage, read_frame, write_frame,
 };
 use http_body_util::Empty;
 use hyper::{Request, Response, body::Incoming};
@@ -109,16 +108,18 @@ async fn session(
     let mut stream = tokio_rustls::TlsConnector::from(tls)
         .connect(ServerName::try_from("127.0.0.1")?, tcp)
         .await?;
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        authtoken,
-        agent: "burrow-bench/idle".into(),
-        // Built from JSON so fields added to `BindRequest` later take their defaults.
-        binds: names
-            .into_iter()
-            .map(|n| serde_json::from_value(serde_json::json!({"proto": "http", "name": n})))
-            .collect::<Result<Vec<BindRequest>, _>>()?,
-    };
+    // Only the fields every relay version knows (relays refuse unknown fields), so the bench
+    // can measure an older or newer relay than the `burrow-proto` it was built with.
+    let binds: Vec<serde_json::Value> = names
+        .into_iter()
+        .map(|n| serde_json::json!({"proto": "http", "name": n}))
+        .collect();
+    let hello = serde_json::json!({
+        "version": PROTOCOL_VERSION,
+        "authtoken": authtoken,
+        "agent": "burrow-bench/idle",
+        "binds": binds,
+    });
     write_frame(&mut stream, &hello).await?;
     match read_frame::<ServerMessage, _>(&mut stream).await? {
         ServerMessage::Welcome { .. } => {}
@@ -352,19 +353,23 @@ pub async fn bore(env: &Env, count: usize) -> anyhow::Result<Vec<Row>> {
             }
         });
     }
+    // All clients have answered (or failed) once the semaphore is whole again.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while ok.load(Ordering::Relaxed) < count {
+    while limit.available_permits() < CONCURRENCY || set.len() < count {
         server.check_alive()?;
         if Instant::now() >= deadline {
-            bail!(
-                "only {} of {count} bore clients connected",
-                ok.load(Ordering::Relaxed)
-            );
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let connected = ok.load(Ordering::Relaxed);
+    // A port of the range may be held by another process; a handful missing changes nothing.
+    if connected * 100 < count * 99 {
+        bail!("only {connected} of {count} bore clients connected");
+    }
     let after = settle(server.pid).await;
-    let out = rows("endpoints", "bore", count, count, before, after);
+    let out = rows("endpoints", "bore", connected, connected, before, after);
     set.abort_all();
     server.stop().await;
     Ok(out)

@@ -103,8 +103,9 @@ struct RunArgs {
     /// Idle burrow endpoints (0 skips).
     #[arg(long, default_value_t = 10_000)]
     endpoints: usize,
-    /// Endpoints per session in the batched variant (1 skips it).
-    #[arg(long, default_value_t = 500)]
+    /// Endpoints per session in the batched variant (1 skips it). The relay's `Welcome` frame
+    /// (64 KiB at most) lists every bound endpoint, which caps a session near 500 binds.
+    #[arg(long, default_value_t = 200)]
     endpoints_per_session: usize,
     /// Idle rathole services (each holds ~10 sockets per side).
     #[arg(long, default_value_t = 1_000)]
@@ -115,7 +116,8 @@ struct RunArgs {
     /// Record perf profiles of the burrow relay and agent (extra, uncounted runs).
     #[arg(long)]
     perf: bool,
-    /// Only these tests (e.g. bulk_up_1,http_keepalive_50).
+    /// Only these tests (e.g. bulk_up_1,http_keepalive_50); `none` starts no target and only
+    /// measures idle endpoints.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Scratch directory for logs and configs.
@@ -127,6 +129,9 @@ struct RunArgs {
     /// Which burrow source was built (commit), recorded in the report.
     #[arg(long, default_value = "")]
     source: String,
+    /// Merge into the results already in --out-dir (rows measured now replace theirs).
+    #[arg(long)]
+    merge: bool,
 }
 
 #[tokio::main]
@@ -162,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
                 only: a.only,
                 command: a.command,
                 source: a.source,
+                merge: a.merge,
             };
             let (rows, _) = runner::run(env, opts.clone()).await?;
             eprintln!(

@@ -44,6 +44,24 @@ pub struct Options {
     pub command: String,
     /// Which burrow source was built.
     pub source: String,
+    /// Merge into the results already in `out_dir`: rows measured now replace theirs, the
+    /// rest (and the original run's machine description) stay.
+    pub merge: bool,
+}
+
+/// `--only none` measures no load test and starts no target (idle endpoints only).
+fn loads_wanted(opts: &Options) -> bool {
+    !opts.only.iter().any(|o| o == "none")
+}
+
+/// Rows of `old` not re-measured in `new`, then `new`.
+pub fn merge_rows(old: Vec<Row>, new: &[Row]) -> Vec<Row> {
+    let mut out: Vec<Row> = old
+        .into_iter()
+        .filter(|o| !new.iter().any(|n| n.target == o.target && n.test == o.test))
+        .collect();
+    out.extend(new.iter().cloned());
+    out
 }
 
 /// The tests, in the order they run.
@@ -383,8 +401,14 @@ pub async fn run(mut env: Env, opts: Options) -> anyhow::Result<(Vec<Row>, Machi
     let api = peers::start_api(&env).await?;
     let keys = peers::rathole_keys(&env).await;
 
-    let mut targets: Vec<Target> = vec![peers::direct(&env)];
-    for name in ["burrow", "rathole", "rathole-noise", "bore"] {
+    let mut targets: Vec<Target> = Vec::new();
+    let names: &[&str] = if loads_wanted(&opts) {
+        targets.push(peers::direct(&env));
+        &["burrow", "rathole", "rathole-noise", "bore"]
+    } else {
+        &[]
+    };
+    for &name in names {
         eprintln!("burrow-bench: starting {name}");
         let started = match name {
             "burrow" => peers::burrow(&env, &api).await,
@@ -569,6 +593,32 @@ pub async fn run(mut env: Env, opts: Options) -> anyhow::Result<(Vec<Row>, Machi
     iperf.stop().await;
     upstream.stop().await;
     machine.loadavg_end = loadavg();
+    if opts.merge {
+        let dir = &opts.out_dir;
+        let old_rows = std::fs::read_to_string(dir.join("results.json"))
+            .ok()
+            .and_then(|t| report::rows_from_json(&t).ok())
+            .unwrap_or_default();
+        if let Some(mut old) = std::fs::read_to_string(dir.join("machine.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Machine>(&t).ok())
+        {
+            let endpoints_now = opts.endpoints + opts.rathole_endpoints + opts.bore_endpoints > 0;
+            old.notes
+                .retain(|n| !(endpoints_now && n.contains("idle endpoints")));
+            old.notes.extend(machine.notes.iter().cloned());
+            old.notes.push(format!(
+                "{} rows re-measured {} with `{}` (load average `{}` → `{}`) and merged into this run",
+                rows.len(),
+                machine.started,
+                opts.command,
+                machine.loadavg_start,
+                machine.loadavg_end
+            ));
+            machine = old;
+        }
+        rows = merge_rows(old_rows, &rows);
+    }
     write_outputs(&opts, &rows, &machine)?;
     Ok((rows, machine))
 }
@@ -687,23 +737,20 @@ async fn profile(t: &Target, opts: &Options) -> anyhow::Result<()> {
         let _ = load(t, test, opts.secs).await;
         for (role, data, mut child) in recs {
             let _ = child.wait().await;
-            let out = Command::new("perf")
-                .args([
-                    "report",
-                    "--stdio",
-                    "--no-children",
-                    "-g",
-                    "none",
-                    "--percent-limit",
-                    "0.7",
-                    "-i",
-                ])
-                .arg(&data)
-                .output()
-                .await?;
+            let mut report = Vec::new();
+            for sort in [&["--sort", "dso"][..], &["--sort", "dso,sym"][..]] {
+                let out = Command::new("perf")
+                    .args(["report", "--stdio", "--no-children", "-g", "none"])
+                    .args(sort)
+                    .args(["--percent-limit", "0.7", "-i"])
+                    .arg(&data)
+                    .output()
+                    .await?;
+                report.extend_from_slice(&out.stdout);
+            }
             std::fs::write(
                 opts.out_dir.join(format!("perf-{name}-{role}.txt")),
-                &out.stdout,
+                &report,
             )?;
             let _ = std::fs::remove_file(&data);
         }
@@ -757,6 +804,22 @@ mod tests {
         assert_eq!(get("bulk_up_1.agent_peak_rss"), Some((15.0, "MiB".into())));
         let direct = rows_for("direct", test, &[sample(9.0, 2.0, 0.0, 0.0)], false);
         assert_eq!(direct.len(), 2);
+    }
+
+    #[test]
+    fn merging_replaces_only_re_measured_rows() {
+        let old = vec![
+            Row::new("burrow", "bulk_up_1", 1.0, "Gbit/s"),
+            Row::new("burrow", "endpoints.count", 1.0, "endpoints"),
+        ];
+        let new = [Row::new("burrow", "endpoints.count", 2.0, "endpoints")];
+        assert_eq!(
+            merge_rows(old, &new),
+            vec![
+                Row::new("burrow", "bulk_up_1", 1.0, "Gbit/s"),
+                Row::new("burrow", "endpoints.count", 2.0, "endpoints"),
+            ]
+        );
     }
 
     #[test]

@@ -258,11 +258,18 @@ async fn curl_sees_sse_as_written_and_uploads_chunked_over_http1() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(sse.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(T, lines.next_line()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(T, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.as_deref(), Some("data: one"));
     release_tx.send(()).unwrap();
     let mut rest = Vec::new();
-    while let Some(line) = tokio::time::timeout(T, lines.next_line()).await.unwrap().unwrap() {
+    while let Some(line) = tokio::time::timeout(T, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         rest.push(line);
     }
     assert_eq!(rest, ["", "data: two", ""]);
