@@ -6,6 +6,9 @@
 //!   (or the first item's `price.lookup_key`);
 //! - `customer.subscription.deleted`: that account falls back to `free`.
 //!
+//! A plan that is not in the `plans` table is a non-retryable `invalid_payload` (parked until
+//! the plan is added and the event replayed), never a silent downgrade.
+//!
 //! Any other type is recorded as `ignored` and acknowledged. Applying is idempotent: an event
 //! already applied or ignored is not applied again, whatever the number of attempts or replays.
 //! Events are ordered by their `created` time: an event older than the one that set the
@@ -217,6 +220,22 @@ async fn apply(pool: &PgPool, event_id: &str) -> Result<ApplyOutcome, Failure> {
         return Ok(ApplyOutcome::Superseded {
             newer_event_created: newer,
         });
+    }
+    // `accounts.plan` references `plans`: a plan the provider knows and Burrow does not (a new
+    // price nobody added yet) parks the event instead of retrying a foreign-key violation.
+    let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM plans WHERE name = $1)")
+        .bind(&plan)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !known {
+        return Err(Failure::new(
+            INVALID_PAYLOAD,
+            format!(
+                "{event_type} {event_id} names plan {plan:?}, which is not a Burrow plan \
+                 (GET /v1/plans lists them); add it to `plans` or fix the provider's price, \
+                 then replay"
+            ),
+        ));
     }
     sqlx::query(
         "UPDATE accounts SET plan = $1, plan_event_created = $2, updated_at = now() WHERE id = $3",

@@ -14,13 +14,14 @@ use crate::{
     audit::{self, Actor},
     auth::{Internal, Role},
     error::{ApiError, ApiResult},
+    plans::{self, LIMIT_COLUMNS, Limits},
 };
 use axum::{extract::State, http::StatusCode};
 use burrow_common::token;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::{PgExecutor, Row};
+use sqlx::{FromRow, PgExecutor, Row};
 use uuid::Uuid;
 
 /// An account as the API shows it.
@@ -116,6 +117,7 @@ pub async fn insert_account(
             "provider customer id {:?} is already linked to another account",
             provider_customer_id.unwrap_or_default()
         )),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => plans::unknown_plan(plan, &[]),
         _ => e.into(),
     })
 }
@@ -506,6 +508,10 @@ pub struct VerifiedToken {
     pub authtoken_id: String,
     /// Owning account.
     pub account_id: String,
+    /// The account's plan.
+    pub plan: String,
+    /// What the plan allows (`null` = unlimited); the relay enforces them at bind.
+    pub limits: Limits,
 }
 
 /// `POST /v1/internal/authtokens/verify` (relays, with the internal key).
@@ -515,7 +521,7 @@ pub async fn verify_authtoken(
     Json(body): Json<VerifyRequest>,
 ) -> ApiResult<Json<VerifiedToken>> {
     // Look up and record the use in one round trip (a write at most once a minute per token).
-    let row = sqlx::query(
+    let row = sqlx::query(&format!(
         "WITH t AS (
              SELECT id, account_id, revoked_at IS NOT NULL AS revoked, last_used_at
              FROM authtokens WHERE token_hash = $1
@@ -524,8 +530,9 @@ pub async fn verify_authtoken(
              WHERE authtokens.id = t.id AND NOT t.revoked
                AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '60 seconds')
          )
-         SELECT id, account_id, revoked FROM t",
-    )
+         SELECT t.id, t.account_id, t.revoked, a.plan, {LIMIT_COLUMNS}
+         FROM t JOIN accounts a ON a.id = t.account_id JOIN plans p ON p.name = a.plan"
+    ))
     .bind(token::hash(&body.token))
     .fetch_optional(&state.db)
     .await?
@@ -536,6 +543,8 @@ pub async fn verify_authtoken(
     Ok(Json(VerifiedToken {
         authtoken_id: row.get::<Uuid, _>("id").to_string(),
         account_id: row.get::<Uuid, _>("account_id").to_string(),
+        plan: row.get("plan"),
+        limits: Limits::from_row(&row)?,
     }))
 }
 

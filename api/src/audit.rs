@@ -7,8 +7,9 @@
 //! Handlers take an [`Actor`] (the API key's [`Principal`] plus the TCP peer address) and call
 //! [`record`] (or [`failed`] for an action that did not happen):
 //! - **every mutation**, whatever the role, developers' own tokens included: `account.create`,
-//!   `authtoken.create`, `authtoken.revoke`, `api_key.create`, `dead_letter.replay` (also one
-//!   row per run a replay-all replays, with `detail.via = "replay_all"`),
+//!   `authtoken.create`, `authtoken.revoke`, `api_key.create`, `account.plan`,
+//!   `dead_letter.replay` (also one row per run a replay-all replays, with
+//!   `detail.via = "replay_all"`),
 //!   `dead_letter.replay_all`, `session.kick`;
 //! - **reads with a platform-wide role** (admin, ops, finance) of customer or sensitive data:
 //!   `account.read`, `authtoken.list`, `usage.read`, `session.list`, `audit.read`. A developer
@@ -100,6 +101,7 @@ pub fn outcome_of(e: &ApiError) -> &'static str {
         ApiError::NotFound(_) => "not_found",
         ApiError::Conflict(_) => "conflict",
         ApiError::TooLarge(_) => "payload_too_large",
+        ApiError::Unprocessable { code, .. } => code,
         ApiError::Unavailable(_) => "unavailable",
         ApiError::Internal(_) => "internal",
     }

@@ -35,6 +35,14 @@ pub enum ApiError {
     /// 413: the body is larger than the api accepts.
     #[error("{0}")]
     TooLarge(String),
+    /// 422: the request is well-formed but names something that does not exist.
+    #[error("{message}")]
+    Unprocessable {
+        /// Stable machine-readable code (`unknown_plan`, ...).
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+    },
     /// 503: a dependency is down; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -79,6 +87,9 @@ impl IntoResponse for ApiError {
                 "payload_too_large",
                 m.clone(),
             ),
+            ApiError::Unprocessable { code, message } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, *code, message.clone())
+            }
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");

@@ -24,6 +24,7 @@ pub mod console;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod plans;
 pub mod relays;
 pub mod seed;
 pub mod temporal;
@@ -34,7 +35,7 @@ pub use config::ApiConfig;
 
 use axum::{
     Router,
-    routing::{delete, get, post},
+    routing::{delete, get, post, put},
 };
 use std::{net::SocketAddr, sync::Arc};
 use tokio_util::sync::CancellationToken;
@@ -163,6 +164,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/accounts/{id}/api-keys", post(accounts::create_api_key))
         .route("/v1/accounts/{id}/usage", get(usage::account_usage))
+        .route("/v1/accounts/{id}/plan", put(plans::set_account_plan))
+        .route("/v1/plans", get(plans::list_plans))
         .route("/v1/audit", get(audit::list))
         .route("/v1/authtokens/{id}", delete(accounts::revoke_authtoken))
         .route(

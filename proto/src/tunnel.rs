@@ -160,6 +160,10 @@ pub enum RejectCode {
     Unsupported,
     /// The relay could not decide (e.g. the api is unreachable); retry later.
     Unavailable,
+    /// Binding would take the account over a limit of its plan (online endpoints, TCP
+    /// endpoints); the message names the limit, the plan and how many are in use. Not
+    /// retryable: it takes an endpoint going offline or a larger plan.
+    LimitReached,
 }
 
 impl RejectCode {
@@ -398,6 +402,17 @@ mod tests {
             decode_frame::<Hello>(&buf),
             Err(FrameError::TooLarge(n)) if n == MAX_FRAME_LEN + 1
         ));
+    }
+
+    #[test]
+    fn a_reached_plan_limit_is_final_and_named_on_the_wire() {
+        assert!(!RejectCode::LimitReached.is_retryable());
+        let msg = ServerMessage::Rejected {
+            code: RejectCode::LimitReached,
+            message: "plan \"free\" allows 1 TCP endpoint online".into(),
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(json.contains("\"limit_reached\""), "{json}");
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! entry and closes the sessions at once. Because that call can miss a relay (down, or not yet
 //! announced), [`recheck_sessions`] also asks the api every cache period which tokens of live
 //! sessions were revoked, and closes those: a revoked token never outlives the cache period.
+//!
+//! The answer also carries the account's plan and its [`Limits`], cached with the principal:
+//! a plan change reaches the relay when the entry expires (within `auth_cache_secs`, the same
+//! period as the revocation re-check), without the agent reconnecting, and the next bind is
+//! checked against the new limits. Limits apply at bind only: sessions already online stay
+//! up when a plan shrinks.
 
 use burrow_common::{Secret, token};
 use serde::{Deserialize, Serialize};
@@ -23,6 +29,74 @@ pub struct Principal {
     pub authtoken_id: String,
     /// Account the token belongs to.
     pub account_id: String,
+    /// The account's plan (empty from an api that predates plans).
+    #[serde(default)]
+    pub plan: String,
+    /// What the plan allows (all unlimited from an api that predates plans).
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What an account's plan allows; `None` is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Endpoints (HTTP, TCP, TLS) of the account online at once on this relay.
+    pub max_online_endpoints: Option<u64>,
+    /// TCP endpoints of the account online at once on this relay.
+    pub max_tcp_endpoints: Option<u64>,
+    /// Reserved names (not enforced by the relay).
+    pub max_reserved_names: Option<u64>,
+    /// Custom domains (not enforced by the relay).
+    pub max_custom_domains: Option<u64>,
+    /// Bandwidth (not enforced yet).
+    pub bandwidth_bytes_per_sec: Option<u64>,
+}
+
+/// Endpoints an account has online and a session asks for, as counted at bind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// All endpoints.
+    pub endpoints: usize,
+    /// TCP endpoints among them.
+    pub tcp: usize,
+}
+
+impl Principal {
+    /// Checks that an account with `online` endpoints (not counting the names this session
+    /// binds again) may bind `asked` more; the error names the limit, the plan and the counts.
+    pub fn check_limits(&self, online: Usage, asked: Usage) -> Result<(), String> {
+        let checks = [
+            (
+                self.limits.max_online_endpoints,
+                online.endpoints,
+                asked.endpoints,
+                "online endpoint",
+                "",
+            ),
+            (
+                self.limits.max_tcp_endpoints,
+                online.tcp,
+                asked.tcp,
+                "TCP endpoint",
+                " online",
+            ),
+        ];
+        for (limit, have, more, what, suffix) in checks {
+            let Some(limit) = limit else { continue };
+            if more > 0 && (have + more) as u64 > limit {
+                let s = |n: u64| if n == 1 { "" } else { "s" };
+                return Err(format!(
+                    "plan {:?} allows {limit} {what}{}{suffix}; this account already has {have} \
+                     and this agent asks for {more} more (stop another endpoint, or move the \
+                     account to a larger plan)",
+                    self.plan,
+                    s(limit),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a token could not be accepted.
@@ -212,5 +286,55 @@ pub async fn recheck_sessions(
             // Keep serving: an unreachable api must not take every tunnel down.
             Err(e) => tracing::warn!(error = %e, "re-checking session authtokens failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free() -> Principal {
+        serde_json::from_str(
+            r#"{"authtoken_id": "t", "account_id": "a", "plan": "free", "limits": {
+                "max_online_endpoints": 4, "max_tcp_endpoints": 1, "max_reserved_names": 1,
+                "max_custom_domains": 0, "bandwidth_bytes_per_sec": null}}"#,
+        )
+        .unwrap()
+    }
+
+    fn usage(endpoints: usize, tcp: usize) -> Usage {
+        Usage { endpoints, tcp }
+    }
+
+    #[test]
+    fn an_api_without_plans_means_no_limits() {
+        let p: Principal = serde_json::from_str(r#"{"authtoken_id": "t", "account_id": "a"}"#)
+            .expect("old answers still parse");
+        assert_eq!(p.limits, Limits::default());
+        assert_eq!(p.check_limits(usage(1000, 1000), usage(10, 10)), Ok(()));
+    }
+
+    #[test]
+    fn binds_within_the_plan_pass_and_beyond_it_name_the_limit_and_plan() {
+        let p = free();
+        assert_eq!(p.check_limits(usage(0, 0), usage(1, 1)), Ok(()));
+        assert_eq!(p.check_limits(usage(3, 0), usage(1, 0)), Ok(()));
+        let tcp = p.check_limits(usage(1, 1), usage(1, 1)).unwrap_err();
+        assert!(
+            tcp.starts_with(
+                "plan \"free\" allows 1 TCP endpoint online; this account already has 1 and \
+                 this agent asks for 1 more"
+            ),
+            "{tcp}"
+        );
+        let all = p.check_limits(usage(4, 0), usage(1, 0)).unwrap_err();
+        assert!(
+            all.starts_with("plan \"free\" allows 4 online endpoints; this account already has 4"),
+            "{all}"
+        );
+        // One agent asking for more than the plan allows at once.
+        assert!(p.check_limits(usage(0, 0), usage(5, 0)).is_err());
+        // Over the TCP limit (the plan shrank) but asking for no TCP endpoint: allowed.
+        assert_eq!(p.check_limits(usage(2, 2), usage(1, 0)), Ok(()));
     }
 }

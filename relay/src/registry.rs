@@ -304,6 +304,26 @@ impl Registry {
         state.routes.contains_key(name)
     }
 
+    /// How many endpoints `account_id` has online (all, and TCP ones), not counting the names
+    /// in `excluding`: the names a session is about to bind again (taking over its own names
+    /// after a reconnect, or joining its pool) are not added on top of themselves. A pool
+    /// counts once, however many members it has; offline names do not count.
+    pub fn online_usage(&self, account_id: &str, excluding: &[String]) -> crate::auth::Usage {
+        let state = self.lock();
+        let mut usage = crate::auth::Usage::default();
+        for (name, route) in &state.routes {
+            let online = matches!(route, Route::Online { account_id: a, .. } if a == account_id);
+            if online && !excluding.contains(name) {
+                usage.endpoints += 1;
+                // TCP endpoints are `tcp:<port>` (`tcp::endpoint_name`).
+                if name.starts_with("tcp:") {
+                    usage.tcp += 1;
+                }
+            }
+        }
+        usage
+    }
+
     /// Snapshot of sessions, optionally of one account.
     pub fn sessions(&self, account_id: Option<&str>) -> Vec<SessionInfo> {
         let state = self.lock();
@@ -444,6 +464,46 @@ mod tests {
         // The replaced session leaving does not take the name offline.
         assert!(registry.unbind("a").is_empty());
         assert_eq!(online(&registry, "web"), 1);
+    }
+
+    #[tokio::test]
+    async fn online_usage_counts_the_accounts_online_names_except_the_ones_rebound() {
+        let registry = Registry::new(Duration::from_secs(60));
+        let (a, _pa) = sender().await;
+        let (b, _pb) = sender().await;
+        let (c, _pc) = sender().await;
+        registry
+            .bind(
+                info("a", "acct", &["web", "tcp:20000"]),
+                a,
+                Closer::default(),
+                &[],
+            )
+            .unwrap();
+        registry
+            .bind(info("b", "acct", &["api"]), b, Closer::default(), &[])
+            .unwrap();
+        registry
+            .bind(
+                info("c", "other", &["tcp:20001"]),
+                c,
+                Closer::default(),
+                &[],
+            )
+            .unwrap();
+        let usage = |excluding: &[&str]| {
+            let excluding: Vec<String> = excluding.iter().map(|s| s.to_string()).collect();
+            let u = registry.online_usage("acct", &excluding);
+            (u.endpoints, u.tcp)
+        };
+        assert_eq!(usage(&[]), (3, 1));
+        // A reconnecting agent binding its own names again is not counted twice.
+        assert_eq!(usage(&["web", "tcp:20000"]), (1, 0));
+        // Another account's names are neither counted nor excluded.
+        assert_eq!(usage(&["tcp:20001"]), (3, 1));
+        // Offline names do not count.
+        registry.unbind("b");
+        assert_eq!(usage(&[]), (2, 1));
     }
 
     #[tokio::test]

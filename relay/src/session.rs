@@ -3,7 +3,7 @@
 
 use crate::{
     Relay,
-    auth::AuthError,
+    auth::{AuthError, Principal, Usage},
     registry::{BindError, Closer, SessionInfo},
 };
 use burrow_common::proxy::{self, Body};
@@ -272,6 +272,7 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
             AuthError::Rejected(m) => (RejectCode::AuthFailed, m),
             AuthError::Unavailable(m) => (RejectCode::Unavailable, m),
         })?;
+    check_plan_limits(relay, &principal, hello)?;
     let mut endpoints = Vec::with_capacity(hello.binds.len());
     let mut pooled = Vec::new();
     for bind in &hello.binds {
@@ -348,6 +349,38 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
         endpoints,
         pooled,
     })
+}
+
+/// Refuses binds that would take the account over its plan's online or TCP endpoint limit on
+/// this relay. Runs before any TCP port is allocated. The names this session asks for by name
+/// (or port) are not counted as already online: an agent reconnecting over a half-open link
+/// takes its own names over, and a pool member joins a name the account already has.
+fn check_plan_limits(
+    relay: &Relay,
+    principal: &Principal,
+    hello: &Hello,
+) -> Result<(), (RejectCode, String)> {
+    let own: Vec<String> = hello
+        .binds
+        .iter()
+        .filter_map(|b| match b.proto {
+            EndpointProto::Http => b.name.clone(),
+            EndpointProto::Tcp => b.port.map(crate::tcp::endpoint_name),
+            EndpointProto::Tls => b.name.as_deref().map(crate::https::endpoint_key),
+        })
+        .collect();
+    let online = relay.registry.online_usage(&principal.account_id, &own);
+    let asked = Usage {
+        endpoints: hello.binds.len(),
+        tcp: hello
+            .binds
+            .iter()
+            .filter(|b| b.proto == EndpointProto::Tcp)
+            .count(),
+    };
+    principal
+        .check_limits(online, asked)
+        .map_err(|m| (RejectCode::LimitReached, m))
 }
 
 fn random_label() -> String {

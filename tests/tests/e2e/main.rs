@@ -8,6 +8,7 @@ mod console;
 mod edge_input;
 mod https;
 mod inspector;
+mod plans;
 mod pooling;
 mod protocols;
 mod sessions;
