@@ -39,8 +39,10 @@ pub async fn seed_dev(db: &PgPool, file: &Path) -> Result<DevCredentials, ApiErr
     .await?
     {
         Some(id) => id,
+        // The unlimited plan: local experiments and the benchmark (10 000 endpoints) must
+        // never stop at a plan limit.
         None => {
-            accounts::insert_account(db, "dev", "free", Some("cus_dev"))
+            accounts::insert_account(db, "dev", "enterprise", Some("cus_dev"))
                 .await?
                 .id
         }
