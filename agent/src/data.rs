@@ -15,8 +15,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::{io::BufReader, net::TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// Idle data connections kept per session.
-pub const POOL_SIZE: usize = 2;
+/// Idle data connections kept per session (the relay parks at most 4). With 2, most of a burst
+/// of 8 concurrent visitors fell back to h2 streams while replacements handshook
+/// (docs/BENCHMARKS.md, bulk 8 streams).
+pub const POOL_SIZE: usize = 4;
 /// Read buffer beneath rustls on a data connection.
 const SOCKET_BUFFER: usize = 256 * 1024;
 /// Pause after a data connection could not be opened or was refused.
