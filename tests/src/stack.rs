@@ -336,10 +336,15 @@ impl Stack {
 
     /// Starts `burrow <args...>` with `authtoken` and the stack's relay settings.
     pub fn agent_with(&self, args: &[&str], authtoken: &str) -> anyhow::Result<Agent> {
+        self.agent_via(&self.relay.agent, args, authtoken)
+    }
+
+    /// [`Stack::agent_with`], reaching the relay at `relay` (e.g. through a test proxy).
+    pub fn agent_via(&self, relay: &str, args: &[&str], authtoken: &str) -> anyhow::Result<Agent> {
         let mut cmd = Command::new(bin("burrow"));
         cmd.args(args);
         cmd.env("BURROW_AUTHTOKEN", authtoken)
-            .env("BURROW_RELAY", &self.relay.agent)
+            .env("BURROW_RELAY", relay)
             .env(
                 "BURROW_CA_FILE",
                 self.relay.ca_file.clone().unwrap_or_default(),

@@ -267,3 +267,118 @@ async fn relay_drains_on_sigterm_in_flight_requests_finish_new_ones_get_503() {
         .unwrap();
     assert!(status.success(), "relay exit status {status}");
 }
+
+/// A TCP proxy between agent and relay that can go silent: while cut, it forwards nothing and
+/// closes nothing (a half-open link, as after a NAT drop or a pulled cable), and connections
+/// opened meanwhile hang unanswered.
+struct CuttableLink {
+    addr: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableLink {
+    async fn start(relay: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (relay, watch) = (relay.clone(), watch.clone());
+                tokio::spawn(async move {
+                    let mut up = watch.clone();
+                    // A connection made during a cut waits for the link to come back.
+                    if up.wait_for(|cut| !cut).await.is_err() {
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(&relay).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(pump(cr, sw, watch.clone()));
+                    tokio::spawn(pump(sr, cw, watch));
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+}
+
+/// Copies `from` to `to`; once the link is cut it stops for good without closing either side.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut cut: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            _ = async { cut.wait_for(|c| *c).await.is_ok() } => {
+                // Hold both halves open and silent until the test ends.
+                std::future::pending::<()>().await;
+                return;
+            }
+            n = from.read(&mut buf) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+        };
+        let is_cut = *cut.borrow();
+        if is_cut || to.write_all(&buf[..n]).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_half_open_link_is_noticed_and_the_agent_rebinds_the_same_url_after_the_cut() {
+    let py = python_http_server().await;
+    let stack = Stack::start().await.unwrap();
+    let link = CuttableLink::start(stack.relay.agent.clone()).await;
+    let port = py.port.to_string();
+    let mut agent = stack
+        .agent_via(
+            &link.addr,
+            &["http", &port, "--name", "halfopen"],
+            &stack.creds.authtoken,
+        )
+        .unwrap();
+    let first = agent.wait_line("Forwarding", T).await.unwrap();
+    let get = || async {
+        stack
+            .ingress(Method::GET, "halfopen", "/hello-from-burrow.txt")
+            .send()
+            .await
+            .map(|r| r.status())
+            .ok()
+    };
+    assert_eq!(get().await, Some(StatusCode::OK));
+
+    // The link goes silent without a FIN or RST: only heartbeats can tell. Both ends notice:
+    // the agent reports the loss, the relay stops routing to the dead session.
+    link.cut.send(true).unwrap();
+    agent.wait_line("connection lost", T).await.unwrap();
+    burrow_e2e::wait::until("the relay to drop the silent session", T, || async {
+        (get().await == Some(StatusCode::BAD_GATEWAY)).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // The link returns: the agent rebinds the same name on its own and the URL answers again.
+    link.cut.send(false).unwrap();
+    agent.wait_line("reconnected", T).await.unwrap();
+    let again = agent
+        .seen
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("Forwarding http://"))
+        .cloned()
+        .unwrap();
+    assert_eq!(again, first);
+    burrow_e2e::wait::until("the URL to answer again", T, || async {
+        (get().await == Some(StatusCode::OK)).then_some(())
+    })
+    .await
+    .unwrap();
+}
