@@ -595,26 +595,38 @@ mod tests {
         );
     }
 
-    /// Writes seed inputs for `fuzz/seeds/client_hello`:
-    /// `cargo test -p burrow-proto client_hello::tests::write_fuzz_seeds -- --ignored`.
+    /// The committed fuzz seeds (`fuzz/seeds/client_hello`) are real ClientHellos that parse to
+    /// the names they were made for. `BURROW_WRITE_FUZZ_SEEDS=1 cargo test -p burrow-proto
+    /// fuzz_seeds` regenerates them from rustls first.
     #[test]
-    #[ignore = "writes files"]
-    fn write_fuzz_seeds() {
+    fn fuzz_seeds_are_hellos() {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/client_hello");
-        std::fs::create_dir_all(&dir).unwrap();
-        let tls13 = rustls_hello("tunnel.example.com", &[b"h2", b"http/1.1"], false);
-        let seeds = [
-            ("tls13_sni_alpn.bin", tls13.clone()),
-            ("tls12_sni.bin", rustls_hello("app.burrow.test", &[], true)),
-            (
-                "tls13_no_sni.bin",
-                rustls_hello("192.0.2.7", &[b"burrow/1"], false),
-            ),
-            ("tls13_three_records.bin", refragment(&tls13, &[40, 200])),
+        let expected = [
+            ("tls13_sni_alpn.bin", Some("tunnel.example.com")),
+            ("tls12_sni.bin", Some("app.burrow.test")),
+            ("tls13_no_sni.bin", None),
+            ("tls13_three_records.bin", Some("tunnel.example.com")),
         ];
-        for (name, bytes) in seeds {
-            std::fs::write(dir.join(name), bytes).unwrap();
+        if std::env::var_os("BURROW_WRITE_FUZZ_SEEDS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let tls13 = rustls_hello("tunnel.example.com", &[b"h2", b"http/1.1"], false);
+            let seeds = [
+                tls13.clone(),
+                rustls_hello("app.burrow.test", &[], true),
+                rustls_hello("192.0.2.7", &[b"burrow/1"], false),
+                refragment(&tls13, &[40, 200]),
+            ];
+            for ((name, _), bytes) in expected.iter().zip(seeds) {
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+        for (name, sni) in expected {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            match peek(&bytes) {
+                Peek::Hello(hello) => assert_eq!(hello.server_name.as_deref(), sni, "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
         }
     }
 
