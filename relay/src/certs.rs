@@ -300,11 +300,8 @@ mod tests {
             stop.clone(),
         ));
         write_cert(dir.path(), "n.pem", &["new.test"]);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while store.find("new.test").is_none() {
-            assert!(tokio::time::Instant::now() < deadline, "never reloaded");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        crate::test_support::eventually("the store reloads", || store.find("new.test").is_some())
+            .await;
         stop.cancel();
         task.await.unwrap();
     }

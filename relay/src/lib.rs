@@ -38,6 +38,24 @@ pub mod tls;
 
 pub use config::RelayConfig;
 
+/// Helpers for the unit tests of several modules.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::time::Duration;
+
+    /// Waits until `cond` holds, checking every 10 ms; fails the test naming `what` after 10 s.
+    pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never happened: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 use serde::Serialize;
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use tokio::net::TcpListener;

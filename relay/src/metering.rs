@@ -1022,7 +1022,8 @@ mod tests {
             .await
             .unwrap();
         // Counted as each frame passes, before the body ends.
-        wait_for(|| m.unflushed().bytes_out == 11).await;
+        crate::test_support::eventually("11 bytes out counted", || m.unflushed().bytes_out == 11)
+            .await;
         let mut trailers = http::HeaderMap::new();
         trailers.insert("grpc-status", "0".parse().unwrap());
         tx.send(Ok(Frame::trailers(trailers))).await.unwrap();
@@ -1070,16 +1071,6 @@ mod tests {
         let body = burrow_common::proxy::from_reader(read);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "xyz");
         assert_eq!(m.unflushed().bytes_in, 8);
-    }
-
-    async fn wait_for(mut cond: impl FnMut() -> bool) {
-        for _ in 0..500 {
-            if cond() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("condition not reached");
     }
 
     /// A stand-in for the api: stores batches idempotently by id, answering per `script`.
@@ -1294,7 +1285,10 @@ mod tests {
             stop.clone(),
         ));
         m.add_request();
-        wait_for(|| api.totals().requests == 1).await;
+        crate::test_support::eventually("the api stores the request", || {
+            api.totals().requests == 1
+        })
+        .await;
         m.add_bytes_in(7);
         m.add_connection();
         // The final flush sends what the last tick did not (stop fires before the next tick
