@@ -76,16 +76,7 @@ pub async fn create_account(
         let account =
             insert_account(&mut *tx, name, plan, body.provider_customer_id.as_deref()).await?;
         let id = account.id.to_string();
-        audit::record(
-            &mut *tx,
-            &actor,
-            "account.create",
-            Some(&id),
-            "ok",
-            detail.clone(),
-        )
-        .await?;
-        tx.commit().await?;
+        audit::commit(tx, &actor, "account.create", Some(&id), detail.clone()).await?;
         Ok(account)
     }
     .await;
@@ -236,16 +227,7 @@ pub async fn create_authtoken(
         let mut tx = state.db.begin().await?;
         let created = insert_authtoken(&mut *tx, account_id, &body.description).await?;
         let id = created.record.id.to_string();
-        audit::record(
-            &mut *tx,
-            &actor,
-            "authtoken.create",
-            Some(&id),
-            "ok",
-            detail.clone(),
-        )
-        .await?;
-        tx.commit().await?;
+        audit::commit(tx, &actor, "authtoken.create", Some(&id), detail.clone()).await?;
         Ok(created)
     }
     .await;
@@ -357,16 +339,14 @@ pub async fn revoke_authtoken(
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        audit::record(
-            &mut *tx,
+        audit::commit(
+            tx,
             &actor,
             "authtoken.revoke",
             Some(&target),
-            "ok",
             detail.clone(),
         )
         .await?;
-        tx.commit().await?;
         Ok::<_, ApiError>(())
     }
     .await;
@@ -432,16 +412,7 @@ pub async fn create_api_key(
         let mut tx = state.db.begin().await?;
         let created = insert_api_key(&mut *tx, Some(account_id), role, &body.description).await?;
         let id = created.record.id.to_string();
-        audit::record(
-            &mut *tx,
-            &actor,
-            "api_key.create",
-            Some(&id),
-            "ok",
-            detail.clone(),
-        )
-        .await?;
-        tx.commit().await?;
+        audit::commit(tx, &actor, "api_key.create", Some(&id), detail.clone()).await?;
         Ok::<_, ApiError>(created)
     }
     .await;

@@ -148,6 +148,20 @@ pub async fn record<'e>(
     Ok(())
 }
 
+/// Writes the `ok` row of a database-only change inside its transaction `tx`, then commits:
+/// the change and its audit row land together or not at all.
+pub async fn commit(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    actor: &Actor,
+    action: &str,
+    target: Option<&str>,
+    detail: serde_json::Value,
+) -> ApiResult<()> {
+    record(&mut *tx, actor, action, target, "ok", detail).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Records `action` as refused or failed with `error` (outside any transaction: the change, if
 /// any, was rolled back) and hands `error` back for the caller. A failed write is logged by
 /// [`record`]; the caller still gets the action's own error.

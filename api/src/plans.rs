@@ -136,16 +136,7 @@ pub async fn set_account_plan(
             }
             Err(e) => return Err(e.into()),
         };
-        audit::record(
-            &mut *tx,
-            &actor,
-            "account.plan",
-            Some(&target),
-            "ok",
-            detail.clone(),
-        )
-        .await?;
-        tx.commit().await?;
+        audit::commit(tx, &actor, "account.plan", Some(&target), detail.clone()).await?;
         Ok(account)
     }
     .await;
