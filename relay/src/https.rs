@@ -12,7 +12,7 @@
 
 use crate::{Relay, certs::CertStore};
 use burrow_proto::client_hello::{self, Peek};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::{
     io,
     net::SocketAddr,
@@ -66,11 +66,12 @@ pub async fn accept(
                 Peek::Invalid(why) => return Err(why),
                 Peek::Hello(hello) => return Ok(hello),
             }
+            // Read straight into `buf`, never past the peek limit.
             let want = (client_hello::MAX_PEEK - buf.len()).min(4096);
-            let mut chunk = vec![0u8; want];
-            match tcp.read(&mut chunk).await {
+            buf.reserve(want);
+            match tcp.read_buf(&mut (&mut buf).limit(want)).await {
                 Ok(0) | Err(_) => return Err("connection closed during the ClientHello"),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
             }
         }
     })
