@@ -62,6 +62,13 @@ pub struct EndpointConfig {
     pub proxy_protocol: bool,
     /// Share the name with other agents of the account; visitors are balanced across them.
     pub pool: bool,
+    /// HTTP and TLS: a custom domain verified for the account, served instead of
+    /// `<name>.<domain>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// A traffic policy file (YAML or JSON) sent to the relay with the bind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_policy_file: Option<String>,
 }
 
 impl Default for EndpointConfig {
@@ -76,6 +83,8 @@ impl Default for EndpointConfig {
             upstream_ca: None,
             proxy_protocol: false,
             pool: false,
+            domain: None,
+            traffic_policy_file: None,
         }
     }
 }
@@ -149,13 +158,47 @@ impl EndpointConfig {
                 ));
             }
         };
+        let domain = match &self.domain {
+            Some(_) if proto == EndpointProto::Tcp => {
+                return Err("tcp endpoints get a port, not a domain: remove `domain`".into());
+            }
+            Some(_) if self.name.is_some() => {
+                return Err("set `name` or `domain`, not both".into());
+            }
+            Some(d) => Some(validate_domain(d)?),
+            None => None,
+        };
+        let traffic_policy = match &self.traffic_policy_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                format!("cannot read the traffic policy file {path}: {e}")
+            })?),
+            None => None,
+        };
         Ok(TunnelSpec {
             proto,
             upstream,
             name: self.name.clone(),
             pool: self.pool,
+            domain,
+            traffic_policy,
         })
     }
+}
+
+/// Lower-cases `domain` and checks it is a DNS name of at least two labels.
+fn validate_domain(domain: &str) -> Result<String, String> {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = d.split('.').collect();
+    if labels.len() < 2
+        || labels
+            .iter()
+            .any(|l| burrow_proto::tunnel::validate_label(l).is_err())
+    {
+        return Err(format!(
+            "domain {domain:?} is not a DNS name like app.example.com"
+        ));
+    }
+    Ok(d)
 }
 
 impl Default for AgentConfig {

@@ -84,6 +84,10 @@ pub struct TunnelSpec {
     pub name: Option<String>,
     /// Serve the name together with other agents of the account (`--pool`).
     pub pool: bool,
+    /// A custom domain served instead of a name (`--domain`).
+    pub domain: Option<String>,
+    /// A traffic policy document for the relay to enforce (`--traffic-policy-file`).
+    pub traffic_policy: Option<String>,
 }
 
 /// The forwarders of the current session by endpoint name; the inspector replays through it.
@@ -164,6 +168,8 @@ pub async fn run(
             name: s.name.clone(),
             port: None,
             pool: s.pool,
+            domain: s.domain.clone(),
+            traffic_policy: s.traffic_policy.clone(),
         })
         .collect();
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
@@ -213,6 +219,10 @@ pub async fn run(
 
 /// Remembers what the relay bound, so a reconnect asks for the same name or port.
 fn remember(bind: &mut BindRequest, endpoint: &BoundEndpoint) {
+    if bind.domain.is_some() {
+        // The domain is the name; there is nothing else to hold on to.
+        return;
+    }
     match endpoint.proto {
         EndpointProto::Http => bind.name = Some(endpoint.name.clone()),
         EndpointProto::Tls => {

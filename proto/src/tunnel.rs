@@ -82,6 +82,14 @@ pub struct BindRequest {
     /// over.
     #[serde(default)]
     pub pool: bool,
+    /// HTTP and TLS: serve this custom domain (verified for the account at the api) instead of
+    /// a label under the relay's base domain; `name` is then ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// A traffic policy document (YAML or JSON) the relay enforces on this endpoint, after the
+    /// one the api issued for it, if any. Refused at bind when it does not validate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_policy: Option<String>,
 }
 
 /// Protocols an endpoint can serve publicly.
@@ -164,6 +172,11 @@ pub enum RejectCode {
     /// endpoints); the message names the limit, the plan and how many are in use. Not
     /// retryable: it takes an endpoint going offline or a larger plan.
     LimitReached,
+    /// The agent's traffic policy file does not validate; the message names the field and
+    /// line.
+    InvalidPolicy,
+    /// The custom domain is not verified for the account.
+    DomainNotVerified,
 }
 
 impl RejectCode {
@@ -382,6 +395,8 @@ mod tests {
                 name,
                 port: None,
                 pool: false,
+                domain: None,
+                traffic_policy: None,
             }],
         }
     }
