@@ -1,0 +1,345 @@
+//! JWT validation against a JWKS URL, for the `jwt-validation` action.
+//!
+//! [`JwksCache`] owns the fetched key sets: one entry per URL, fetched on first use, kept for
+//! `ttl`, and refetched early when a token names a `kid` the set does not have — at most once
+//! per [`REFETCH_INTERVAL`] per URL, so tokens with random `kid`s cannot turn the relay into a
+//! load generator against the identity provider. A failed refresh keeps serving the old keys.
+//! Fetches are serialized per URL (one request in flight however many visitors wait).
+//!
+//! Signatures are checked by `jsonwebtoken` (asymmetric algorithms only: a JWKS publishes
+//! public keys, and accepting `HS*` would invite algorithm confusion); `exp` (required),
+//! `nbf`, `iss` and `aud` are checked here against the evaluation's clock with the leeway.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderName;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize, Serializer};
+use tokio::time::Instant;
+
+/// Minimum time between two fetches of one URL that were not due to `ttl` expiry.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Bound on one JWKS fetch.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Algorithms accepted when the action lists none.
+pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// The `jwt-validation` configuration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JwtConfig {
+    /// Where the signing keys are published.
+    pub jwks_url: String,
+    /// Required `iss`, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `aud` must contain one of these, if any are given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Accepted `alg`s (empty: [`DEFAULT_ALGORITHMS`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub algorithms: Vec<Algorithm>,
+    /// Header carrying the token (`authorization`: `Bearer <token>`).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "header_name")]
+    pub header: Option<HeaderName>,
+    /// Clock skew allowed on `exp` and `nbf` (default 30 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leeway_secs: Option<u64>,
+}
+
+fn header_name<S: Serializer>(h: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(h.as_ref().map_or("authorization", HeaderName::as_str))
+}
+
+/// Why a token was refused (the text goes into `error_description`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    /// No token in the configured header.
+    #[error("missing bearer token")]
+    Missing,
+    /// Not a JWT.
+    #[error("malformed token")]
+    Malformed,
+    /// The `alg` is not in the accepted list.
+    #[error("algorithm {0:?} is not accepted")]
+    Algorithm(Algorithm),
+    /// No published key matches the token's `kid` and `alg`.
+    #[error("no signing key matches the token")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    Signature,
+    /// Expired (or no `exp`).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// Wrong `iss`.
+    #[error("wrong issuer")]
+    Issuer,
+    /// No accepted `aud`.
+    #[error("wrong audience")]
+    Audience,
+    /// The key set could not be fetched (answered 503, not 401: the token may be fine).
+    #[error("signing keys unavailable: {0}")]
+    KeysUnavailable(String),
+}
+
+/// The claims checked here; the rest of the payload is ignored.
+#[derive(Deserialize)]
+struct Claims {
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    iss: Option<String>,
+    #[serde(default)]
+    aud: Audience,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Audience {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+/// One usable key of a set.
+struct Key {
+    kid: Option<String>,
+    alg: Option<String>,
+    family: Family,
+    key: DecodingKey,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Rsa,
+    Ec,
+    Ed,
+}
+
+fn family(alg: Algorithm) -> Option<Family> {
+    use Algorithm::*;
+    match alg {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => Some(Family::Rsa),
+        ES256 | ES384 => Some(Family::Ec),
+        EdDSA => Some(Family::Ed),
+        HS256 | HS384 | HS512 => None,
+    }
+}
+
+#[derive(Default)]
+struct Snapshot {
+    keys: Option<Arc<Vec<Key>>>,
+    fetched_at: Option<Instant>,
+    last_attempt: Option<Instant>,
+}
+
+#[derive(Default)]
+struct UrlEntry {
+    snapshot: Mutex<Snapshot>,
+    /// Held while fetching, so concurrent misses wait for one fetch instead of each sending one.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// Cache of JWKS documents by URL, shared by every policy on a relay.
+pub struct JwksCache {
+    http: reqwest::Client,
+    ttl: Duration,
+    urls: Mutex<HashMap<String, Arc<UrlEntry>>>,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache").field("ttl", &self.ttl).finish_non_exhaustive()
+    }
+}
+
+impl JwksCache {
+    /// A cache that fetches with `http` and keeps each key set for `ttl`.
+    pub fn new(http: reqwest::Client, ttl: Duration) -> Self {
+        JwksCache { http, ttl, urls: Mutex::new(HashMap::new()) }
+    }
+
+    /// Validates `token` under `cfg` at time `now`.
+    pub async fn validate(&self, cfg: &JwtConfig, token: &str, now: SystemTime) -> Result<(), JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        let accepted = if cfg.algorithms.is_empty() { &DEFAULT_ALGORITHMS[..] } else { &cfg.algorithms[..] };
+        let fam = family(header.alg).filter(|_| accepted.contains(&header.alg));
+        let fam = fam.ok_or(JwtError::Algorithm(header.alg))?;
+        let keys = self.keys(&cfg.jwks_url, header.kid.as_deref()).await?;
+        let alg_name = format!("{:?}", header.alg);
+        let mut validation = Validation::new(header.alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let mut candidates = keys.iter().filter(|k| {
+            k.family == fam
+                && (header.kid.is_none() || k.kid == header.kid)
+                && k.alg.as_ref().is_none_or(|a| *a == alg_name)
+        });
+        let mut tried = false;
+        let claims = loop {
+            let Some(k) = candidates.next() else {
+                return Err(if tried { JwtError::Signature } else { JwtError::UnknownKey });
+            };
+            tried = true;
+            match jsonwebtoken::decode::<Claims>(token, &k.key, &validation) {
+                Ok(data) => break data.claims,
+                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => continue,
+                Err(_) => return Err(JwtError::Malformed),
+            }
+        };
+        check_claims(cfg, &claims, now)
+    }
+
+    /// The key set of `url`, fetched or refreshed as needed.
+    async fn keys(&self, url: &str, kid: Option<&str>) -> Result<Arc<Vec<Key>>, JwtError> {
+        let entry = {
+            let mut urls = self.urls.lock().unwrap_or_else(PoisonError::into_inner);
+            urls.entry(url.to_owned()).or_default().clone()
+        };
+        if let Some(keys) = self.fresh(&entry, kid) {
+            return Ok(keys);
+        }
+        let _one_fetch = entry.fetching.lock().await;
+        // Another task may have fetched while this one waited.
+        if let Some(keys) = self.fresh(&entry, kid) {
+            return Ok(keys);
+        }
+        let stale = {
+            let mut snap = entry.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+            if snap.last_attempt.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+                // Fetched (or failed) moments ago: answer with what there is.
+                return snap.keys.clone().ok_or_else(|| JwtError::KeysUnavailable("recent fetch failed".into()));
+            }
+            snap.last_attempt = Some(Instant::now());
+            snap.keys.clone()
+        };
+        match self.fetch(url).await {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                let mut snap = entry.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+                snap.keys = Some(keys.clone());
+                snap.fetched_at = Some(Instant::now());
+                Ok(keys)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, jwks_url = %url, "JWKS fetch failed");
+                stale.ok_or(JwtError::KeysUnavailable(e))
+            }
+        }
+    }
+
+    /// The cached set when it is within `ttl` and knows `kid` (or no `kid` is asked for).
+    fn fresh(&self, entry: &UrlEntry, kid: Option<&str>) -> Option<Arc<Vec<Key>>> {
+        let snap = entry.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        let keys = snap.keys.as_ref()?;
+        let in_ttl = snap.fetched_at.is_some_and(|t| t.elapsed() < self.ttl);
+        let knows = kid.is_none_or(|kid| keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
+        (in_ttl && knows).then(|| keys.clone())
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Vec<Key>, String> {
+        let mut res = self
+            .http
+            .get(url)
+            .timeout(FETCH_TIMEOUT)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| e.to_string())?;
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse_jwks(&body)
+    }
+}
+
+/// The usable keys of a JWKS document; keys of unknown types or symmetric keys are skipped.
+fn parse_jwks(body: &[u8]) -> Result<Vec<Key>, String> {
+    #[derive(Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Value>,
+    }
+    let set: Set = serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let keys = set
+        .keys
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
+        .filter_map(|jwk| {
+            let family = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Family::Rsa,
+                AlgorithmParameters::EllipticCurve(_) => Family::Ec,
+                AlgorithmParameters::OctetKeyPair(_) => Family::Ed,
+                AlgorithmParameters::OctetKey(_) => return None,
+            };
+            let key = DecodingKey::from_jwk(&jwk).ok()?;
+            let alg = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
+            Some(Key { kid: jwk.common.key_id, alg, family, key })
+        })
+        .collect();
+    Ok(keys)
+}
+
+fn check_claims(cfg: &JwtConfig, claims: &Claims, now: SystemTime) -> Result<(), JwtError> {
+    let now = now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let leeway = cfg.leeway_secs.unwrap_or(30) as f64;
+    match claims.exp {
+        Some(exp) if now <= exp + leeway => {}
+        _ => return Err(JwtError::Expired),
+    }
+    if claims.nbf.is_some_and(|nbf| now + leeway < nbf) {
+        return Err(JwtError::NotYetValid);
+    }
+    if let Some(iss) = &cfg.issuer {
+        if claims.iss.as_ref() != Some(iss) {
+            return Err(JwtError::Issuer);
+        }
+    }
+    if !cfg.audiences.is_empty() {
+        let ok = match &claims.aud {
+            Audience::None => false,
+            Audience::One(a) => cfg.audiences.contains(a),
+            Audience::Many(list) => list.iter().any(|a| cfg.audiences.contains(a)),
+        };
+        if !ok {
+            return Err(JwtError::Audience);
+        }
+    }
+    Ok(())
+}
+
+/// The token from a request header: `Bearer <token>` (the scheme is case-insensitive); on a
+/// header other than `authorization` a bare token is accepted too.
+pub fn token_from(value: &str, is_authorization: bool) -> Option<&str> {
+    let v = value.trim();
+    let token = match v.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+        _ if !is_authorization => v,
+        _ => return None,
+    };
+    (!token.is_empty()).then_some(token)
+}
