@@ -11,13 +11,17 @@
 //! - [`backoff`]: jittered exponential reconnect delays.
 //! - [`inspector`]: captured HTTP exchanges, latency stats, the local web interface and replay.
 //! - [`status`]: the live terminal status panel.
+//! - [`api_client`]: a REST client for the api, authenticated with an API key.
+//! - [`manage`]: `burrow tokens | names | domains | policy`, account management over the api.
 #![forbid(unsafe_code)]
 
+pub mod api_client;
 pub mod backoff;
 pub mod config;
 pub mod data;
 pub mod forward;
 pub mod inspector;
+pub mod manage;
 pub mod status;
 pub mod tls;
 pub mod tunnel;

@@ -80,6 +80,9 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Account management over the api with an API key: `tokens`, `names`, `domains`, `policy`.
+    #[command(flatten)]
+    Manage(burrow_agent::manage::Command),
 }
 
 #[derive(Args)]
@@ -157,12 +160,16 @@ fn endpoints(command: Command, cfg: &AgentConfig) -> Vec<(String, EndpointConfig
                 })
                 .collect()
         }
+        Command::Manage(_) => unreachable!("management commands are dispatched before this"),
     }
 }
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    if let Command::Manage(command) = cli.command {
+        std::process::exit(burrow_agent::manage::run(command).await);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

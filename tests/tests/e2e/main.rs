@@ -4,6 +4,7 @@
 mod accounts;
 mod agent_config;
 mod audit;
+mod cli;
 mod console;
 mod edge_input;
 mod https;
