@@ -49,7 +49,8 @@ pub struct Limits {
     pub max_reserved_names: Option<u64>,
     /// Custom domains (not enforced by the relay).
     pub max_custom_domains: Option<u64>,
-    /// Bandwidth (not enforced yet).
+    /// Bytes per second the account may move through this relay (shaped, see
+    /// [`crate::shaping`]).
     pub bandwidth_bytes_per_sec: Option<u64>,
 }
 

@@ -35,6 +35,10 @@ pub struct RelayConfig {
     pub api_url: String,
     /// Shared secret the relay presents to the api's internal endpoints.
     pub internal_key: Secret,
+    /// The api's gRPC address (`http://host:port`) whose `RelayFeed` stream issues traffic
+    /// policies, reserved names, verified domains and plan changes; empty disables the feed
+    /// (no policies, no reservations enforced).
+    pub feed_url: String,
     /// Directory for the generated dev CA and relay certificate.
     pub state_dir: String,
     /// PEM certificate chain for the agent listener; empty uses the dev CA in `state_dir`.
@@ -86,6 +90,7 @@ impl Default for RelayConfig {
             cert_reload_secs: 2,
             api_url: "http://127.0.0.1:7080".into(),
             internal_key: Secret::default(),
+            feed_url: String::new(),
             state_dir: ".burrow/relay".into(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),

@@ -100,6 +100,15 @@ pub async fn accept(
                 session_ids,
                 account_id,
             } => {
+                if let Err(why) = relay
+                    .enforcer
+                    .connect_allowed(&relay.edge.policies(&account_id, &key), peer.ip())
+                {
+                    metrics::counter!("burrow_relay_policy_answers_total", "phase" => "connect")
+                        .increment(1);
+                    tracing::debug!(%peer, endpoint = %key, why, "tls visitor refused by policy");
+                    return None;
+                }
                 let meter = relay.meter.endpoint(&account_id, &key, "tls");
                 metrics::counter!("burrow_relay_tls_passthrough_total").increment(1);
                 let public = tcp.local_addr().ok();

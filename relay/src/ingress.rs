@@ -233,8 +233,22 @@ async fn forward(
         headers.insert(ENDPOINT_HEADER, v);
     }
 
+    let policies = relay.edge.policies(&account_id, name);
+    let (req, facts) = if policies.is_empty() {
+        (req.map(proxy::incoming), None)
+    } else {
+        match relay
+            .enforcer
+            .request(&policies, &account_id, name, peer.ip(), req)
+            .await
+        {
+            Ok((req, facts)) => (req, Some(facts)),
+            Err(answer) => return answer,
+        }
+    };
+
     let started = std::time::Instant::now();
-    let mut req = req.map(|b| count_body(proxy::incoming(b), meter.clone(), Direction::In));
+    let mut req = req.map(|b| count_body(b, meter.clone(), Direction::In));
     if websocket {
         // HTTP/2 extended CONNECT (RFC 8441) carries the upgrade to the agent.
         *req.method_mut() = http::Method::CONNECT;
@@ -253,6 +267,11 @@ async fn forward(
             }
             let (mut parts, body) = resp.into_parts();
             proxy::strip_hop_by_hop(&mut parts.headers);
+            if let Some(facts) = &facts
+                && let Some(answer) = relay.enforcer.response(&policies, facts, &mut parts)
+            {
+                return answer;
+            }
             Response::from_parts(
                 parts,
                 count_body(proxy::incoming(body), meter, Direction::Out),

@@ -16,23 +16,34 @@
 //! - [`data`]: dedicated data connections, the bulk path for TCP and TLS endpoints.
 //! - [`tcp`]: TCP endpoints on allocated public ports, relayed over the session.
 //! - [`metering`]: bytes, requests and connections per endpoint; Prometheus and the api.
+//! - [`counted`]: streams and bodies that count into the meter and pace by [`shaping`].
+//! - [`shaping`]: bandwidth per account (token buckets at the plan's rate, changed live).
 //! - [`drain`]: requests in flight and the draining flag (503 + Retry-After on shutdown).
 //! - [`control`]: the `RelayControl` gRPC server (`ListSessions`, `KickSession`).
 //! - [`presence`]: relay announcement and route table in Redis.
+//! - [`edge`]: what the api issued for the edge: traffic policies, reserved names, verified
+//!   domains, plan limits (plus agents' own policy files).
+//! - [`feed`]: the `RelayFeed` subscription that keeps [`edge`] current.
+//! - [`enforce`]: traffic policy evaluation on connections, requests and responses.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod control;
+pub mod counted;
 pub mod data;
 pub mod drain;
+pub mod edge;
+pub mod enforce;
+pub mod feed;
 pub mod https;
 pub mod ingress;
 pub mod metering;
 pub mod presence;
 pub mod registry;
 pub mod session;
+pub mod shaping;
 pub mod tcp;
 pub mod tls;
 
@@ -84,6 +95,10 @@ pub struct Relay {
     pub data: data::DataConns,
     /// Usage per endpoint, flushed to the api.
     pub meter: Arc<metering::Meter>,
+    /// Policies, reservations, domains and plans issued by the api.
+    pub edge: Arc<edge::EdgeState>,
+    /// Evaluates traffic policies (rate limits shared through Redis, cached JWKS).
+    pub enforcer: enforce::Enforcer,
     /// Port printed in public URLs.
     public_port: u16,
     /// Port printed in `https://` and `tls://` URLs; `None` without a TLS listener.
@@ -120,10 +135,25 @@ impl Relay {
         format!("tcp://{host}:{port}")
     }
 
-    /// The endpoint label in `host` (`demo` for `demo.<domain>`), if it is one of ours.
+    /// The registry name `host` would be bound under: the label for `<label>.<domain>`, the
+    /// host itself for anything outside the base domain (a custom domain); `None` for names
+    /// under the base domain that cannot be endpoints (nested labels).
     pub fn endpoint_name<'h>(&self, host: &'h str) -> Option<&'h str> {
-        host.strip_suffix(&self.domain_suffix)
-            .filter(|label| !label.is_empty() && !label.contains('.'))
+        match host.strip_suffix(&self.domain_suffix) {
+            Some(label) => Some(label).filter(|l| !l.is_empty() && !l.contains('.')),
+            None => Some(host).filter(|h| h.contains('.')),
+        }
+    }
+
+    /// Public URL of HTTP endpoint `host` served on a custom domain.
+    pub fn domain_url(&self, host: &str) -> String {
+        format!("http://{host}:{}", self.public_port)
+    }
+
+    /// Public HTTPS URL of custom domain `host`, when the relay has a TLS listener.
+    pub fn domain_https_url(&self, host: &str, scheme: &str) -> Option<String> {
+        self.public_https_port
+            .map(|port| format!("{scheme}://{host}:{port}"))
     }
 }
 
@@ -240,6 +270,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         },
     )
     .await;
+    let edge = Arc::new(edge::EdgeState::default());
     let relay = Arc::new(Relay {
         registry: registry::Registry::new(Duration::from_secs(config.offline_grace_secs)),
         verifier: auth::Verifier::new(
@@ -254,7 +285,9 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         },
         stop: shutdown.clone(),
         drain: drain::Drain::default(),
-        meter: Arc::new(metering::Meter::new()),
+        meter: Arc::new(metering::Meter::with_shapers(edge.shapers.clone())),
+        edge,
+        enforcer: enforce::Enforcer::connect(&config.redis_url, &config.redis_prefix).await,
         data: data::DataConns::default(),
         public_port,
         public_https_port: addrs.https.map(|a| match config.public_https_port {
@@ -321,6 +354,15 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         });
     }
     tasks.spawn(auth::recheck_sessions(relay.clone(), shutdown.clone()));
+    if !relay.config.feed_url.is_empty() {
+        tasks.spawn(feed::follow(
+            relay.edge.clone(),
+            relay.config.feed_url.clone(),
+            relay.config.internal_key.clone(),
+            relay.config.relay_id.clone(),
+            shutdown.clone(),
+        ));
+    }
     {
         let relay = relay.clone();
         let shutdown = shutdown.clone();

@@ -69,27 +69,22 @@
 //! proxy::to_writer(resp.into_body(), CountedIo::visitor(write, m))  // agent → visitor: out
 //! ```
 
-use burrow_common::{
-    Secret,
-    proxy::{Body, BodyError},
-};
-use bytes::Bytes;
+use crate::shaping::{Bucket, Shapers};
+use burrow_common::Secret;
 use chrono::{DateTime, Utc};
-use http_body::{Frame, SizeHint};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::{HashMap, VecDeque},
-    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
-    task::{Context, Poll},
     time::Duration,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+pub use crate::counted::{CountedBody, CountedIo, count_body};
 
 /// Most records one [`UsageBatch`] carries (keeps a request well under the api's 1 MiB limit).
 pub const MAX_RECORDS_PER_BATCH: usize = 1000;
@@ -160,6 +155,8 @@ struct Counters {
     requests: AtomicU64,
     connections: AtomicU64,
     prom: Prom,
+    /// The account's bandwidth bucket ([`crate::shaping`]).
+    bucket: Arc<Bucket>,
 }
 
 /// Handle on one endpoint's counters: clone it freely (an `Arc`), bump it on the data path.
@@ -178,7 +175,7 @@ impl std::fmt::Debug for EndpointMeter {
 }
 
 impl EndpointMeter {
-    fn new(account_id: &str, endpoint: &str, proto: &str) -> Self {
+    fn new(account_id: &str, endpoint: &str, proto: &str, bucket: Arc<Bucket>) -> Self {
         let label = endpoint.to_owned();
         let prom = Prom {
             bytes_in: metrics::counter!("burrow_relay_endpoint_bytes_total", "endpoint" => label.clone(), "direction" => "in"),
@@ -195,6 +192,7 @@ impl EndpointMeter {
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             prom,
+            bucket,
         }))
     }
 
@@ -226,6 +224,13 @@ impl EndpointMeter {
     #[inline]
     pub fn add_bytes_out(&self, n: u64) {
         self.add_bytes(Direction::Out, n);
+    }
+
+    /// Takes `n` bytes just moved from the account's bandwidth bucket: how long the stream
+    /// should wait before moving more (`None` when unshaped or within the burst).
+    #[inline]
+    pub fn pace(&self, n: usize) -> Option<Duration> {
+        self.0.bucket.take(n)
     }
 
     /// Counts one HTTP request forwarded to the agent.
@@ -276,6 +281,7 @@ struct MeterState {
 /// Usage counters of every endpoint this relay served (see the module docs).
 pub struct Meter {
     state: Mutex<MeterState>,
+    shapers: Arc<Shapers>,
 }
 
 impl Default for Meter {
@@ -298,13 +304,19 @@ impl std::fmt::Debug for Meter {
 }
 
 impl Meter {
-    /// An empty meter whose first period starts now.
+    /// An empty meter whose first period starts now, with unshaped accounts.
     pub fn new() -> Self {
+        Self::with_shapers(Arc::default())
+    }
+
+    /// An empty meter whose endpoints pace their streams with `shapers`' account buckets.
+    pub fn with_shapers(shapers: Arc<Shapers>) -> Self {
         Self {
             state: Mutex::new(MeterState {
                 endpoints: HashMap::new(),
                 period_start: Utc::now(),
             }),
+            shapers,
         }
     }
 
@@ -320,7 +332,12 @@ impl Meter {
         {
             return m.clone();
         }
-        let m = EndpointMeter::new(account_id, endpoint, proto);
+        let m = EndpointMeter::new(
+            account_id,
+            endpoint,
+            proto,
+            self.shapers.bucket(account_id),
+        );
         state
             .endpoints
             .entry(endpoint.to_owned())
@@ -647,138 +664,9 @@ pub async fn flush_loop(
     }
 }
 
-/// A body that counts its data frames' bytes into `meter` as they pass (see the module docs).
-pub struct CountedBody {
-    inner: Body,
-    meter: EndpointMeter,
-    direction: Direction,
-}
-
-impl http_body::Body for CountedBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            this.meter.add_bytes(this.direction, data.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// `body`, counting the bytes of its data frames into `meter` as `direction` while it streams.
-pub fn count_body(body: Body, meter: EndpointMeter, direction: Direction) -> Body {
-    Body::new(CountedBody {
-        inner: body,
-        meter,
-        direction,
-    })
-}
-
-/// An `AsyncRead`/`AsyncWrite` that counts the bytes read as one direction and the bytes
-/// written as the other (raw TCP, upgraded WebSockets).
-#[derive(Debug)]
-pub struct CountedIo<T> {
-    inner: T,
-    meter: EndpointMeter,
-    reads: Direction,
-}
-
-impl<T> CountedIo<T> {
-    /// Counts what is read from `inner` as `reads`, what is written as the opposite.
-    pub fn new(inner: T, meter: EndpointMeter, reads: Direction) -> Self {
-        Self {
-            inner,
-            meter,
-            reads,
-        }
-    }
-
-    /// For the visitor's side of a connection (or either half of it): reads are bytes in,
-    /// writes are bytes out.
-    pub fn visitor(inner: T, meter: EndpointMeter) -> Self {
-        Self::new(inner, meter, Direction::In)
-    }
-
-    /// The wrapped stream.
-    pub fn into_inner(self) -> T {
-        self.inner
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for CountedIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let n = buf.filled().len().saturating_sub(before);
-            self.meter.add_bytes(self.reads, n as u64);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for CountedIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.meter.add_bytes(self.reads.opposite(), n as u64);
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.meter.add_bytes(self.reads.opposite(), n as u64);
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
     fn key() -> Secret {
         Secret::new("ik_test")
@@ -1003,75 +891,6 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn counted_body_counts_streamed_frames() {
-        let meter = Meter::new();
-        let m = meter.endpoint("a", "demo", "http");
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BodyError>>(4);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let body = count_body(
-            Body::new(http_body_util::StreamBody::new(stream)),
-            m.clone(),
-            Direction::Out,
-        );
-        let collector = tokio::spawn(async move { body.collect().await.unwrap() });
-        tx.send(Ok(Frame::data(Bytes::from_static(b"hello "))))
-            .await
-            .unwrap();
-        tx.send(Ok(Frame::data(Bytes::from_static(b"world"))))
-            .await
-            .unwrap();
-        // Counted as each frame passes, before the body ends.
-        crate::test_support::eventually("11 bytes out counted", || m.unflushed().bytes_out == 11)
-            .await;
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", "0".parse().unwrap());
-        tx.send(Ok(Frame::trailers(trailers))).await.unwrap();
-        drop(tx);
-        let collected = collector.await.unwrap();
-        assert!(collected.trailers().is_some(), "trailers pass through");
-        assert_eq!(collected.to_bytes(), Bytes::from_static(b"hello world"));
-        assert_eq!(m.unflushed().bytes_out, 11, "trailers are not counted");
-        assert_eq!(m.unflushed().bytes_in, 0);
-    }
-
-    #[tokio::test]
-    async fn counted_body_keeps_size_hint_and_end() {
-        let meter = Meter::new();
-        let m = meter.endpoint("a", "demo", "http");
-        let body = count_body(burrow_common::proxy::full("abc"), m.clone(), Direction::In);
-        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(3));
-        let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(bytes.len(), 3);
-        assert_eq!(m.unflushed().bytes_in, 3);
-    }
-
-    #[tokio::test]
-    async fn counted_io_counts_reads_in_and_writes_out() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let meter = Meter::new();
-        let m = meter.endpoint("a", "tcp:20000", "tcp");
-        let (visitor_side, mut visitor) = tokio::io::duplex(64);
-        let (read, write) = tokio::io::split(visitor_side);
-        let mut read = CountedIo::visitor(read, m.clone());
-        let mut write = CountedIo::visitor(write, m.clone());
-        visitor.write_all(b"ping!").await.unwrap();
-        let mut buf = [0u8; 5];
-        read.read_exact(&mut buf).await.unwrap();
-        write.write_all(b"pong").await.unwrap();
-        write.shutdown().await.unwrap();
-        let mut back = Vec::new();
-        visitor.read_to_end(&mut back).await.unwrap();
-        assert_eq!(back, b"pong");
-        assert_eq!(m.unflushed().bytes_in, 5);
-        assert_eq!(m.unflushed().bytes_out, 4);
-        // Works as the reader `proxy::from_reader` takes.
-        visitor.write_all(b"xyz").await.unwrap();
-        drop(visitor);
-        let body = burrow_common::proxy::from_reader(read);
-        assert_eq!(body.collect().await.unwrap().to_bytes(), "xyz");
-        assert_eq!(m.unflushed().bytes_in, 8);
-    }
 
     /// A stand-in for the api: stores batches idempotently by id, answering per `script`.
     #[derive(Default)]

@@ -272,52 +272,33 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
             AuthError::Rejected(m) => (RejectCode::AuthFailed, m),
             AuthError::Unavailable(m) => (RejectCode::Unavailable, m),
         })?;
+    let mut principal = principal;
+    // The plan the feed issued last is fresher than the authtoken cache's copy.
+    if let Some((plan, limits)) = relay.edge.plan(&principal.account_id) {
+        principal.plan = plan;
+        principal.limits = limits;
+    }
     check_plan_limits(relay, &principal, hello)?;
+    relay.edge.shapers.set_rate(
+        &principal.account_id,
+        principal.limits.bandwidth_bytes_per_sec,
+    );
     let mut endpoints = Vec::with_capacity(hello.binds.len());
     let mut pooled = Vec::new();
+    let mut policies = Vec::with_capacity(hello.binds.len());
+    let account = principal.account_id.as_str();
     for bind in &hello.binds {
-        let label = || match &bind.name {
-            Some(n) => validate_label(n)
-                .map(|()| n.clone())
-                .map_err(|e| (RejectCode::InvalidName, e.to_string())),
-            None => Ok(random_label()),
-        };
-        let endpoint = match bind.proto {
-            EndpointProto::Http => {
-                let name = label()?;
-                BoundEndpoint {
-                    proto: bind.proto,
-                    url: relay.public_url(&name),
-                    https_url: relay.https_url(&name),
-                    name,
-                }
+        let endpoint = match (&bind.domain, bind.proto) {
+            (Some(domain), EndpointProto::Http | EndpointProto::Tls) => {
+                domain_endpoint(relay, account, domain, bind.proto)?
             }
-            EndpointProto::Tcp => {
-                let port = crate::tcp::TcpPorts::allocate(relay, bind.port).await?;
-                BoundEndpoint {
-                    proto: bind.proto,
-                    url: relay.tcp_url(port),
-                    https_url: None,
-                    name: crate::tcp::endpoint_name(port),
-                }
+            (Some(_), EndpointProto::Tcp) => {
+                return Err((
+                    RejectCode::Unsupported,
+                    "TCP endpoints get a port, not a custom domain".into(),
+                ));
             }
-            EndpointProto::Tls => {
-                let name = label()?;
-                let url = relay.tls_url(&name).ok_or_else(|| {
-                    (
-                        RejectCode::Unsupported,
-                        "this relay has no TLS listener (https_listen is empty), so it cannot \
-                         serve TLS endpoints"
-                            .to_owned(),
-                    )
-                })?;
-                BoundEndpoint {
-                    proto: bind.proto,
-                    url,
-                    https_url: None,
-                    name: crate::https::endpoint_key(&name),
-                }
-            }
+            (None, _) => named_endpoint(relay, account, bind).await?,
         };
         if bind.pool {
             pooled.push(endpoint.name.clone());
@@ -331,7 +312,23 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
                 format!("the endpoint {:?} is requested twice", endpoint.name),
             ));
         }
+        let policy = match &bind.traffic_policy {
+            Some(doc) => Some(burrow_policy::parse(doc).map_err(|e| {
+                (
+                    RejectCode::InvalidPolicy,
+                    format!(
+                        "the traffic policy file of endpoint {} does not validate: {e}",
+                        crate::edge::policy_key(&endpoint.name)
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        policies.push(policy);
         endpoints.push(endpoint);
+    }
+    for (endpoint, policy) in endpoints.iter().zip(policies) {
+        relay.edge.set_agent_policy(account, &endpoint.name, policy);
     }
     let names: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
     relay
@@ -348,6 +345,118 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
         authtoken_id: principal.authtoken_id,
         endpoints,
         pooled,
+    })
+}
+
+/// An HTTP or TLS endpoint on a custom domain, which must be verified for `account` at the api.
+fn domain_endpoint(
+    relay: &Relay,
+    account: &str,
+    domain: &str,
+    proto: EndpointProto,
+) -> Result<BoundEndpoint, (RejectCode, String)> {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if relay.endpoint_name(&domain) != Some(domain.as_str()) {
+        return Err((
+            RejectCode::InvalidName,
+            format!(
+                "{domain:?} is not a custom domain (names under {} are bound with --name)",
+                relay.config.domain
+            ),
+        ));
+    }
+    if relay.edge.domain_holder(&domain).as_deref() != Some(account) {
+        return Err((
+            RejectCode::DomainNotVerified,
+            format!(
+                "the custom domain {domain} is not verified for this account: add it with \
+                 `burrow domains add {domain}`, create the TXT record it prints, then \
+                 `burrow domains verify {domain}`"
+            ),
+        ));
+    }
+    Ok(match proto {
+        EndpointProto::Tls => BoundEndpoint {
+            proto,
+            url: relay
+                .domain_https_url(&domain, "tls")
+                .ok_or_else(no_tls_listener)?,
+            https_url: None,
+            name: crate::https::endpoint_key(&domain),
+        },
+        _ => BoundEndpoint {
+            proto,
+            url: relay.domain_url(&domain),
+            https_url: relay.domain_https_url(&domain, "https"),
+            name: domain,
+        },
+    })
+}
+
+fn no_tls_listener() -> (RejectCode, String) {
+    (
+        RejectCode::Unsupported,
+        "this relay has no TLS listener (https_listen is empty), so it cannot serve TLS endpoints"
+            .to_owned(),
+    )
+}
+
+/// An endpoint under the base domain (HTTP, TLS) or on a port (TCP). A name another account
+/// reserved at the api is refused; a relay-picked name never lands on a reserved one.
+async fn named_endpoint(
+    relay: &Arc<Relay>,
+    account: &str,
+    bind: &burrow_proto::tunnel::BindRequest,
+) -> Result<BoundEndpoint, (RejectCode, String)> {
+    let reserved_by_other = |name: &str| {
+        relay
+            .edge
+            .name_holder(name)
+            .is_some_and(|holder| holder != account)
+    };
+    let label = || match &bind.name {
+        Some(n) => {
+            validate_label(n).map_err(|e| (RejectCode::InvalidName, e.to_string()))?;
+            if reserved_by_other(n) {
+                return Err((
+                    RejectCode::NameTaken,
+                    format!("the name {n:?} is reserved by another account; pick another --name"),
+                ));
+            }
+            Ok(n.clone())
+        }
+        None => Ok(std::iter::repeat_with(random_label)
+            .find(|l| !reserved_by_other(l))
+            .unwrap_or_else(random_label)),
+    };
+    Ok(match bind.proto {
+        EndpointProto::Http => {
+            let name = label()?;
+            BoundEndpoint {
+                proto: bind.proto,
+                url: relay.public_url(&name),
+                https_url: relay.https_url(&name),
+                name,
+            }
+        }
+        EndpointProto::Tcp => {
+            let port = crate::tcp::TcpPorts::allocate(relay, bind.port).await?;
+            BoundEndpoint {
+                proto: bind.proto,
+                url: relay.tcp_url(port),
+                https_url: None,
+                name: crate::tcp::endpoint_name(port),
+            }
+        }
+        EndpointProto::Tls => {
+            let name = label()?;
+            BoundEndpoint {
+                proto: bind.proto,
+                url: relay.tls_url(&name).ok_or_else(no_tls_listener)?,
+                https_url: None,
+                name: crate::https::endpoint_key(&name),
+            }
+        }
     })
 }
 

@@ -1,0 +1,316 @@
+//! What the relay enforces at the edge beyond routing, as last issued by the api's `RelayFeed`
+//! (see [`crate::feed`]) and by agents' own policy files:
+//! - traffic policies per (account, endpoint);
+//! - reserved names and verified custom domains, each held by one account;
+//! - each account's plan limits, fresher than the authtoken cache (a plan change reaches live
+//!   sessions: bandwidth shaping and the next bind use it at once).
+//!
+//! Reads happen on every visitor request, writes only when the api issues a change, so the
+//! state sits behind one `RwLock` of maps holding `Arc`s (a read clones two `Arc`s at most).
+//! When the feed is lost the relay keeps enforcing what it last had.
+
+use crate::{auth::Limits, shaping::Shapers};
+use burrow_policy::Policy;
+use burrow_proto::relay::{FeedEvent, Snapshot, feed_event::Event};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+};
+
+/// The policy key of registry endpoint `name`: `tcp:20001` → `tcp-20001`, `tls:vault` →
+/// `vault`, anything else (a label or a custom domain) as is. This is the `<endpoint>` users
+/// name in `burrow policy set <endpoint>`.
+pub fn policy_key(name: &str) -> std::borrow::Cow<'_, str> {
+    if let Some(port) = name.strip_prefix("tcp:") {
+        format!("tcp-{port}").into()
+    } else {
+        name.strip_prefix("tls:").unwrap_or(name).into()
+    }
+}
+
+/// An api-issued policy and its version.
+#[derive(Debug)]
+pub struct Issued {
+    /// Version of the endpoint's policy at the api.
+    pub version: u64,
+    /// The compiled policy.
+    pub policy: Policy,
+}
+
+/// The policies that apply to one endpoint, evaluated api's first, then the agent's.
+#[derive(Debug, Default, Clone)]
+pub struct Policies {
+    /// Issued by the api (`burrow policy set`).
+    pub api: Option<Arc<Issued>>,
+    /// Sent by the agent that bound the endpoint (`--traffic-policy-file`).
+    pub agent: Option<Arc<Policy>>,
+}
+
+impl Policies {
+    /// Whether no policy applies.
+    pub fn is_empty(&self) -> bool {
+        self.api.is_none() && self.agent.is_none()
+    }
+
+    /// The policies in evaluation order.
+    pub fn iter(&self) -> impl Iterator<Item = &Policy> {
+        self.api
+            .as_deref()
+            .map(|i| &i.policy)
+            .into_iter()
+            .chain(self.agent.as_deref())
+    }
+}
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct Inner {
+    policies: HashMap<Key, Arc<Issued>>,
+    agent_policies: HashMap<Key, Arc<Policy>>,
+    names: HashMap<String, String>,
+    domains: HashMap<String, String>,
+    plans: HashMap<String, (String, Limits)>,
+}
+
+/// The edge state; see the module docs.
+#[derive(Default)]
+pub struct EdgeState {
+    inner: RwLock<Inner>,
+    /// Bandwidth buckets per account, their rates following the issued plans.
+    pub shapers: Arc<Shapers>,
+}
+
+impl EdgeState {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The policies of `account`'s endpoint registered as `name`.
+    pub fn policies(&self, account: &str, name: &str) -> Policies {
+        let inner = self.read();
+        if inner.policies.is_empty() && inner.agent_policies.is_empty() {
+            return Policies::default();
+        }
+        let key = (account.to_owned(), policy_key(name).into_owned());
+        Policies {
+            api: inner.policies.get(&key).cloned(),
+            agent: inner.agent_policies.get(&key).cloned(),
+        }
+    }
+
+    /// Sets (or with `None` clears) the policy the agent bound `name` with.
+    pub fn set_agent_policy(&self, account: &str, name: &str, policy: Option<Policy>) {
+        let key = (account.to_owned(), policy_key(name).into_owned());
+        let mut inner = self.write();
+        match policy {
+            Some(p) => inner.agent_policies.insert(key, Arc::new(p)),
+            None => inner.agent_policies.remove(&key),
+        };
+    }
+
+    /// The account holding reserved name `name`, if any.
+    pub fn name_holder(&self, name: &str) -> Option<String> {
+        self.read().names.get(name).cloned()
+    }
+
+    /// The account holding verified custom domain `domain`, if any.
+    pub fn domain_holder(&self, domain: &str) -> Option<String> {
+        self.read().domains.get(domain).cloned()
+    }
+
+    /// The plan and limits last issued for `account`.
+    pub fn plan(&self, account: &str) -> Option<(String, Limits)> {
+        self.read().plans.get(account).cloned()
+    }
+
+    /// Applies one feed event.
+    pub fn apply(&self, event: FeedEvent) {
+        match event.event {
+            Some(Event::Snapshot(s)) => self.replace(s),
+            Some(Event::Policy(p)) => {
+                let key = (p.account_id.clone(), p.endpoint.clone());
+                let compiled = compile(&p);
+                let mut inner = self.write();
+                match compiled {
+                    Some(issued) => inner.policies.insert(key, Arc::new(issued)),
+                    None => inner.policies.remove(&key),
+                };
+                metrics::gauge!("burrow_relay_edge_policies").set(inner.policies.len() as f64);
+            }
+            Some(Event::Name(n)) => {
+                let mut inner = self.write();
+                if n.account_id.is_empty() {
+                    inner.names.remove(&n.name);
+                } else {
+                    inner.names.insert(n.name, n.account_id);
+                }
+            }
+            Some(Event::Domain(d)) => {
+                let mut inner = self.write();
+                let domain = d.domain.to_ascii_lowercase();
+                if d.account_id.is_empty() {
+                    inner.domains.remove(&domain);
+                } else {
+                    inner.domains.insert(domain, d.account_id);
+                }
+            }
+            Some(Event::Account(a)) => {
+                let limits = parse_limits(&a.account_id, &a.limits);
+                self.shapers
+                    .set_rate(&a.account_id, limits.bandwidth_bytes_per_sec);
+                self.write().plans.insert(a.account_id, (a.plan, limits));
+            }
+            None => {}
+        }
+    }
+
+    fn replace(&self, s: Snapshot) {
+        let mut next = Inner {
+            policies: s
+                .policies
+                .iter()
+                .filter_map(|p| {
+                    compile(p).map(|i| ((p.account_id.clone(), p.endpoint.clone()), Arc::new(i)))
+                })
+                .collect(),
+            agent_policies: HashMap::new(),
+            names: s
+                .names
+                .into_iter()
+                .filter(|n| !n.account_id.is_empty())
+                .map(|n| (n.name, n.account_id))
+                .collect(),
+            domains: s
+                .domains
+                .into_iter()
+                .filter(|d| !d.account_id.is_empty())
+                .map(|d| (d.domain.to_ascii_lowercase(), d.account_id))
+                .collect(),
+            plans: s
+                .accounts
+                .into_iter()
+                .map(|a| {
+                    let limits = parse_limits(&a.account_id, &a.limits);
+                    (a.account_id, (a.plan, limits))
+                })
+                .collect(),
+        };
+        for (account, (_, limits)) in &next.plans {
+            self.shapers.set_rate(account, limits.bandwidth_bytes_per_sec);
+        }
+        let mut inner = self.write();
+        // Agents' own policies are not the api's to replace.
+        next.agent_policies = std::mem::take(&mut inner.agent_policies);
+        *inner = next;
+        metrics::gauge!("burrow_relay_edge_policies").set(inner.policies.len() as f64);
+    }
+}
+
+/// Compiles an issued policy; `None` when it was removed. A document the api accepted but this
+/// relay cannot compile (an older relay) is logged and not applied.
+fn compile(p: &burrow_proto::relay::EndpointPolicy) -> Option<Issued> {
+    if p.document.is_empty() {
+        return None;
+    }
+    match burrow_policy::parse(&p.document) {
+        Ok(policy) => Some(Issued {
+            version: p.version,
+            policy,
+        }),
+        Err(e) => {
+            tracing::error!(account = %p.account_id, endpoint = %p.endpoint, version = p.version,
+                error = %e, "issued traffic policy does not compile on this relay; not applied");
+            None
+        }
+    }
+}
+
+fn parse_limits(account: &str, json: &str) -> Limits {
+    if json.is_empty() {
+        return Limits::default();
+    }
+    serde_json::from_str(json).unwrap_or_else(|e| {
+        tracing::error!(%account, error = %e, "issued plan limits do not parse; treating as unlimited");
+        Limits::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burrow_proto::relay::{AccountPlan, DomainClaim, EndpointPolicy, NameClaim};
+
+    fn ev(e: Event) -> FeedEvent {
+        FeedEvent { event: Some(e) }
+    }
+
+    fn policy(account: &str, endpoint: &str, version: u64, doc: &str) -> EndpointPolicy {
+        EndpointPolicy {
+            account_id: account.into(),
+            endpoint: endpoint.into(),
+            version,
+            document: doc.into(),
+        }
+    }
+
+    const DENY: &str = r#"{"on_http_request":[{"actions":[{"type":"deny"}]}]}"#;
+
+    #[test]
+    fn keys_map_registry_names_to_policy_endpoints() {
+        assert_eq!(policy_key("tcp:20001"), "tcp-20001");
+        assert_eq!(policy_key("tls:vault"), "vault");
+        assert_eq!(policy_key("demo"), "demo");
+        assert_eq!(policy_key("app.example.com"), "app.example.com");
+    }
+
+    #[test]
+    fn snapshot_then_changes_then_a_new_snapshot() {
+        let edge = EdgeState::default();
+        edge.apply(ev(Event::Snapshot(Snapshot {
+            policies: vec![policy("a", "demo", 1, DENY)],
+            names: vec![NameClaim {
+                name: "demo".into(),
+                account_id: "a".into(),
+            }],
+            domains: vec![DomainClaim {
+                domain: "App.Example.com".into(),
+                account_id: "a".into(),
+            }],
+            accounts: vec![AccountPlan {
+                account_id: "a".into(),
+                plan: "free".into(),
+                limits: r#"{"bandwidth_bytes_per_sec": 1000}"#.into(),
+            }],
+        })));
+        assert_eq!(edge.policies("a", "demo").api.unwrap().version, 1);
+        // Another account's endpoint of the same name has no policy.
+        assert!(edge.policies("b", "demo").is_empty());
+        assert_eq!(edge.name_holder("demo").as_deref(), Some("a"));
+        assert_eq!(edge.domain_holder("app.example.com").as_deref(), Some("a"));
+        assert_eq!(
+            edge.plan("a").unwrap().1.bandwidth_bytes_per_sec,
+            Some(1000)
+        );
+
+        edge.set_agent_policy("a", "tcp:20001", Some(burrow_policy::parse(DENY).unwrap()));
+        edge.apply(ev(Event::Policy(policy("a", "demo", 2, ""))));
+        assert!(edge.policies("a", "demo").is_empty(), "removed");
+        edge.apply(ev(Event::Name(NameClaim {
+            name: "demo".into(),
+            account_id: String::new(),
+        })));
+        assert_eq!(edge.name_holder("demo"), None);
+
+        edge.apply(ev(Event::Snapshot(Snapshot::default())));
+        assert_eq!(edge.domain_holder("app.example.com"), None);
+        assert!(
+            edge.policies("a", "tcp:20001").agent.is_some(),
+            "a snapshot keeps agents' own policies"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The relay's one connection to Redis, which may come and go.
+//!
+//! Redis only holds what can be rebuilt (presence, endpoint leases, shared rate-limit
+//! counters), so the relay never waits for it: [`RedisLink::get`] hands out a connection when
+//! there is one and `None` otherwise. A relay started while Redis is down keeps trying (at most
+//! once per [`RETRY_EVERY`], from whoever asks), instead of giving up for its lifetime; once
+//! connected, redis' `ConnectionManager` reconnects by itself after an outage. Connection
+//! attempts and commands time out quickly, so a dead Redis costs a request at most
+//! [`COMMAND_TIMEOUT`].
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::{
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
+use tokio::time::Instant;
+
+/// How often a relay without a connection tries to make one.
+pub const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// Connecting, and each command, give up after this long.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A lazily (re)connected Redis handle shared by presence, leases and the rate limiter.
+pub struct RedisLink {
+    url: String,
+    state: Mutex<State>,
+    /// Held while one caller connects, so a dead Redis is not dialled once per request.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    conn: Option<ConnectionManager>,
+    last_attempt: Option<Instant>,
+}
+
+impl RedisLink {
+    /// A link to `url`; empty means no Redis at all (a single relay).
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            state: Mutex::default(),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether a Redis URL is configured.
+    pub fn configured(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// The connection, connecting first if there is none and the last attempt is old enough.
+    /// `None` while Redis is unreachable (the caller degrades) or not configured.
+    pub async fn get(&self) -> Option<ConnectionManager> {
+        if !self.configured() {
+            return None;
+        }
+        if let Some(conn) = self.lock().conn.clone() {
+            return Some(conn);
+        }
+        // Someone else is connecting: do not wait for them on a request path.
+        let _connecting = self.connecting.try_lock().ok()?;
+        {
+            let mut state = self.lock();
+            if let Some(conn) = state.conn.clone() {
+                return Some(conn);
+            }
+            if state
+                .last_attempt
+                .is_some_and(|t| t.elapsed() < RETRY_EVERY)
+            {
+                return None;
+            }
+            state.last_attempt = Some(Instant::now());
+        }
+        match self.connect().await {
+            Ok(conn) => {
+                tracing::info!(url = %self.url, "redis connected");
+                self.lock().conn = Some(conn.clone());
+                Some(conn)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, url = %self.url, "redis unavailable; retrying in the background");
+                None
+            }
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<ConnectionManager> {
+        let client = redis::Client::open(self.url.as_str())?;
+        // Few, short retries: while Redis is down a command should fail fast (the relay
+        // degrades) rather than wait out a long reconnect schedule; the next command retries.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_max_delay(500)
+            .set_connection_timeout(COMMAND_TIMEOUT)
+            .set_response_timeout(COMMAND_TIMEOUT);
+        tokio::time::timeout(
+            COMMAND_TIMEOUT * 3,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))?
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs one Redis operation with [`COMMAND_TIMEOUT`]; a timeout becomes an I/O error.
+pub async fn timed<T>(
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(COMMAND_TIMEOUT, op)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "redis command timed out",
+            )))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_url_means_no_connection_and_no_attempt() {
+        let link = RedisLink::new("");
+        assert!(!link.configured());
+        assert!(link.get().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_retried_only_after_the_pause() {
+        // Port 1 on loopback refuses at once.
+        let link = RedisLink::new("redis://127.0.0.1:1");
+        assert!(link.get().await.is_none());
+        let first = link.lock().last_attempt.expect("attempted");
+        assert!(link.get().await.is_none());
+        assert_eq!(link.lock().last_attempt, Some(first), "retried too soon");
+    }
+}
