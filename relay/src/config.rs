@@ -20,6 +20,11 @@ pub struct RelayConfig {
     pub control_listen: String,
     /// `/healthz`, `/readyz`, `/metrics`.
     pub ops_listen: String,
+    /// Relay-to-relay link: other relays forward visitors of endpoints this relay holds here
+    /// (authenticated with a credential derived from `internal_key`; plain HTTP, keep it on a
+    /// private network). Announced in Redis as `peer_url`. Empty disables it: this relay then
+    /// still forwards to others, but nobody forwards to it.
+    pub peer_listen: String,
     /// Base domain: endpoint `demo` is served at `demo.<domain>`.
     pub domain: String,
     /// Port printed in public URLs; 0 means the port `http_listen` bound.
@@ -83,6 +88,7 @@ impl Default for RelayConfig {
             https_listen: "127.0.0.1:7444".into(),
             control_listen: "127.0.0.1:7090".into(),
             ops_listen: "127.0.0.1:7082".into(),
+            peer_listen: "127.0.0.1:7445".into(),
             domain: "burrow.localhost".into(),
             public_http_port: 0,
             public_https_port: 0,
@@ -144,6 +150,9 @@ impl Config for RelayConfig {
         }
         if !self.https_listen.is_empty() {
             burrow_common::config::check_socket_addr("https_listen", &self.https_listen)?;
+        }
+        if !self.peer_listen.is_empty() {
+            burrow_common::config::check_socket_addr("peer_listen", &self.peer_listen)?;
         }
         if self.header_read_timeout_secs == 0 {
             return Err("`header_read_timeout_secs` must be at least 1".into());

@@ -32,7 +32,9 @@ impl Enforcer {
     pub async fn connect(redis_url: &str, prefix: &str) -> Self {
         let limiter: Arc<dyn RateLimiter> = match redis_manager(redis_url).await {
             Some(conn) => Arc::new(RedisLimiter::new(conn, prefix.to_owned())),
-            None => Arc::new(LocalLimiter::default()),
+            None if redis_url.is_empty() => Arc::new(LocalLimiter::default()),
+            // Down at start: count locally until Redis answers, then share counts through it.
+            None => Arc::new(crate::redis_link::LateRedisLimiter::new(redis_url, prefix)),
         };
         Self {
             limiter,

@@ -181,8 +181,16 @@ async fn forward(
         return not_found(&host);
     };
     let (senders, account_id) = match relay.registry.lookup(name) {
-        crate::registry::Lookup::Unknown => return not_found(&host),
+        // Not served here: another relay may hold it (see `peer`).
+        crate::registry::Lookup::Unknown => {
+            let elsewhere = crate::peer::forward_elsewhere(relay, req, name, &host, peer, scheme);
+            return elsewhere.await.unwrap_or_else(|| not_found(&host));
+        }
         crate::registry::Lookup::Offline(ago) => {
+            let elsewhere = crate::peer::forward_elsewhere(relay, req, name, &host, peer, scheme);
+            if let Some(answer) = elsewhere.await {
+                return answer;
+            }
             return relay_answer(
                 StatusCode::BAD_GATEWAY,
                 format!(

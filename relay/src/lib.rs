@@ -20,7 +20,10 @@
 //! - [`shaping`]: bandwidth per account (token buckets at the plan's rate, changed live).
 //! - [`drain`]: requests in flight and the draining flag (503 + Retry-After on shutdown).
 //! - [`control`]: the `RelayControl` gRPC server (`ListSessions`, `KickSession`).
-//! - [`presence`]: relay announcement and route table in Redis.
+//! - [`presence`]: relay announcement and endpoint leases in Redis.
+//! - [`lease`]: which relay holds which HTTP endpoint (Redis keys with a TTL).
+//! - [`peer`]: the relay-to-relay link: forwarding visitors to the relay holding the endpoint.
+//! - [`redis_link`]: the Redis connection that may come and go (relays never wait for it).
 //! - [`edge`]: what the api issued for the edge: traffic policies, reserved names, verified
 //!   domains, plan limits (plus agents' own policy files).
 //! - [`feed`]: the `RelayFeed` subscription that keeps [`edge`] current.
@@ -39,8 +42,11 @@ pub mod enforce;
 pub mod feed;
 pub mod https;
 pub mod ingress;
+pub mod lease;
 pub mod metering;
+pub mod peer;
 pub mod presence;
+pub mod redis_link;
 pub mod registry;
 pub mod session;
 pub mod shaping;
@@ -83,8 +89,10 @@ pub struct Relay {
     pub registry: registry::Registry,
     /// Authtoken verifier.
     pub verifier: auth::Verifier,
-    /// Redis presence.
+    /// Redis presence and endpoint leases.
     pub presence: presence::Presence,
+    /// Client and credential of the relay-to-relay link.
+    pub peer: peer::PeerLink,
     /// Ports of TCP endpoints.
     pub tcp: tcp::TcpPorts,
     /// Fires when the relay stops accepting (listeners started later watch it too).
@@ -170,6 +178,8 @@ pub struct BoundAddrs {
     pub control: SocketAddr,
     /// Health and metrics.
     pub ops: SocketAddr,
+    /// Relay-to-relay link, when enabled.
+    pub peer: Option<SocketAddr>,
     /// CA file agents should trust (dev CA), if the relay generated one.
     pub ca_file: Option<String>,
 }
@@ -225,6 +235,10 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
     };
     let control_l = bind("control_listen", &config.control_listen).await?;
     let ops_l = bind("ops_listen", &config.ops_listen).await?;
+    let peer_l = match config.peer_listen.as_str() {
+        "" => None,
+        addr => Some(bind("peer_listen", addr).await?),
+    };
 
     let (cert, key, ca_file) = if config.tls_cert_file.is_empty() {
         let pki = tls::ensure_dev_pki(Path::new(&config.state_dir), &config.domain)?;
@@ -254,22 +268,23 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         https: https_l.as_ref().map(local),
         control: local(&control_l),
         ops: local(&ops_l),
+        peer: peer_l.as_ref().map(local),
         ca_file,
     };
     let public_port = match config.public_http_port {
         0 => addrs.http.port(),
         p => p,
     };
-    let presence = presence::Presence::connect(
-        &config.redis_url,
+    let presence = presence::Presence::new(
+        Arc::new(redis_link::RedisLink::new(&config.redis_url)),
         &config.redis_prefix,
         presence::RelayAnnouncement {
             relay_id: config.relay_id.clone(),
             control_url: format!("http://{}", addrs.control),
             http_ingress: addrs.http.to_string(),
+            peer_url: addrs.peer.map(|a| format!("http://{a}")).unwrap_or_default(),
         },
-    )
-    .await;
+    );
     let edge = Arc::new(edge::EdgeState::default());
     let relay = Arc::new(Relay {
         registry: registry::Registry::new(Duration::from_secs(config.offline_grace_secs)),
@@ -279,6 +294,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
             Duration::from_secs(config.auth_cache_secs),
         ),
         presence,
+        peer: peer::PeerLink::new(config.internal_key.expose()),
         tcp: {
             let (first, last) = tcp::parse_range(&config.tcp_ports).unwrap_or((20000, 20999));
             tcp::TcpPorts::new(first, last, &config.tcp_listen_host)
@@ -307,7 +323,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         })?;
     }
     tracing::info!(
-        agent = %addrs.agent, http = %addrs.http, https = ?addrs.https, control = %addrs.control, ops = %addrs.ops,
+        agent = %addrs.agent, http = %addrs.http, https = ?addrs.https, control = %addrs.control, ops = %addrs.ops, peer = ?addrs.peer,
         domain = %relay.config.domain, "relay listening"
     );
 
@@ -407,6 +423,9 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         let relay = relay.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move { relay.presence.announce_until(shutdown).await });
+    }
+    if let Some(l) = peer_l {
+        tasks.spawn(peer::serve(relay.clone(), l, shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
     tracing::info!("relay stopped");

@@ -1,18 +1,25 @@
-//! Relay presence and the shared route table in Redis.
+//! Relay presence and endpoint leases in Redis.
 //!
 //! Keys (all under the configured prefix):
 //! - `relays` (set): ids of relays that announced themselves;
-//! - `relay:<id>` (string, expires after 30 s, refreshed every 10 s): JSON [`RelayAnnouncement`],
-//!   how the api finds each relay's `RelayControl` address;
-//! - `routes` (hash): endpoint name → id of the relay holding it.
+//! - `relay:<id>` (string, expires after 30 s, refreshed every 5 s): JSON [`RelayAnnouncement`],
+//!   how the api finds each relay's `RelayControl` address and relays find each other's peer
+//!   link;
+//! - `lease:<name>` (string, expires after 15 s, refreshed every 5 s): id of the relay holding
+//!   HTTP endpoint `<name>` (see [`crate::lease`]).
 //!
 //! Redis holds only what can be rebuilt: when it is unreachable the relay keeps serving its own
-//! sessions and logs the failure; the api then simply cannot list this relay's sessions.
+//! sessions and logs the failure (the api cannot list this relay's sessions, other relays
+//! cannot forward to it); the next round after Redis returns writes everything again, without
+//! a restart, even when the relay started during the outage ([`RedisLink`]).
 
+use crate::{
+    lease,
+    redis_link::{RedisLink, timed},
+};
 use burrow_proto::tunnel::BoundEndpoint;
-use redis::{AsyncCommands, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 /// What a relay publishes about itself.
@@ -24,101 +31,133 @@ pub struct RelayAnnouncement {
     pub control_url: String,
     /// `host:port` of its public HTTP ingress.
     pub http_ingress: String,
+    /// `http://host:port` of its relay-to-relay listener; empty when it has none (then other
+    /// relays do not forward to it).
+    #[serde(default)]
+    pub peer_url: String,
 }
 
-const ANNOUNCE_EVERY: Duration = Duration::from_secs(10);
+/// How often the announcement and the leases are written.
+const ANNOUNCE_EVERY: Duration = lease::REFRESH_EVERY;
 const ANNOUNCE_TTL_SECS: u64 = 30;
 
 /// Handle to the relay's presence in Redis (a no-op when Redis is not configured or down).
 pub struct Presence {
-    conn: Option<ConnectionManager>,
+    link: Arc<RedisLink>,
     prefix: String,
     announcement: RelayAnnouncement,
+    /// Names leased by this relay, rewritten every round whether Redis answered before or not.
+    held: lease::Held,
 }
 
 impl Presence {
-    /// Connects to `url`; on failure logs and returns a presence that does nothing.
-    pub async fn connect(url: &str, prefix: &str, announcement: RelayAnnouncement) -> Self {
-        let conn = if url.is_empty() {
-            None
-        } else {
-            let attempt = async {
-                let client = redis::Client::open(url)?;
-                tokio::time::timeout(Duration::from_secs(3), ConnectionManager::new(client))
-                    .await
-                    .map_err(|_| {
-                        redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out"))
-                    })?
-            };
-            match attempt.await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, %url, "redis unavailable: relay presence and shared routes disabled");
-                    None
-                }
-            }
-        };
+    /// Presence through `link`, writing keys under `prefix`. Nothing is written until
+    /// [`Presence::announce_until`] runs or an endpoint is bound.
+    pub fn new(link: Arc<RedisLink>, prefix: &str, announcement: RelayAnnouncement) -> Self {
         Self {
-            conn,
+            link,
             prefix: prefix.to_owned(),
             announcement,
+            held: lease::Held::default(),
         }
     }
 
-    /// Records that this relay now holds `endpoints`.
+    /// This relay's id.
+    pub fn relay_id(&self) -> &str {
+        &self.announcement.relay_id
+    }
+
+    /// Records that this relay now holds `endpoints` (leases its HTTP ones).
     pub async fn bound(&self, endpoints: &[BoundEndpoint]) {
-        let Some(mut conn) = self.conn.clone() else {
+        let names = lease::leased_names(endpoints);
+        self.held.hold(&names);
+        let Some(mut conn) = self.link.get().await else {
             return;
         };
-        let key = format!("{}routes", self.prefix);
-        for ep in endpoints {
-            let r: redis::RedisResult<()> =
-                conn.hset(&key, &ep.name, &self.announcement.relay_id).await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, name = %ep.name, "redis: recording route failed");
-            }
+        if let Err(e) = lease::acquire(&mut conn, &self.prefix, self.relay_id(), &names).await {
+            tracing::warn!(error = %e, ?names, "redis: taking endpoint leases failed (retried every 5 s)");
         }
     }
 
-    /// Records that this relay no longer holds `endpoints`.
+    /// Records that this relay no longer holds `endpoints` (releases their leases).
     pub async fn unbound(&self, endpoints: &[BoundEndpoint]) {
-        let Some(mut conn) = self.conn.clone() else {
+        let names = self.held.release(&lease::leased_names(endpoints));
+        let Some(mut conn) = self.link.get().await else {
             return;
         };
-        let key = format!("{}routes", self.prefix);
-        for ep in endpoints {
-            let r: redis::RedisResult<()> = conn.hdel(&key, &ep.name).await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, name = %ep.name, "redis: removing route failed");
-            }
+        if let Err(e) = lease::release(&mut conn, &self.prefix, self.relay_id(), &names).await {
+            tracing::warn!(error = %e, ?names, "redis: releasing endpoint leases failed (they expire)");
         }
     }
 
-    /// Announces the relay every few seconds until `shutdown`, then withdraws it.
-    pub async fn announce_until(&self, shutdown: CancellationToken) {
-        let Some(mut conn) = self.conn.clone() else {
-            return;
+    /// The relay holding `name`'s lease and its announcement, when it is another relay with a
+    /// peer link. `None` when nobody (or this relay) holds it, or Redis cannot tell.
+    pub async fn holder(&self, name: &str) -> Option<RelayAnnouncement> {
+        let mut conn = self.link.get().await?;
+        let id = match lease::holder(&mut conn, &self.prefix, name).await {
+            Ok(id) => id?,
+            Err(e) => {
+                tracing::debug!(error = %e, %name, "redis: reading a lease failed");
+                return None;
+            }
         };
+        if id == self.announcement.relay_id {
+            return None;
+        }
+        let key = format!("{}relay:{id}", self.prefix);
+        let raw: Option<String> = timed(redis::cmd("GET").arg(&key).query_async(&mut conn))
+            .await
+            .ok()?;
+        raw.and_then(|r| serde_json::from_str::<RelayAnnouncement>(&r).ok())
+            .filter(|a| !a.peer_url.is_empty())
+    }
+
+    /// Announces the relay and refreshes its leases every few seconds until `shutdown`, then
+    /// withdraws both.
+    pub async fn announce_until(&self, shutdown: CancellationToken) {
+        if !self.link.configured() {
+            return;
+        }
         let id = &self.announcement.relay_id;
         let key = format!("{}relay:{id}", self.prefix);
         let set = format!("{}relays", self.prefix);
         let body = serde_json::to_string(&self.announcement).unwrap_or_default();
         loop {
-            let r: redis::RedisResult<()> = async {
-                let () = conn.set_ex(&key, &body, ANNOUNCE_TTL_SECS).await?;
-                let _: i64 = conn.sadd(&set, id).await?;
-                Ok(())
-            }
-            .await;
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "redis: announcing relay failed");
+            if let Some(mut conn) = self.link.get().await {
+                let announced: redis::RedisResult<()> = timed(
+                    redis::pipe()
+                        .set_ex(&key, &body, ANNOUNCE_TTL_SECS)
+                        .ignore()
+                        .sadd(&set, id)
+                        .ignore()
+                        .query_async(&mut conn),
+                )
+                .await;
+                if let Err(e) = announced {
+                    tracing::warn!(error = %e, "redis: announcing relay failed");
+                }
+                let names = self.held.names();
+                if let Err(e) = lease::refresh(&mut conn, &self.prefix, id, &names).await {
+                    tracing::warn!(error = %e, "redis: refreshing endpoint leases failed");
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
             }
         }
-        let _: redis::RedisResult<()> = conn.del(&key).await;
-        let _: redis::RedisResult<i64> = conn.srem(&set, id).await;
+        if let Some(mut conn) = self.link.get().await {
+            let names = self.held.names();
+            let _ = lease::release(&mut conn, &self.prefix, id, &names).await;
+            let _: redis::RedisResult<()> = timed(
+                redis::pipe()
+                    .del(&key)
+                    .ignore()
+                    .srem(&set, id)
+                    .ignore()
+                    .query_async(&mut conn),
+            )
+            .await;
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! once per [`RETRY_EVERY`], from whoever asks), instead of giving up for its lifetime; once
 //! connected, redis' `ConnectionManager` reconnects by itself after an outage. Connection
 //! attempts and commands time out quickly, so a dead Redis costs a request at most
-//! [`COMMAND_TIMEOUT`].
+//! [`COMMAND_TIMEOUT`]. [`LateRedisLimiter`] does the same for rate limits.
 
+use burrow_policy::limit::{LocalLimiter, RateDecision, RateLimiter, RedisLimiter};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::{
     sync::{Mutex, PoisonError},
@@ -121,6 +122,57 @@ pub async fn timed<T>(
             )))
         })
 }
+
+/// A rate limiter for a relay that started while Redis was down: hits count in memory until
+/// Redis answers, then a [`RedisLimiter`] (shared counts, with its own fallback during later
+/// outages) takes over for good.
+pub struct LateRedisLimiter {
+    link: RedisLink,
+    prefix: String,
+    local: LocalLimiter,
+    redis: std::sync::OnceLock<RedisLimiter>,
+}
+
+impl LateRedisLimiter {
+    /// Counts locally until Redis at `url` answers; keys then go under `prefix`.
+    pub fn new(url: &str, prefix: &str) -> Self {
+        Self {
+            link: RedisLink::new(url),
+            prefix: prefix.to_owned(),
+            local: LocalLimiter::default(),
+            redis: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+// Written out instead of `#[async_trait]` (the trait's macro form), which this crate does not
+// otherwise need.
+impl RateLimiter for LateRedisLimiter {
+    fn hit<'a, 'k, 'f>(
+        &'a self,
+        key: &'k str,
+        capacity: u64,
+        window: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = RateDecision> + Send + 'f>>
+    where
+        'a: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            if self.redis.get().is_none()
+                && let Some(conn) = self.link.get().await
+            {
+                let _ = self.redis.set(RedisLimiter::new(conn, self.prefix.clone()));
+            }
+            match self.redis.get() {
+                Some(redis) => redis.hit(key, capacity, window).await,
+                None => self.local.hit(key, capacity, window).await,
+            }
+        })
+    }
+}
+
 
 #[cfg(test)]
 mod tests {
