@@ -163,6 +163,8 @@ struct UrlEntry {
 pub struct JwksCache {
     http: reqwest::Client,
     ttl: Duration,
+    /// Minimum time between fetches of one URL (normally [`REFETCH_INTERVAL`]).
+    refetch_interval: Duration,
     urls: Mutex<HashMap<String, Arc<UrlEntry>>>,
 }
 
@@ -175,7 +177,13 @@ impl std::fmt::Debug for JwksCache {
 impl JwksCache {
     /// A cache that fetches with `http` and keeps each key set for `ttl`.
     pub fn new(http: reqwest::Client, ttl: Duration) -> Self {
-        JwksCache { http, ttl, urls: Mutex::new(HashMap::new()) }
+        JwksCache { http, ttl, refetch_interval: REFETCH_INTERVAL, urls: Mutex::new(HashMap::new()) }
+    }
+
+    /// Changes the minimum time between two fetches of one URL (tests use zero).
+    pub fn with_refetch_interval(mut self, interval: Duration) -> Self {
+        self.refetch_interval = interval;
+        self
     }
 
     /// Validates `token` under `cfg` at time `now`.
@@ -227,7 +235,7 @@ impl JwksCache {
         }
         let stale = {
             let mut snap = entry.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
-            if snap.last_attempt.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+            if snap.last_attempt.is_some_and(|t| t.elapsed() < self.refetch_interval) {
                 // Fetched (or failed) moments ago: answer with what there is.
                 return snap.keys.clone().ok_or_else(|| JwtError::KeysUnavailable("recent fetch failed".into()));
             }

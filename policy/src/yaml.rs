@@ -74,7 +74,7 @@ pub(crate) fn parse(text: &str) -> Result<Node, PolicyError> {
     let mut documents = 0usize;
     let current_path = |stack: &[Frame]| stack.last().map(Frame::child_path).unwrap_or_default();
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|e| scan_error(&e, &current_path(&stack)))?;
+        let (event, span) = event.map_err(|e| scan_error(&e, &current_path(&stack), text))?;
         let line = span.start.line().max(1);
         let fail = |stack: &[Frame], message: &str| PolicyError::new(current_path(stack), Some(line), message);
         let node = match event {
@@ -134,8 +134,10 @@ pub(crate) fn parse(text: &str) -> Result<Node, PolicyError> {
     root.ok_or_else(|| PolicyError::new("", Some(1), "the document is empty"))
 }
 
-fn scan_error(e: &ScanError, path: &str) -> PolicyError {
-    PolicyError::new(path, Some(e.marker().line().max(1)), format!("invalid YAML/JSON: {}", e.info()))
+fn scan_error(e: &ScanError, path: &str, text: &str) -> PolicyError {
+    // At the end of input the scanner may point one line past the last one.
+    let line = e.marker().line().clamp(1, text.lines().count().max(1));
+    PolicyError::new(path, Some(line), format!("invalid YAML/JSON: {}", e.info()))
 }
 
 impl Node {

@@ -1,0 +1,5 @@
+//! Unit tests: every validation error (field path and line), canonical JSON, and every action.
+
+mod actions;
+mod roundtrip;
+mod validate;

@@ -1,0 +1,145 @@
+//! `RedisLimiter` against the real Redis: shared counting, and the local fallback through an
+//! outage and back.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use burrow_policy::limit::{RateLimiter, RedisLimiter};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::eventually;
+
+fn redis_url() -> String {
+    std::env::var("BURROW_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A key prefix no other test (or run) uses.
+fn unique_prefix() -> String {
+    format!("burrow-test:{:016x}:", rand::random::<u64>())
+}
+
+async fn manager(url: &str) -> ConnectionManager {
+    let config = ConnectionManagerConfig::new().set_number_of_retries(1).set_max_delay(200);
+    ConnectionManager::new_with_config(redis::Client::open(url).unwrap(), config).await.unwrap()
+}
+
+#[tokio::test]
+async fn relays_share_one_counter() {
+    let prefix = unique_prefix();
+    let a = RedisLimiter::new(manager(&redis_url()).await, prefix.clone());
+    let b = RedisLimiter::new(manager(&redis_url()).await, prefix.clone());
+    let window = Duration::from_secs(60);
+    let mut allowed = 0;
+    for i in 0..6 {
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        let d = limiter.hit("acct/ep:api:10.0.0.1", 4, window).await;
+        if d.allowed {
+            allowed += 1;
+            assert_eq!(d.remaining, 4 - allowed);
+        } else {
+            assert!(d.retry_after <= window && d.retry_after > Duration::ZERO, "{:?}", d.retry_after);
+        }
+    }
+    // 4 unless the six hits straddled a window boundary (then up to 6, never fewer than 4).
+    assert!(allowed >= 4, "{allowed}");
+    assert!(!a.is_degraded() && !b.is_degraded());
+    // Another prefix is another namespace.
+    let c = RedisLimiter::new(manager(&redis_url()).await, unique_prefix());
+    assert!(c.hit("acct/ep:api:10.0.0.1", 4, window).await.allowed);
+}
+
+/// A TCP proxy in front of Redis that can be cut and restored on the same port.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    upstream: String,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Proxy { addr: listener.local_addr().unwrap(), upstream, tasks: Arc::default() };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (tasks, upstream) = (self.tasks.clone(), self.upstream.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut visitor, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut redis) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut visitor, &mut redis).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Closes the listener and every proxied connection: Redis is "down".
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    async fn restore(&self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+}
+
+#[tokio::test]
+async fn falls_back_to_local_limits_and_returns_to_redis() {
+    let url = redis_url();
+    let host = url.trim_start_matches("redis://").split('/').next().unwrap().to_owned();
+    let proxy = Proxy::start(host).await;
+    let limiter = RedisLimiter::new(manager(&format!("redis://{}", proxy.addr)).await, unique_prefix());
+    let window = Duration::from_secs(3600);
+    assert!(limiter.hit("k", 2, window).await.allowed);
+    assert!(!limiter.is_degraded());
+
+    proxy.cut();
+    // Requests keep being limited, locally now: two allowed, then refused.
+    let started = tokio::time::Instant::now();
+    let decisions: Vec<bool> = hits(&limiter, "outage-key", 3, window).await;
+    assert_eq!(decisions, [true, true, false]);
+    assert!(limiter.is_degraded());
+    assert!(started.elapsed() < Duration::from_secs(2), "a dead Redis must not stall requests");
+
+    proxy.restore().await;
+    eventually(Duration::from_secs(20), || async {
+        limiter.hit("k", 1000, window).await;
+        !limiter.is_degraded()
+    })
+    .await;
+    // Back on Redis: the counter from before the outage is still there.
+    let d = limiter.hit("k", 2, window).await;
+    assert!(!d.allowed, "Redis counted the earlier hits: {d:?}");
+}
+
+#[tokio::test]
+async fn closed_port_limits_locally() {
+    // Connect through a proxy, then close it for good: the limiter never sees Redis again.
+    let url = redis_url();
+    let proxy = Proxy::start(url.trim_start_matches("redis://").split('/').next().unwrap().to_owned()).await;
+    let limiter = RedisLimiter::new(manager(&format!("redis://{}", proxy.addr)).await, unique_prefix());
+    proxy.cut();
+    let decisions = hits(&limiter, "k", 4, Duration::from_secs(60)).await;
+    assert_eq!(decisions, [true, true, true, false]);
+    assert!(limiter.is_degraded());
+}
+
+/// `n` sequential hits with capacity `n - 1`.
+async fn hits(limiter: &RedisLimiter, key: &str, n: u64, window: Duration) -> Vec<bool> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(limiter.hit(key, n - 1, window).await.allowed);
+    }
+    out
+}
