@@ -25,7 +25,10 @@ pub const CONFIG_VERSION: u32 = 1;
 pub struct AgentConfig {
     /// Authtoken issued by the api (`BURROW_AUTHTOKEN`).
     pub authtoken: Secret,
-    /// Relay agent address, `host:port` (`BURROW_RELAY`).
+    /// Relay agent address, `host:port` (`BURROW_RELAY`). Several relays of one platform:
+    /// comma-separated (`a:7443,b:7443`), or a list in the file; the agent starts with the
+    /// first and moves to the next when a session is lost ([`AgentConfig::relays`]).
+    #[serde(deserialize_with = "one_or_many")]
     pub relay: String,
     /// PEM file of the CA that signed the relay's certificate (`BURROW_CA_FILE`).
     pub ca_file: String,
@@ -242,15 +245,47 @@ impl Config for AgentConfig {
                     .into(),
             );
         }
-        if self
-            .relay
-            .rsplit_once(':')
-            .is_none_or(|(_, p)| p.parse::<u16>().is_err())
-        {
-            return Err(format!("relay address {:?} must be host:port", self.relay));
+        let relays = self.relays();
+        if relays.is_empty() {
+            return Err("no relay: set BURROW_RELAY (or `relay`) to host:port".into());
+        }
+        for relay in relays {
+            if relay
+                .rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
+                return Err(format!("relay address {relay:?} must be host:port"));
+            }
         }
         Ok(())
     }
+}
+
+impl AgentConfig {
+    /// The relay addresses in `relay`, in the order they are tried.
+    pub fn relays(&self) -> Vec<String> {
+        self.relay
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// `relay` is a string in the environment and may be a list in the file: a list is kept
+/// comma-joined, so both read alike.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(list) => list.join(","),
+    })
 }
 
 /// The config file to read when none is given: the user's, if it exists.
@@ -290,6 +325,18 @@ mod tests {
         let base = "authtoken = \"t\"\nca_file = \"ca.pem\"\n";
         std::fs::write(&path, format!("{base}{text}")).unwrap();
         burrow_common::config::load_file(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn several_relays_come_as_a_comma_list_or_a_file_list() {
+        let listed = load("relay = [\"a:7443\", \"b:7443\"]\n").unwrap();
+        assert_eq!(listed.relays(), ["a:7443", "b:7443"]);
+        let joined = load("relay = \"a:7443, b:7443,c:1\"\n").unwrap();
+        assert_eq!(joined.relays(), ["a:7443", "b:7443", "c:1"]);
+        let err = load("relay = \"a:7443,b\"\n").unwrap_err();
+        assert!(err.contains("\"b\""), "{err}");
+        let err = load("relay = \" , \"\n").unwrap_err();
+        assert!(err.contains("no relay"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! rebinding the same names and ports, including ones the relay picked — until shutdown or a
 //! rejection that retrying cannot fix (bad token, name taken). Each visitor stream names its
 //! endpoint in [`ENDPOINT_HEADER`]; that picks the [`Forwarder`].
+//!
+//! With several relays (`--relay a:port,b:port`), a lost session or a failed or retryably
+//! refused attempt moves on to the next relay (round robin, same backoff): any relay of the
+//! platform serves the endpoint, and the others forward visitors to it.
 
 use crate::{
     AgentConfig,
@@ -151,11 +155,20 @@ pub async fn run(
     let session_tls = crate::tls::relay_config(&config.ca_file).map_err(AgentError::Setup)?;
     let mut data_tls = session_tls.clone();
     data_tls.alpn_protocols = vec![DATA_ALPN.to_vec()];
-    let relay_tls = RelayTls {
-        config: Arc::new(session_tls),
-        data_config: Arc::new(data_tls),
-        server_name: server_name(&config.relay)?,
-    };
+    let (session_tls, data_tls) = (Arc::new(session_tls), Arc::new(data_tls));
+    let relays = config
+        .relays()
+        .into_iter()
+        .map(|addr| {
+            Ok(RelayTls {
+                config: session_tls.clone(),
+                data_config: data_tls.clone(),
+                server_name: server_name(&addr)?,
+                addr,
+            })
+        })
+        .collect::<Result<Vec<_>, AgentError>>()?;
+    let mut on = 0;
     let forwarders = specs
         .iter()
         .map(|s| Forwarder::new(&s.upstream).map_err(AgentError::Setup))
@@ -175,9 +188,10 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut reconnected = false;
     loop {
+        let relay_tls = &relays[on % relays.len().max(1)];
         let attempt = session(
             config,
-            &relay_tls,
+            relay_tls,
             &forwarders,
             &observers,
             binds.clone(),
@@ -207,6 +221,12 @@ pub async fn run(
             }
             Err(SessionError::Fatal(e)) => return Err(e),
             Err(SessionError::Retry(reason)) => reason,
+        };
+        let reason = if relays.len() > 1 {
+            on = (on + 1) % relays.len();
+            format!("{reason}; next relay: {}", relays[on].addr)
+        } else {
+            reason
         };
         let retry_in = backoff.next_delay();
         events(Event::Disconnected { reason, retry_in });
@@ -246,8 +266,10 @@ enum SessionError {
     Retry(String),
 }
 
-/// How to reach the relay: its TLS settings and the name its certificate must carry.
+/// How to reach one relay: its address, TLS settings and the name its certificate must carry.
 struct RelayTls {
+    /// `host:port` of its agent listener.
+    addr: String,
     config: Arc<rustls::ClientConfig>,
     /// The same trust, ALPN `burrow-data/1`: data connections.
     data_config: Arc<rustls::ClientConfig>,
@@ -268,9 +290,9 @@ async fn session(
         move |e: Box<dyn std::error::Error>| SessionError::Retry(format!("{what}: {e}"))
     };
     let connect = async {
-        let tcp = TcpStream::connect(&config.relay)
+        let tcp = TcpStream::connect(&relay_tls.addr)
             .await
-            .map_err(|e| retry(&format!("connecting to relay {}", config.relay))(e.into()))?;
+            .map_err(|e| retry(&format!("connecting to relay {}", relay_tls.addr))(e.into()))?;
         let _ = tcp.set_nodelay(true);
         tokio_rustls::TlsConnector::from(relay_tls.config.clone())
             .connect(relay_tls.server_name.clone(), tcp)
@@ -280,7 +302,7 @@ async fn session(
     let mut stream = tokio::select! {
         _ = shutdown.cancelled() => return Ok(Outcome::Shutdown),
         r = tokio::time::timeout(CONNECT_TIMEOUT, connect) => r
-            .map_err(|_| SessionError::Retry(format!("connecting to relay {} timed out", config.relay)))??,
+            .map_err(|_| SessionError::Retry(format!("connecting to relay {} timed out", relay_tls.addr)))??,
     };
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -310,6 +332,10 @@ async fn session(
         } => (endpoints, session_id, data_key),
     };
     let (bound, session_id, data_key) = bound;
+    if config.relays().len() > 1 {
+        // Which of several relays serves the tunnel is worth knowing (the events do not say).
+        eprintln!("burrow: on relay {}", relay_tls.addr);
+    }
     // Visitor streams name their endpoint as the relay's registry does.
     let routes: Arc<HashMap<String, Forwarder>> = Arc::new(
         bound
@@ -327,7 +353,7 @@ async fn session(
         .any(|e| matches!(e.proto, EndpointProto::Tcp | EndpointProto::Tls));
     if let (true, Some(data_key)) = (streams, data_key) {
         let pool = crate::data::DataPool {
-            relay: config.relay.clone(),
+            relay: relay_tls.addr.clone(),
             tls: relay_tls.data_config.clone(),
             server_name: relay_tls.server_name.clone(),
             hello: burrow_proto::tunnel::DataHello {
