@@ -29,15 +29,30 @@ const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 
 /// Headers a policy may not set: they frame the message or steer Burrow itself.
 fn reserved(name: &HeaderName) -> bool {
-    const FRAMING: [&str; 8] =
-        ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "content-length"];
+    const FRAMING: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "content-length",
+    ];
     FRAMING.contains(&name.as_str()) || name.as_str().starts_with("x-burrow-")
 }
 
 /// Reads the `config` of an action of type `kind` (the type is known to exist).
-pub(crate) fn action(kind: &str, config: Option<(&Node, String)>, action: (&str, &Node)) -> Result<Action> {
+pub(crate) fn action(
+    kind: &str,
+    config: Option<(&Node, String)>,
+    action: (&str, &Node),
+) -> Result<Action> {
     let need = || {
-        config.as_ref().map(|(n, p)| (*n, p.as_str())).ok_or_else(|| fail(action.0, action.1, format!("`{kind}` needs a `config`")))
+        config
+            .as_ref()
+            .map(|(n, p)| (*n, p.as_str()))
+            .ok_or_else(|| fail(action.0, action.1, format!("`{kind}` needs a `config`")))
     };
     Ok(match kind {
         "restrict-ips" => Action::RestrictIps(restrict_ips(need()?)?),
@@ -48,7 +63,9 @@ pub(crate) fn action(kind: &str, config: Option<(&Node, String)>, action: (&str,
             let (node, path) = need()?;
             let f = Fields::new(node, path, &["headers"])?;
             let (n, p) = f.req("headers")?;
-            Action::AddHeaders(AddHeaders { headers: header_pairs(n, &p, true)? })
+            Action::AddHeaders(AddHeaders {
+                headers: header_pairs(n, &p, true)?,
+            })
         }
         "remove-headers" => {
             let (node, path) = need()?;
@@ -71,7 +88,10 @@ pub(crate) fn action(kind: &str, config: Option<(&Node, String)>, action: (&str,
             None => Deny::default(),
             Some((node, path)) => {
                 let f = Fields::new(node, &path, &["status", "body"])?;
-                Deny { status: status(&f, "status", 400)?, body: body(&f)? }
+                Deny {
+                    status: status(&f, "status", 400)?,
+                    body: body(&f)?,
+                }
             }
         }),
         "custom-response" => {
@@ -82,10 +102,21 @@ pub(crate) fn action(kind: &str, config: Option<(&Node, String)>, action: (&str,
                 Some((n, p)) => header_pairs(n, &p, false)?,
                 None => Vec::new(),
             };
-            CustomResponse { status: status(&f, "status", 200)?.unwrap_or(200), body: body(&f)?, headers }.into()
+            CustomResponse {
+                status: status(&f, "status", 200)?.unwrap_or(200),
+                body: body(&f)?,
+                headers,
+            }
+            .into()
         }
         "redirect" => Action::Redirect(redirect(need()?)?),
-        _ => return Err(fail(action.0, action.1, format!("unknown action type `{kind}`"))),
+        _ => {
+            return Err(fail(
+                action.0,
+                action.1,
+                format!("unknown action type `{kind}`"),
+            ));
+        }
     })
 }
 
@@ -101,9 +132,16 @@ fn restrict_ips((node, path): (&Node, &str)) -> Result<RestrictIps> {
         Some((n, p)) => list(n, &p, MAX_CIDRS, cidr),
         None => Ok(Vec::new()),
     };
-    let r = RestrictIps { allow: read("allow")?, deny: read("deny")? };
+    let r = RestrictIps {
+        allow: read("allow")?,
+        deny: read("deny")?,
+    };
     if r.allow.is_empty() && r.deny.is_empty() {
-        return Err(fail(path, node, "give `allow`, `deny` or both, with at least one CIDR"));
+        return Err(fail(
+            path,
+            node,
+            "give `allow`, `deny` or both, with at least one CIDR",
+        ));
     }
     Ok(r)
 }
@@ -114,11 +152,22 @@ pub(crate) fn cidr(node: &Node, path: &str) -> Result<IpNet> {
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(IpNet::from(ip));
     }
-    let net: IpNet = text
-        .parse()
-        .map_err(|_| fail(path, node, format!("`{text}` is not a CIDR (like 10.0.0.0/8 or 2001:db8::/32) or an IP address")))?;
+    let net: IpNet = text.parse().map_err(|_| {
+        fail(
+            path,
+            node,
+            format!("`{text}` is not a CIDR (like 10.0.0.0/8 or 2001:db8::/32) or an IP address"),
+        )
+    })?;
     if net.trunc() != net {
-        return Err(fail(path, node, format!("`{text}` has host bits set; did you mean `{}`?", net.trunc())));
+        return Err(fail(
+            path,
+            node,
+            format!(
+                "`{text}` has host bits set; did you mean `{}`?",
+                net.trunc()
+            ),
+        ));
     }
     Ok(net)
 }
@@ -129,10 +178,16 @@ fn basic_auth((node, path): (&Node, &str)) -> Result<BasicAuth> {
     let credentials = list(n, &p, MAX_ITEMS, |n, p| {
         let c = string(n, p)?;
         match c.split_once(':') {
-            Some((user, pass)) if !user.is_empty() && !pass.is_empty() && !c.chars().any(char::is_control) => {
+            Some((user, pass))
+                if !user.is_empty() && !pass.is_empty() && !c.chars().any(char::is_control) =>
+            {
                 Ok(c.to_owned())
             }
-            _ => Err(fail(p, n, "expected `user:password` with a non-empty user and password")),
+            _ => Err(fail(
+                p,
+                n,
+                "expected `user:password` with a non-empty user and password",
+            )),
         }
     })?;
     if credentials.is_empty() {
@@ -141,24 +196,51 @@ fn basic_auth((node, path): (&Node, &str)) -> Result<BasicAuth> {
     let realm = match f.get("realm") {
         Some((n, p)) => {
             let r = string(n, &p)?;
-            if r.is_empty() || r.len() > 128 || !r.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
-                return Err(fail(&p, n, "expected 1 to 128 printable ASCII characters without `\"` or `\\`"));
+            if r.is_empty()
+                || r.len() > 128
+                || !r
+                    .bytes()
+                    .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+            {
+                return Err(fail(
+                    &p,
+                    n,
+                    "expected 1 to 128 printable ASCII characters without `\"` or `\\`",
+                ));
             }
             Some(r.to_owned())
         }
         None => None,
     };
-    let digests = credentials.iter().map(|c| sha2::Sha256::digest(c.as_bytes()).into()).collect();
-    Ok(BasicAuth { credentials, realm, digests })
+    let digests = credentials
+        .iter()
+        .map(|c| sha2::Sha256::digest(c.as_bytes()).into())
+        .collect();
+    Ok(BasicAuth {
+        credentials,
+        realm,
+        digests,
+    })
 }
 
 fn jwt((node, path): (&Node, &str)) -> Result<JwtConfig> {
-    let keys = ["jwks_url", "issuer", "audiences", "algorithms", "header", "leeway_secs"];
+    let keys = [
+        "jwks_url",
+        "issuer",
+        "audiences",
+        "algorithms",
+        "header",
+        "leeway_secs",
+    ];
     let f = Fields::new(node, path, &keys)?;
     let (n, p) = f.req("jwks_url")?;
     let url = string(n, &p)?;
     check_jwks_url(url).map_err(|m| fail(&p, n, m))?;
-    let opt_string = |key| f.get(key).map(|(n, p)| string(n, &p).map(str::to_owned)).transpose();
+    let opt_string = |key| {
+        f.get(key)
+            .map(|(n, p)| string(n, &p).map(str::to_owned))
+            .transpose()
+    };
     let audiences = match f.get("audiences") {
         Some((n, p)) => list(n, &p, MAX_ITEMS, |n, p| string(n, p).map(str::to_owned))?,
         None => Vec::new(),
@@ -167,18 +249,41 @@ fn jwt((node, path): (&Node, &str)) -> Result<JwtConfig> {
         Some((n, p)) => list(n, &p, 16, |n, p| {
             let a = string(n, p)?;
             match a.parse::<Algorithm>() {
-                Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => {
-                    Err(fail(p, n, format!("`{a}` is symmetric; a JWKS publishes public keys (use RS*, PS*, ES256, ES384 or EdDSA)")))
-                }
+                Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => Err(fail(
+                    p,
+                    n,
+                    format!(
+                        "`{a}` is symmetric; a JWKS publishes public keys (use RS*, PS*, ES256, ES384 or EdDSA)"
+                    ),
+                )),
                 Ok(alg) => Ok(alg),
-                Err(_) => Err(fail(p, n, format!("unknown algorithm `{a}`; expected RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"))),
+                Err(_) => Err(fail(
+                    p,
+                    n,
+                    format!(
+                        "unknown algorithm `{a}`; expected RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
+                    ),
+                )),
             }
         })?,
         None => Vec::new(),
     };
-    let header = f.get("header").map(|(n, p)| header_name(n, &p)).transpose()?;
-    let leeway_secs = f.get("leeway_secs").map(|(n, p)| ranged(n, &p, 0, 3600)).transpose()?;
-    Ok(JwtConfig { jwks_url: url.to_owned(), issuer: opt_string("issuer")?, audiences, algorithms, header, leeway_secs })
+    let header = f
+        .get("header")
+        .map(|(n, p)| header_name(n, &p))
+        .transpose()?;
+    let leeway_secs = f
+        .get("leeway_secs")
+        .map(|(n, p)| ranged(n, &p, 0, 3600))
+        .transpose()?;
+    Ok(JwtConfig {
+        jwks_url: url.to_owned(),
+        issuer: opt_string("issuer")?,
+        audiences,
+        algorithms,
+        header,
+        leeway_secs,
+    })
 }
 
 /// `https://...`, or `http://` to a loopback host (a JWKS over plain HTTP could be swapped).
@@ -188,7 +293,9 @@ fn check_jwks_url(url: &str) -> std::result::Result<(), String> {
     match uri.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
         Some("http") if matches!(host, "localhost" | "[::1]") || host.starts_with("127.") => Ok(()),
-        _ => Err(format!("`{url}` must be an https:// URL (http:// only for localhost)")),
+        _ => Err(format!(
+            "`{url}` must be an https:// URL (http:// only for localhost)"
+        )),
     }
 }
 
@@ -196,8 +303,17 @@ fn rate_limit((node, path): (&Node, &str)) -> Result<RateLimit> {
     let f = Fields::new(node, path, &["name", "capacity", "window", "key"])?;
     let (n, p) = f.req("name")?;
     let name = string(n, &p)?;
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err(fail(&p, n, "expected 1 to 64 letters, digits, `-`, `_` or `.`"));
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(fail(
+            &p,
+            n,
+            "expected 1 to 64 letters, digits, `-`, `_` or `.`",
+        ));
     }
     let (n, p) = f.req("capacity")?;
     let capacity = ranged(n, &p, 1, 1_000_000_000)?;
@@ -209,18 +325,34 @@ fn rate_limit((node, path): (&Node, &str)) -> Result<RateLimit> {
             "ip" => RateKey::Ip,
             k => match k.strip_prefix("header:") {
                 Some(h) => RateKey::Header(
-                    HeaderName::from_bytes(h.as_bytes()).map_err(|_| fail(&p, n, format!("`{h}` is not a valid header name")))?,
+                    HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| fail(&p, n, format!("`{h}` is not a valid header name")))?,
                 ),
-                None => return Err(fail(&p, n, format!("unknown key `{k}`; expected `ip` or `header:<name>`"))),
+                None => {
+                    return Err(fail(
+                        &p,
+                        n,
+                        format!("unknown key `{k}`; expected `ip` or `header:<name>`"),
+                    ));
+                }
             },
         },
     };
-    Ok(RateLimit { name: name.to_owned(), capacity, window, key })
+    Ok(RateLimit {
+        name: name.to_owned(),
+        capacity,
+        window,
+        key,
+    })
 }
 
 /// `30s`, `1m`, `1h`: a whole number of seconds, minutes or hours, up to a day.
 pub(crate) fn window(text: &str) -> std::result::Result<Duration, String> {
-    let bad = || format!("`{text}` is not a window; expected a number and a unit, like 30s, 1m or 1h (at most 24h)");
+    let bad = || {
+        format!(
+            "`{text}` is not a window; expected a number and a unit, like 30s, 1m or 1h (at most 24h)"
+        )
+    };
     let unit = match text.as_bytes().last() {
         Some(b's') => 1,
         Some(b'm') => 60,
@@ -245,11 +377,20 @@ fn webhook((node, path): (&Node, &str)) -> Result<WebhookConfig> {
     let scheme = match string(n, &p)? {
         "stripe" => Scheme::Stripe,
         "standard" => Scheme::Standard,
-        s => return Err(fail(&p, n, format!("unknown scheme `{s}`; expected `stripe` or `standard`"))),
+        s => {
+            return Err(fail(
+                &p,
+                n,
+                format!("unknown scheme `{s}`; expected `stripe` or `standard`"),
+            ));
+        }
     };
     let (n, p) = f.req("secret")?;
     let secret = string(n, &p)?.to_owned();
-    let tolerance = f.get("tolerance_secs").map(|(n, p)| ranged(n, &p, 1, 86_400)).transpose()?;
+    let tolerance = f
+        .get("tolerance_secs")
+        .map(|(n, p)| ranged(n, &p, 1, 86_400))
+        .transpose()?;
     WebhookConfig::new(scheme, secret, tolerance).map_err(|m| fail(&p, n, m))
 }
 
@@ -257,19 +398,33 @@ fn redirect((node, path): (&Node, &str)) -> Result<Redirect> {
     let f = Fields::new(node, path, &["to", "status"])?;
     let (n, p) = f.req("to")?;
     let to = string(n, &p)?;
-    let absolute = to
-        .parse::<http::Uri>()
-        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty()));
+    let absolute = to.parse::<http::Uri>().is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    });
     let path_only = to.starts_with('/') && !to.starts_with("//") && !to.starts_with("/\\");
-    let value = HeaderValue::from_str(to).ok().filter(|v| v.to_str().is_ok());
+    let value = HeaderValue::from_str(to)
+        .ok()
+        .filter(|v| v.to_str().is_ok());
     let to = match value {
         Some(v) if absolute || path_only => v,
-        _ => return Err(fail(&p, n, format!("`{to}` must be an absolute http(s) URL or a path starting with `/`"))),
+        _ => {
+            return Err(fail(
+                &p,
+                n,
+                format!("`{to}` must be an absolute http(s) URL or a path starting with `/`"),
+            ));
+        }
     };
     let status = match f.get("status") {
         Some((n, p)) => match uint(n, &p)? {
             s @ (301 | 302 | 303 | 307 | 308) => Some(s as u16),
-            s => return Err(fail(&p, n, format!("redirect status must be 301, 302, 303, 307 or 308, found {s}"))),
+            s => {
+                return Err(fail(
+                    &p,
+                    n,
+                    format!("redirect status must be 301, 302, 303, 307 or 308, found {s}"),
+                ));
+            }
         },
         None => None,
     };
@@ -280,18 +435,26 @@ fn redirect((node, path): (&Node, &str)) -> Result<Redirect> {
 fn ranged(node: &Node, path: &str, min: u64, max: u64) -> Result<u64> {
     let v = uint(node, path)?;
     if !(min..=max).contains(&v) {
-        return Err(fail(path, node, format!("must be between {min} and {max}, found {v}")));
+        return Err(fail(
+            path,
+            node,
+            format!("must be between {min} and {max}, found {v}"),
+        ));
     }
     Ok(v)
 }
 
 /// An optional HTTP status of at least `min` (and at most 599).
 fn status(f: &Fields<'_>, key: &str, min: u64) -> Result<Option<u16>> {
-    f.get(key).map(|(n, p)| ranged(n, &p, min, 599).map(|s| s as u16)).transpose()
+    f.get(key)
+        .map(|(n, p)| ranged(n, &p, min, 599).map(|s| s as u16))
+        .transpose()
 }
 
 fn body(f: &Fields<'_>) -> Result<Option<String>> {
-    let Some((n, p)) = f.get("body") else { return Ok(None) };
+    let Some((n, p)) = f.get("body") else {
+        return Ok(None);
+    };
     let b = string(n, &p)?;
     if b.len() > MAX_BODY {
         return Err(fail(&p, n, format!("at most {MAX_BODY} bytes")));
@@ -301,7 +464,8 @@ fn body(f: &Fields<'_>) -> Result<Option<String>> {
 
 pub(crate) fn header_name(node: &Node, path: &str) -> Result<HeaderName> {
     let s = string(node, path)?;
-    HeaderName::from_bytes(s.as_bytes()).map_err(|_| fail(path, node, format!("`{s}` is not a valid header name")))
+    HeaderName::from_bytes(s.as_bytes())
+        .map_err(|_| fail(path, node, format!("`{s}` is not a valid header name")))
 }
 
 pub(crate) fn header_value(node: &Node, path: &str) -> Result<HeaderValue> {
@@ -309,12 +473,22 @@ pub(crate) fn header_value(node: &Node, path: &str) -> Result<HeaderValue> {
     HeaderValue::from_str(s)
         .ok()
         .filter(|v| v.to_str().is_ok())
-        .ok_or_else(|| fail(path, node, "header values must be printable ASCII (no control characters)"))
+        .ok_or_else(|| {
+            fail(
+                path,
+                node,
+                "header values must be printable ASCII (no control characters)",
+            )
+        })
 }
 
 /// A mapping of header names to values to put on a message (framing and Burrow's own headers
 /// refused); `required`: at least one.
-pub(crate) fn header_pairs(node: &Node, path: &str, required: bool) -> Result<Vec<(HeaderName, HeaderValue)>> {
+pub(crate) fn header_pairs(
+    node: &Node,
+    path: &str,
+    required: bool,
+) -> Result<Vec<(HeaderName, HeaderValue)>> {
     let entries = map(node, path)?;
     if entries.len() > MAX_ITEMS || (required && entries.is_empty()) {
         return Err(fail(path, node, format!("list 1 to {MAX_ITEMS} headers")));
@@ -324,9 +498,12 @@ pub(crate) fn header_pairs(node: &Node, path: &str, required: bool) -> Result<Ve
         .map(|e| {
             let p = join(path, &e.key);
             let at = |m: String| crate::PolicyError::new(&p, Some(e.line), m);
-            let name = HeaderName::from_bytes(e.key.as_bytes()).map_err(|_| at(format!("`{}` is not a valid header name", e.key)))?;
+            let name = HeaderName::from_bytes(e.key.as_bytes())
+                .map_err(|_| at(format!("`{}` is not a valid header name", e.key)))?;
             if reserved(&name) {
-                return Err(at(format!("`{name}` cannot be set by a policy (message framing or Burrow's own header)")));
+                return Err(at(format!(
+                    "`{name}` cannot be set by a policy (message framing or Burrow's own header)"
+                )));
             }
             Ok((name, header_value(&e.value, &p)?))
         })

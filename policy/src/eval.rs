@@ -19,8 +19,8 @@ use subtle::ConstantTimeEq;
 use crate::Policy;
 use crate::jwks::{JwksCache, JwtError, token_from};
 use crate::limit::RateLimiter;
-use crate::model::{Action, BasicAuth, RateKey, RateLimit, Rule, window_text};
 use crate::matching::normalize_path;
+use crate::model::{Action, BasicAuth, RateKey, RateLimit, Rule, window_text};
 use crate::respond::answer;
 
 /// What an on_http_request evaluation needs besides the request.
@@ -72,10 +72,13 @@ impl Policy {
         let peer = peer.to_canonical();
         for rule in &self.doc.on_tcp_connect {
             for action in &rule.actions {
-                if let Action::RestrictIps(r) = action {
-                    if !r.allows(peer) {
-                        return Err(Denied { rule: label(rule), reason: format!("IP address {peer} is not allowed") });
-                    }
+                if let Action::RestrictIps(r) = action
+                    && !r.allows(peer)
+                {
+                    return Err(Denied {
+                        rule: label(rule),
+                        reason: format!("IP address {peer} is not allowed"),
+                    });
                 }
             }
         }
@@ -93,11 +96,18 @@ impl Policy {
         let peer = ctx.peer.to_canonical();
         let path = normalize_path(req.uri.path()).into_owned();
         for rule in &self.doc.on_http_request {
-            if rule.matcher.as_ref().is_some_and(|m| !m.matches(&req.method, &path, &req.headers, None)) {
+            if rule
+                .matcher
+                .as_ref()
+                .is_some_and(|m| !m.matches(&req.method, &path, &req.headers, None))
+            {
                 continue;
             }
             for action in &rule.actions {
-                if let Some(res) = self.request_action(rule, action, req, body, ctx, peer).await {
+                if let Some(res) = self
+                    .request_action(rule, action, req, body, ctx, peer)
+                    .await
+                {
                     return RequestVerdict::Respond(res);
                 }
             }
@@ -116,13 +126,18 @@ impl Policy {
     ) -> Option<Response<Bytes>> {
         let why = |status: StatusCode, text: String| answer(status, &rule.label, text);
         match action {
-            Action::RestrictIps(r) => {
-                (!r.allows(peer)).then(|| why(StatusCode::FORBIDDEN, format!("IP address {peer} is not allowed")))
-            }
+            Action::RestrictIps(r) => (!r.allows(peer)).then(|| {
+                why(
+                    StatusCode::FORBIDDEN,
+                    format!("IP address {peer} is not allowed"),
+                )
+            }),
             Action::BasicAuth(auth) => (!basic_ok(auth, &req.headers)).then(|| {
                 let realm = auth.realm.as_deref().unwrap_or("burrow");
                 let mut res = why(StatusCode::UNAUTHORIZED, "authentication required".into());
-                if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")) {
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
+                {
                     res.headers_mut().insert(WWW_AUTHENTICATE, v);
                 }
                 res
@@ -137,12 +152,17 @@ impl Policy {
                 };
                 let err = result.err()?;
                 if let JwtError::KeysUnavailable(_) = err {
-                    let mut res = why(StatusCode::SERVICE_UNAVAILABLE, format!("cannot validate the token: {err}"));
-                    res.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("10"));
+                    let mut res = why(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("cannot validate the token: {err}"),
+                    );
+                    res.headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from_static("10"));
                     return Some(res);
                 }
                 let mut res = why(StatusCode::UNAUTHORIZED, format!("invalid token: {err}"));
-                let value = format!("Bearer error=\"invalid_token\", error_description=\"{err}\"").replace('\\', "");
+                let value = format!("Bearer error=\"invalid_token\", error_description=\"{err}\"")
+                    .replace('\\', "");
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     res.headers_mut().insert(WWW_AUTHENTICATE, v);
                 }
@@ -167,16 +187,26 @@ impl Policy {
                     None => Err(crate::webhook::WebhookError::NoBody),
                 };
                 let e = result.err()?;
-                Some(why(StatusCode::FORBIDDEN, format!("webhook verification failed: {e}")))
+                Some(why(
+                    StatusCode::FORBIDDEN,
+                    format!("webhook verification failed: {e}"),
+                ))
             }
             Action::Deny(d) => {
                 let status = status(d.status, StatusCode::FORBIDDEN);
-                let text = d.body.clone().unwrap_or_else(|| "denied by traffic policy".into());
+                let text = d
+                    .body
+                    .clone()
+                    .unwrap_or_else(|| "denied by traffic policy".into());
                 Some(answer(status, &rule.label, text))
             }
             Action::CustomResponse(c) => Some(crate::respond::custom(c, &rule.label)),
             Action::Redirect(r) => {
-                let mut res = answer(status(r.status, StatusCode::FOUND), &rule.label, "redirecting".into());
+                let mut res = answer(
+                    status(r.status, StatusCode::FOUND),
+                    &rule.label,
+                    "redirecting".into(),
+                );
                 res.headers_mut().insert(LOCATION, r.to.clone());
                 Some(res)
             }
@@ -213,7 +243,8 @@ impl Policy {
             window_text(limit.window)
         );
         let mut res = answer(StatusCode::TOO_MANY_REQUESTS, &rule.label, text);
-        res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
         Some(res)
     }
 
@@ -228,14 +259,26 @@ impl Policy {
                 headers.append(name.clone(), v.clone());
             }
         }
-        RequestFacts { method: req.method.clone(), path: normalize_path(req.uri.path()).into_owned(), headers }
+        RequestFacts {
+            method: req.method.clone(),
+            path: normalize_path(req.uri.path()).into_owned(),
+            headers,
+        }
     }
 
     /// Runs `on_http_response` on the agent's response head. Headers are changed in place; a
     /// `Some` replaces the response (and its body) entirely.
-    pub fn on_http_response(&self, req: &RequestFacts, res: &mut response::Parts) -> Option<Response<Bytes>> {
+    pub fn on_http_response(
+        &self,
+        req: &RequestFacts,
+        res: &mut response::Parts,
+    ) -> Option<Response<Bytes>> {
         for rule in &self.doc.on_http_response {
-            if rule.matcher.as_ref().is_some_and(|m| !m.matches(&req.method, &req.path, &req.headers, Some(res.status))) {
+            if rule
+                .matcher
+                .as_ref()
+                .is_some_and(|m| !m.matches(&req.method, &req.path, &req.headers, Some(res.status)))
+            {
                 continue;
             }
             for action in &rule.actions {
@@ -250,7 +293,9 @@ impl Policy {
                             res.headers.remove(k);
                         }
                     }
-                    Action::CustomResponse(c) => return Some(crate::respond::custom(c, &rule.label)),
+                    Action::CustomResponse(c) => {
+                        return Some(crate::respond::custom(c, &rule.label));
+                    }
                     // Parsing admits no other action in this phase.
                     _ => {}
                 }
@@ -278,18 +323,26 @@ fn label(rule: &Rule) -> String {
 }
 
 fn status(given: Option<u16>, default: StatusCode) -> StatusCode {
-    given.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(default)
+    given
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(default)
 }
 
 /// Whether `Authorization: Basic ...` carries one of the credentials (constant time over the
 /// digests of all of them).
 fn basic_ok(auth: &BasicAuth, headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some((scheme, b64)) = value.trim().split_once(' ') else { return false };
+    let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some((scheme, b64)) = value.trim().split_once(' ') else {
+        return false;
+    };
     if !scheme.eq_ignore_ascii_case("basic") {
         return false;
     }
-    let Ok(given) = STANDARD.decode(b64.trim()) else { return false };
+    let Ok(given) = STANDARD.decode(b64.trim()) else {
+        return false;
+    };
     let given: [u8; 32] = Sha256::digest(&given).into();
     let mut ok = subtle::Choice::from(0);
     for d in &auth.digests {

@@ -55,7 +55,10 @@ pub struct JwtConfig {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub algorithms: Vec<Algorithm>,
     /// Header carrying the token (`authorization`: `Bearer <token>`).
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "header_name")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "header_name"
+    )]
     pub header: Option<HeaderName>,
     /// Clock skew allowed on `exp` and `nbf` (default 30 s).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,14 +173,21 @@ pub struct JwksCache {
 
 impl std::fmt::Debug for JwksCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwksCache").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("JwksCache")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
 impl JwksCache {
     /// A cache that fetches with `http` and keeps each key set for `ttl`.
     pub fn new(http: reqwest::Client, ttl: Duration) -> Self {
-        JwksCache { http, ttl, refetch_interval: REFETCH_INTERVAL, urls: Mutex::new(HashMap::new()) }
+        JwksCache {
+            http,
+            ttl,
+            refetch_interval: REFETCH_INTERVAL,
+            urls: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Changes the minimum time between two fetches of one URL (tests use zero).
@@ -187,9 +197,18 @@ impl JwksCache {
     }
 
     /// Validates `token` under `cfg` at time `now`.
-    pub async fn validate(&self, cfg: &JwtConfig, token: &str, now: SystemTime) -> Result<(), JwtError> {
+    pub async fn validate(
+        &self,
+        cfg: &JwtConfig,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(), JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-        let accepted = if cfg.algorithms.is_empty() { &DEFAULT_ALGORITHMS[..] } else { &cfg.algorithms[..] };
+        let accepted = if cfg.algorithms.is_empty() {
+            &DEFAULT_ALGORITHMS[..]
+        } else {
+            &cfg.algorithms[..]
+        };
         let fam = family(header.alg).filter(|_| accepted.contains(&header.alg));
         let fam = fam.ok_or(JwtError::Algorithm(header.alg))?;
         let keys = self.keys(&cfg.jwks_url, header.kid.as_deref()).await?;
@@ -207,12 +226,18 @@ impl JwksCache {
         let mut tried = false;
         let claims = loop {
             let Some(k) = candidates.next() else {
-                return Err(if tried { JwtError::Signature } else { JwtError::UnknownKey });
+                return Err(if tried {
+                    JwtError::Signature
+                } else {
+                    JwtError::UnknownKey
+                });
             };
             tried = true;
             match jsonwebtoken::decode::<Claims>(token, &k.key, &validation) {
                 Ok(data) => break data.claims,
-                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => continue,
+                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+                    continue;
+                }
                 Err(_) => return Err(JwtError::Malformed),
             }
         };
@@ -234,10 +259,19 @@ impl JwksCache {
             return Ok(keys);
         }
         let stale = {
-            let mut snap = entry.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
-            if snap.last_attempt.is_some_and(|t| t.elapsed() < self.refetch_interval) {
+            let mut snap = entry
+                .snapshot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if snap
+                .last_attempt
+                .is_some_and(|t| t.elapsed() < self.refetch_interval)
+            {
                 // Fetched (or failed) moments ago: answer with what there is.
-                return snap.keys.clone().ok_or_else(|| JwtError::KeysUnavailable("recent fetch failed".into()));
+                return snap
+                    .keys
+                    .clone()
+                    .ok_or_else(|| JwtError::KeysUnavailable("recent fetch failed".into()));
             }
             snap.last_attempt = Some(Instant::now());
             snap.keys.clone()
@@ -245,7 +279,10 @@ impl JwksCache {
         match self.fetch(url).await {
             Ok(keys) => {
                 let keys = Arc::new(keys);
-                let mut snap = entry.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut snap = entry
+                    .snapshot
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 snap.keys = Some(keys.clone());
                 snap.fetched_at = Some(Instant::now());
                 Ok(keys)
@@ -259,7 +296,10 @@ impl JwksCache {
 
     /// The cached set when it is within `ttl` and knows `kid` (or no `kid` is asked for).
     fn fresh(&self, entry: &UrlEntry, kid: Option<&str>) -> Option<Arc<Vec<Key>>> {
-        let snap = entry.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        let snap = entry
+            .snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let keys = snap.keys.as_ref()?;
         let in_ttl = snap.fetched_at.is_some_and(|t| t.elapsed() < self.ttl);
         let knows = kid.is_none_or(|kid| keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
@@ -306,14 +346,21 @@ fn parse_jwks(body: &[u8]) -> Result<Vec<Key>, String> {
             };
             let key = DecodingKey::from_jwk(&jwk).ok()?;
             let alg = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
-            Some(Key { kid: jwk.common.key_id, alg, family, key })
+            Some(Key {
+                kid: jwk.common.key_id,
+                alg,
+                family,
+                key,
+            })
         })
         .collect();
     Ok(keys)
 }
 
 fn check_claims(cfg: &JwtConfig, claims: &Claims, now: SystemTime) -> Result<(), JwtError> {
-    let now = now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let leeway = cfg.leeway_secs.unwrap_or(30) as f64;
     match claims.exp {
         Some(exp) if now <= exp + leeway => {}
@@ -322,10 +369,8 @@ fn check_claims(cfg: &JwtConfig, claims: &Claims, now: SystemTime) -> Result<(),
     if claims.nbf.is_some_and(|nbf| now + leeway < nbf) {
         return Err(JwtError::NotYetValid);
     }
-    if let Some(iss) = &cfg.issuer {
-        if claims.iss.as_ref() != Some(iss) {
-            return Err(JwtError::Issuer);
-        }
+    if cfg.issuer.as_ref().is_some_and(|iss| claims.iss.as_ref() != Some(iss)) {
+        return Err(JwtError::Issuer);
     }
     if !cfg.audiences.is_empty() {
         let ok = match &claims.aud {

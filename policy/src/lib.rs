@@ -64,10 +64,22 @@ pub struct PolicyError {
 }
 
 impl PolicyError {
-    pub(crate) fn new(field: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        field: impl Into<String>,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) -> Self {
         let field = field.into();
-        let field = if field.is_empty() { "(document)".to_owned() } else { field };
-        PolicyError { field, line, message: message.into() }
+        let field = if field.is_empty() {
+            "(document)".to_owned()
+        } else {
+            field
+        };
+        PolicyError {
+            field,
+            line,
+            message: message.into(),
+        }
     }
 }
 
@@ -93,12 +105,17 @@ impl PartialEq for Policy {
 /// actions outside the phases that allow them are refused.
 pub fn parse(text: &str) -> Result<Policy, PolicyError> {
     let doc = parse::document(text)?;
-    let verifies = doc
-        .on_http_request
-        .iter()
-        .any(|r| r.actions.iter().any(|a| matches!(a, model::Action::VerifyWebhook(_))));
+    let verifies = doc.on_http_request.iter().any(|r| {
+        r.actions
+            .iter()
+            .any(|a| matches!(a, model::Action::VerifyWebhook(_)))
+    });
     let response_headers = Policy::headers_for_responses(&doc.on_http_response);
-    Ok(Policy { body_limit: verifies.then_some(WEBHOOK_BODY_LIMIT), response_headers, doc })
+    Ok(Policy {
+        body_limit: verifies.then_some(WEBHOOK_BODY_LIMIT),
+        response_headers,
+        doc,
+    })
 }
 
 impl Policy {

@@ -12,25 +12,39 @@ use crate::model::{Matcher, RestrictIps};
 impl Matcher {
     /// Whether every given condition holds. `path` is normalized; `status` is `Some` in
     /// `on_http_response`.
-    pub(crate) fn matches(&self, method: &Method, path: &str, headers: &HeaderMap, status: Option<StatusCode>) -> bool {
-        self.path_prefix.as_ref().is_none_or(|p| path.starts_with(p.as_str()))
+    pub(crate) fn matches(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        status: Option<StatusCode>,
+    ) -> bool {
+        self.path_prefix
+            .as_ref()
+            .is_none_or(|p| path.starts_with(p.as_str()))
             && (self.methods.is_empty() || self.methods.contains(method))
-            && self.headers.iter().all(|(k, v)| headers.get_all(k).iter().any(|have| have == v))
-            && (self.status_codes.is_empty() || status.is_some_and(|s| self.status_codes.contains(&s.as_u16())))
+            && self
+                .headers
+                .iter()
+                .all(|(k, v)| headers.get_all(k).iter().any(|have| have == v))
+            && (self.status_codes.is_empty()
+                || status.is_some_and(|s| self.status_codes.contains(&s.as_u16())))
     }
 }
 
 impl RestrictIps {
     /// Deny wins; then, when an allow list exists, the peer must be on it.
     pub(crate) fn allows(&self, peer: IpAddr) -> bool {
-        !self.deny.iter().any(|n| n.contains(&peer)) && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&peer)))
+        !self.deny.iter().any(|n| n.contains(&peer))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&peer)))
     }
 }
 
 /// The path as the service will most likely see it: percent-escapes decoded, empty and `.`
 /// segments dropped, `..` applied. Returns the input unchanged when there is nothing to do.
 pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
-    if !path.contains('%') && !path.contains("//") && !path.contains("/.") && path.starts_with('/') {
+    if !path.contains('%') && !path.contains("//") && !path.contains("/.") && path.starts_with('/')
+    {
         return Cow::Borrowed(path);
     }
     let decoded = percent_decode(path);
@@ -61,12 +75,13 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;

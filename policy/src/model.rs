@@ -96,7 +96,10 @@ pub(crate) struct BasicAuth {
 impl fmt::Debug for BasicAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BasicAuth")
-            .field("credentials", &format_args!("[{} MASKED]", self.credentials.len()))
+            .field(
+                "credentials",
+                &format_args!("[{} MASKED]", self.credentials.len()),
+            )
             .field("realm", &self.realm)
             .finish()
     }
@@ -175,9 +178,9 @@ pub(crate) struct Redirect {
 /// `90s`, `2m`, `1h`: the largest unit that divides the window.
 pub(crate) fn window_text(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

@@ -53,7 +53,9 @@ impl Phase {
         match self {
             Phase::TcpConnect => kind == "restrict-ips",
             Phase::HttpRequest => true,
-            Phase::HttpResponse => matches!(kind, "add-headers" | "remove-headers" | "custom-response"),
+            Phase::HttpResponse => {
+                matches!(kind, "add-headers" | "remove-headers" | "custom-response")
+            }
         }
     }
 }
@@ -61,15 +63,28 @@ impl Phase {
 /// Parses and validates a whole document.
 pub(crate) fn document(text: &str) -> Result<Document> {
     if text.len() > MAX_DOCUMENT_BYTES {
-        return Err(crate::PolicyError::new("", None, format!("the document is larger than {MAX_DOCUMENT_BYTES} bytes")));
+        return Err(crate::PolicyError::new(
+            "",
+            None,
+            format!("the document is larger than {MAX_DOCUMENT_BYTES} bytes"),
+        ));
     }
     let root = crate::yaml::parse(text)?;
-    let keys = ["version", "on_tcp_connect", "on_http_request", "on_http_response"];
+    let keys = [
+        "version",
+        "on_tcp_connect",
+        "on_http_request",
+        "on_http_response",
+    ];
     let f = Fields::new(&root, "", &keys)?;
     if let Some((n, p)) = f.get("version") {
         let v = uint(n, &p)?;
         if v != 1 {
-            return Err(fail(&p, n, format!("unsupported version {v}; only 1 is accepted")));
+            return Err(fail(
+                &p,
+                n,
+                format!("unsupported version {v}; only 1 is accepted"),
+            ));
         }
     }
     let rules = |phase: Phase| match f.get(phase.name()) {
@@ -98,7 +113,11 @@ fn rule(phase: Phase, node: &Node, path: &str) -> Result<Rule> {
     };
     let matcher = match f.get("match") {
         Some((n, p)) if phase == Phase::TcpConnect => {
-            return Err(fail(&p, n, "on_tcp_connect rules cannot have `match` (no HTTP request exists yet)"));
+            return Err(fail(
+                &p,
+                n,
+                "on_tcp_connect rules cannot have `match` (no HTTP request exists yet)",
+            ));
         }
         Some((n, p)) => Some(matcher(phase, n, &p)?),
         None => None,
@@ -111,7 +130,12 @@ fn rule(phase: Phase, node: &Node, path: &str) -> Result<Rule> {
     // Printable ASCII (checked above) is always a valid header value.
     let label = name.clone().unwrap_or_else(|| path.to_owned());
     let label = HeaderValue::from_str(&label).unwrap_or(HeaderValue::from_static("policy"));
-    Ok(Rule { name, matcher, actions, label })
+    Ok(Rule {
+        name,
+        matcher,
+        actions,
+        label,
+    })
 }
 
 fn action(phase: Phase, node: &Node, path: &str) -> Result<crate::model::Action> {
@@ -119,21 +143,40 @@ fn action(phase: Phase, node: &Node, path: &str) -> Result<crate::model::Action>
     let (n, p) = f.req("type")?;
     let kind = string(n, &p)?;
     if !ACTION_TYPES.contains(&kind) {
-        return Err(fail(&p, n, format!("unknown action type `{kind}`; expected one of: {}", ACTION_TYPES.join(", "))));
-    }
-    if !phase.allows(kind) {
-        let allowed: Vec<_> = Phase::ALL.iter().filter(|ph| ph.allows(kind)).map(|ph| ph.name()).collect();
         return Err(fail(
             &p,
             n,
-            format!("`{kind}` is not allowed in {}; it is allowed in {}", phase.name(), allowed.join(" and ")),
+            format!(
+                "unknown action type `{kind}`; expected one of: {}",
+                ACTION_TYPES.join(", ")
+            ),
+        ));
+    }
+    if !phase.allows(kind) {
+        let allowed: Vec<_> = Phase::ALL
+            .iter()
+            .filter(|ph| ph.allows(kind))
+            .map(|ph| ph.name())
+            .collect();
+        return Err(fail(
+            &p,
+            n,
+            format!(
+                "`{kind}` is not allowed in {}; it is allowed in {}",
+                phase.name(),
+                allowed.join(" and ")
+            ),
         ));
     }
     config::action(kind, f.get("config"), (path, node))
 }
 
 fn matcher(phase: Phase, node: &Node, path: &str) -> Result<Matcher> {
-    let f = Fields::new(node, path, &["path_prefix", "methods", "headers", "status_codes"])?;
+    let f = Fields::new(
+        node,
+        path,
+        &["path_prefix", "methods", "headers", "status_codes"],
+    )?;
     let mut m = Matcher::default();
     if let Some((n, p)) = f.get("path_prefix") {
         let s = string(n, &p)?;
@@ -148,7 +191,8 @@ fn matcher(phase: Phase, node: &Node, path: &str) -> Result<Matcher> {
             if s.is_empty() || !s.bytes().all(|b| b.is_ascii_uppercase()) {
                 return Err(fail(p, n, format!("`{s}` is not an HTTP method")));
             }
-            Method::from_bytes(s.as_bytes()).map_err(|_| fail(p, n, format!("`{s}` is not an HTTP method")))
+            Method::from_bytes(s.as_bytes())
+                .map_err(|_| fail(p, n, format!("`{s}` is not an HTTP method")))
         })?;
     }
     if let Some((n, p)) = f.get("headers") {
@@ -157,7 +201,11 @@ fn matcher(phase: Phase, node: &Node, path: &str) -> Result<Matcher> {
             .map(|e| {
                 let path = join(&p, &e.key);
                 let name = http::HeaderName::from_bytes(e.key.as_bytes()).map_err(|_| {
-                    crate::PolicyError::new(&path, Some(e.line), format!("`{}` is not a valid header name", e.key))
+                    crate::PolicyError::new(
+                        &path,
+                        Some(e.line),
+                        format!("`{}` is not a valid header name", e.key),
+                    )
                 })?;
                 Ok((name, header_value(&e.value, &path)?))
             })
@@ -165,12 +213,20 @@ fn matcher(phase: Phase, node: &Node, path: &str) -> Result<Matcher> {
     }
     if let Some((n, p)) = f.get("status_codes") {
         if phase != Phase::HttpResponse {
-            return Err(fail(&p, n, "`status_codes` only applies in on_http_response"));
+            return Err(fail(
+                &p,
+                n,
+                "`status_codes` only applies in on_http_response",
+            ));
         }
         m.status_codes = list(n, &p, 100, |n, p| {
             let s = uint(n, p)?;
             if !(100..=599).contains(&s) {
-                return Err(fail(p, n, format!("status codes are between 100 and 599, found {s}")));
+                return Err(fail(
+                    p,
+                    n,
+                    format!("status codes are between 100 and 599, found {s}"),
+                ));
             }
             Ok(s as u16)
         })?;

@@ -10,7 +10,11 @@ pub(crate) type Result<T> = std::result::Result<T, PolicyError>;
 
 /// `parent.key`, or `key` at the root.
 pub(crate) fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_owned() } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 /// `parent[i]`.
@@ -34,18 +38,30 @@ impl<'a> Fields<'a> {
     /// Reads `node` as a mapping whose keys are all in `allowed`.
     pub fn new(node: &'a Node, path: &'a str, allowed: &[&str]) -> Result<Self> {
         let Value::Map(entries) = &node.value else {
-            return Err(fail(path, node, format!("expected a mapping, found {}", node.kind())));
+            return Err(fail(
+                path,
+                node,
+                format!("expected a mapping, found {}", node.kind()),
+            ));
         };
         for (i, e) in entries.iter().enumerate() {
             let at = |m: String| PolicyError::new(join(path, &e.key), Some(e.line), m);
             if !allowed.contains(&e.key.as_str()) {
-                return Err(at(format!("unknown field `{}`; expected one of: {}", e.key, allowed.join(", "))));
+                return Err(at(format!(
+                    "unknown field `{}`; expected one of: {}",
+                    e.key,
+                    allowed.join(", ")
+                )));
             }
             if entries[..i].iter().any(|p| p.key == e.key) {
                 return Err(at(format!("duplicate field `{}`", e.key)));
             }
         }
-        Ok(Fields { path, node, entries })
+        Ok(Fields {
+            path,
+            node,
+            entries,
+        })
     }
 
     /// The value of `key` and its path, when present and not null.
@@ -58,18 +74,30 @@ impl<'a> Fields<'a> {
 
     /// The value of `key`, which must be present.
     pub fn req(&self, key: &str) -> Result<(&'a Node, String)> {
-        self.get(key).ok_or_else(|| fail(self.path, self.node, format!("missing field `{key}`")))
+        self.get(key)
+            .ok_or_else(|| fail(self.path, self.node, format!("missing field `{key}`")))
     }
 }
 
 /// Entries of a free-form mapping (header names to values), duplicates refused.
 pub(crate) fn map<'a>(node: &'a Node, path: &str) -> Result<&'a [Entry]> {
     let Value::Map(entries) = &node.value else {
-        return Err(fail(path, node, format!("expected a mapping, found {}", node.kind())));
+        return Err(fail(
+            path,
+            node,
+            format!("expected a mapping, found {}", node.kind()),
+        ));
     };
     for (i, e) in entries.iter().enumerate() {
-        if entries[..i].iter().any(|p| p.key.eq_ignore_ascii_case(&e.key)) {
-            return Err(PolicyError::new(join(path, &e.key), Some(e.line), format!("duplicate key `{}`", e.key)));
+        if entries[..i]
+            .iter()
+            .any(|p| p.key.eq_ignore_ascii_case(&e.key))
+        {
+            return Err(PolicyError::new(
+                join(path, &e.key),
+                Some(e.line),
+                format!("duplicate key `{}`", e.key),
+            ));
         }
     }
     Ok(entries)
@@ -79,7 +107,11 @@ pub(crate) fn map<'a>(node: &'a Node, path: &str) -> Result<&'a [Entry]> {
 pub(crate) fn seq<'a>(node: &'a Node, path: &str) -> Result<&'a [Node]> {
     match &node.value {
         Value::Seq(items) => Ok(items),
-        _ => Err(fail(path, node, format!("expected a list, found {}", node.kind()))),
+        _ => Err(fail(
+            path,
+            node,
+            format!("expected a list, found {}", node.kind()),
+        )),
     }
 }
 
@@ -87,20 +119,33 @@ pub(crate) fn seq<'a>(node: &'a Node, path: &str) -> Result<&'a [Node]> {
 pub(crate) fn string<'a>(node: &'a Node, path: &str) -> Result<&'a str> {
     match &node.value {
         Value::Scalar { text, .. } if !node.is_null() => Ok(text),
-        _ => Err(fail(path, node, format!("expected a string, found {}", node.kind()))),
+        _ => Err(fail(
+            path,
+            node,
+            format!("expected a string, found {}", node.kind()),
+        )),
     }
 }
 
 /// A non-negative integer written as a plain (unquoted) scalar.
 pub(crate) fn uint(node: &Node, path: &str) -> Result<u64> {
     match &node.value {
-        Value::Scalar { text, plain: true } if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => text
-            .parse()
-            .map_err(|_| fail(path, node, format!("`{text}` is too large"))),
-        Value::Scalar { text, .. } if !node.is_null() => {
-            Err(fail(path, node, format!("expected a non-negative integer, found `{text}`")))
+        Value::Scalar { text, plain: true }
+            if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            text.parse()
+                .map_err(|_| fail(path, node, format!("`{text}` is too large")))
         }
-        _ => Err(fail(path, node, format!("expected a non-negative integer, found {}", node.kind()))),
+        Value::Scalar { text, .. } if !node.is_null() => Err(fail(
+            path,
+            node,
+            format!("expected a non-negative integer, found `{text}`"),
+        )),
+        _ => Err(fail(
+            path,
+            node,
+            format!("expected a non-negative integer, found {}", node.kind()),
+        )),
     }
 }
 
@@ -113,7 +158,15 @@ pub(crate) fn list<T>(
 ) -> Result<Vec<T>> {
     let items = seq(node, path)?;
     if items.len() > max {
-        return Err(fail(path, node, format!("at most {max} items are allowed, found {}", items.len())));
+        return Err(fail(
+            path,
+            node,
+            format!("at most {max} items are allowed, found {}", items.len()),
+        ));
     }
-    items.iter().enumerate().map(|(i, n)| item(n, &index(path, i))).collect()
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, n)| item(n, &index(path, i)))
+        .collect()
 }

@@ -16,7 +16,10 @@ pub(crate) fn answer(status: StatusCode, rule: &HeaderValue, text: String) -> Re
     let mut res = Response::new(Bytes::from(text + "\n"));
     *res.status_mut() = status;
     let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(POLICY_HEADER, rule.clone());
     res
@@ -27,7 +30,10 @@ pub(crate) fn custom(c: &CustomResponse, rule: &HeaderValue) -> Response<Bytes> 
     let mut res = Response::new(Bytes::from(c.body.clone().unwrap_or_default()));
     *res.status_mut() = StatusCode::from_u16(c.status).unwrap_or(StatusCode::OK);
     let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     for (k, v) in &c.headers {
         h.insert(k, v.clone());
     }

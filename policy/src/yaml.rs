@@ -27,7 +27,10 @@ pub(crate) struct Node {
 #[derive(Debug)]
 pub(crate) enum Value {
     /// A scalar's text; `plain` is false for quoted and block scalars (always strings).
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<Entry>),
 }
@@ -61,7 +64,11 @@ impl Frame {
     fn child_path(&self) -> String {
         match self {
             Frame::Seq { items, path, .. } => format!("{path}[{}]", items.len()),
-            Frame::Map { key: Some((k, _)), path, .. } => crate::read::join(path, k),
+            Frame::Map {
+                key: Some((k, _)),
+                path,
+                ..
+            } => crate::read::join(path, k),
             Frame::Map { path, .. } => path.clone(),
         }
     }
@@ -76,7 +83,9 @@ pub(crate) fn parse(text: &str) -> Result<Node, PolicyError> {
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| scan_error(&e, &current_path(&stack), text))?;
         let line = span.start.line().max(1);
-        let fail = |stack: &[Frame], message: &str| PolicyError::new(current_path(stack), Some(line), message);
+        let fail = |stack: &[Frame], message: &str| {
+            PolicyError::new(current_path(stack), Some(line), message)
+        };
         let node = match event {
             Event::DocumentStart(_) => {
                 documents += 1;
@@ -89,32 +98,63 @@ pub(crate) fn parse(text: &str) -> Result<Node, PolicyError> {
             Event::Scalar(text, style, _, tag) => {
                 let plain = style == ScalarStyle::Plain;
                 if let Some(tag) = tag {
-                    if !(tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str" || tag.handle == "!!" && tag.suffix == "str") {
+                    let core = matches!(tag.handle.as_str(), "tag:yaml.org,2002:" | "!!");
+                    if !(core && tag.suffix == "str") {
                         return Err(fail(&stack, "YAML tags are not supported (except !!str)"));
                     }
-                    Node { line, value: Value::Scalar { text: text.into_owned(), plain: false } }
+                    Node {
+                        line,
+                        value: Value::Scalar {
+                            text: text.into_owned(),
+                            plain: false,
+                        },
+                    }
                 } else {
-                    Node { line, value: Value::Scalar { text: text.into_owned(), plain } }
+                    Node {
+                        line,
+                        value: Value::Scalar {
+                            text: text.into_owned(),
+                            plain,
+                        },
+                    }
                 }
             }
             Event::SequenceStart(..) | Event::MappingStart(..) => {
                 if stack.len() >= MAX_DEPTH {
-                    return Err(fail(&stack, &format!("nested deeper than {MAX_DEPTH} levels")));
+                    return Err(fail(
+                        &stack,
+                        &format!("nested deeper than {MAX_DEPTH} levels"),
+                    ));
                 }
                 let path = current_path(&stack);
                 if let Some(Frame::Map { key: None, .. }) = stack.last() {
                     return Err(fail(&stack, "mapping keys must be strings"));
                 }
                 stack.push(if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq { line, items: Vec::new(), path }
+                    Frame::Seq {
+                        line,
+                        items: Vec::new(),
+                        path,
+                    }
                 } else {
-                    Frame::Map { line, entries: Vec::new(), key: None, path }
+                    Frame::Map {
+                        line,
+                        entries: Vec::new(),
+                        key: None,
+                        path,
+                    }
                 });
                 continue;
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq { line, items, .. }) => Node { line, value: Value::Seq(items) },
-                Some(Frame::Map { line, entries, .. }) => Node { line, value: Value::Map(entries) },
+                Some(Frame::Seq { line, items, .. }) => Node {
+                    line,
+                    value: Value::Seq(items),
+                },
+                Some(Frame::Map { line, entries, .. }) => Node {
+                    line,
+                    value: Value::Map(entries),
+                },
                 None => continue,
             },
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => continue,
@@ -123,10 +163,20 @@ pub(crate) fn parse(text: &str) -> Result<Node, PolicyError> {
             None => root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map { entries, key, .. }) => match key.take() {
-                Some((key, line)) => entries.push(Entry { key, line, value: node }),
+                Some((key, line)) => entries.push(Entry {
+                    key,
+                    line,
+                    value: node,
+                }),
                 None => match node.value {
                     Value::Scalar { text, .. } => *key = Some((text, node.line)),
-                    _ => return Err(PolicyError::new(current_path(&stack), Some(line), "mapping keys must be strings")),
+                    _ => {
+                        return Err(PolicyError::new(
+                            current_path(&stack),
+                            Some(line),
+                            "mapping keys must be strings",
+                        ));
+                    }
                 },
             },
         }
@@ -166,11 +216,15 @@ mod tests {
         let n = parse("a: 1\nb:\n  - x\n  - y\n").unwrap();
         let Value::Map(e) = &n.value else { panic!() };
         assert_eq!((e[0].line, e[1].line), (1, 2));
-        let Value::Seq(items) = &e[1].value.value else { panic!() };
+        let Value::Seq(items) = &e[1].value.value else {
+            panic!()
+        };
         assert_eq!(items[1].line, 4);
         let n = parse("{\n \"a\": [1,\n 2]\n}").unwrap();
         let Value::Map(e) = &n.value else { panic!() };
-        let Value::Seq(items) = &e[0].value.value else { panic!() };
+        let Value::Seq(items) = &e[0].value.value else {
+            panic!()
+        };
         assert_eq!((e[0].line, items[1].line), (2, 3));
     }
 
@@ -192,8 +246,14 @@ mod tests {
     fn quoted_scalars_are_not_plain() {
         let n = parse("a: '1'\nb: 1\nc:\n").unwrap();
         let Value::Map(e) = &n.value else { panic!() };
-        assert!(matches!(&e[0].value.value, Value::Scalar { plain: false, .. }));
-        assert!(matches!(&e[1].value.value, Value::Scalar { plain: true, .. }));
+        assert!(matches!(
+            &e[0].value.value,
+            Value::Scalar { plain: false, .. }
+        ));
+        assert!(matches!(
+            &e[1].value.value,
+            Value::Scalar { plain: true, .. }
+        ));
         assert!(e[2].value.is_null());
     }
 }

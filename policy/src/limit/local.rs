@@ -62,7 +62,15 @@ impl LocalLimiter {
 
     /// Counters currently held (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).counters.len()).sum()
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .counters
+                    .len()
+            })
+            .sum()
     }
 
     /// Whether no counter is held.
@@ -79,17 +87,28 @@ impl LocalLimiter {
         let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
         shard.hits = shard.hits.wrapping_add(1);
-        if shard.hits % SWEEP_EVERY == 0 || shard.counters.len() >= self.max_per_shard {
+        if shard.hits.is_multiple_of(SWEEP_EVERY) || shard.counters.len() >= self.max_per_shard {
             shard.sweep(now_ms, self.max_per_shard);
         }
         if let Some(c) = shard.counters.get_mut(key) {
             if c.window_ms != window_ms || c.index != index {
-                *c = Counter { window_ms, index, count: 0 };
+                *c = Counter {
+                    window_ms,
+                    index,
+                    count: 0,
+                };
             }
             c.count = c.count.saturating_add(1);
             return decide(c.count, capacity, left);
         }
-        shard.counters.insert(key.into(), Counter { window_ms, index, count: 1 });
+        shard.counters.insert(
+            key.into(),
+            Counter {
+                window_ms,
+                index,
+                count: 1,
+            },
+        );
         decide(1, capacity, left)
     }
 }
@@ -146,7 +165,9 @@ mod tests {
         assert!(l.len() <= 160 + SHARDS, "{} counters", l.len());
         tokio::time::advance(Duration::from_secs(2)).await;
         for s in &l.shards {
-            s.lock().unwrap().sweep(l.start.elapsed().as_millis() as u64, l.max_per_shard);
+            s.lock()
+                .unwrap()
+                .sweep(l.start.elapsed().as_millis() as u64, l.max_per_shard);
         }
         assert!(l.is_empty(), "expired counters are swept");
     }

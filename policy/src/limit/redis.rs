@@ -57,18 +57,31 @@ impl RedisLimiter {
 
     /// Whether hits are currently decided locally because Redis failed.
     pub fn is_degraded(&self) -> bool {
-        self.outage.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+        self.outage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
-    async fn redis_hit(&self, key: &str, capacity: u64, window: Duration) -> Result<RateDecision, String> {
+    async fn redis_hit(
+        &self,
+        key: &str,
+        capacity: u64,
+        window: Duration,
+    ) -> Result<RateDecision, String> {
         let window_ms = (window.as_millis() as u64).max(1);
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let index = now_ms / window_ms;
         let left_ms = (index + 1) * window_ms - now_ms;
         let counter = format!("{}rl:{key}:{window_ms}:{index}", self.prefix);
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.atomic().incr(&counter, 1u64).pexpire(&counter, (left_ms + 1000) as i64).ignore();
+        pipe.atomic()
+            .incr(&counter, 1u64)
+            .pexpire(&counter, (left_ms + 1000) as i64)
+            .ignore();
         let call = pipe.query_async::<(u64,)>(&mut conn);
         let (count,) = tokio::time::timeout(self.timeout, call)
             .await
@@ -87,7 +100,13 @@ impl RateLimiter for RedisLimiter {
         }
         match self.redis_hit(key, capacity, window).await {
             Ok(decision) => {
-                if self.outage.lock().unwrap_or_else(PoisonError::into_inner).take().is_some() {
+                if self
+                    .outage
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                    .is_some()
+                {
                     tracing::info!(prefix = %self.prefix, "Redis rate limiting recovered");
                 }
                 decision

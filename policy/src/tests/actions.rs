@@ -20,7 +20,10 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
-        Env { limiter: LocalLimiter::default(), jwks: JwksCache::new(reqwest::Client::new(), Duration::from_secs(60)) }
+        Env {
+            limiter: LocalLimiter::default(),
+            jwks: JwksCache::new(reqwest::Client::new(), Duration::from_secs(60)),
+        }
     }
 
     fn ctx(&self, peer: &str) -> RequestContext<'_> {
@@ -43,7 +46,13 @@ fn req(method: &str, uri: &str, headers: &[(&str, &str)]) -> request::Parts {
 }
 
 /// Runs `on_http_request` and returns the answer, if any.
-async fn run(p: &Policy, env: &Env, peer: &str, parts: &mut request::Parts, body: Option<&[u8]>) -> Option<Response<Bytes>> {
+async fn run(
+    p: &Policy,
+    env: &Env,
+    peer: &str,
+    parts: &mut request::Parts,
+    body: Option<&[u8]>,
+) -> Option<Response<Bytes>> {
     match p.on_http_request(parts, body, &env.ctx(peer)).await {
         RequestVerdict::Continue => None,
         RequestVerdict::Respond(r) => Some(r),
@@ -55,7 +64,10 @@ fn text(r: &Response<Bytes>) -> &str {
 }
 
 fn header<'a>(r: &'a Response<Bytes>, name: &str) -> &'a str {
-    r.headers().get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
 }
 
 #[test]
@@ -63,53 +75,110 @@ fn tcp_connect_restricts_ips_with_deny_winning() {
     let p = parse(super::roundtrip::FULL).unwrap();
     assert_eq!(p.on_tcp_connect("10.1.2.3".parse().unwrap()), Ok(()));
     assert_eq!(p.on_tcp_connect("::1".parse().unwrap()), Ok(()));
-    assert_eq!(p.on_tcp_connect("::ffff:10.1.2.3".parse().unwrap()), Ok(()), "IPv4-mapped peers match IPv4 CIDRs");
+    assert_eq!(
+        p.on_tcp_connect("::ffff:10.1.2.3".parse().unwrap()),
+        Ok(()),
+        "IPv4-mapped peers match IPv4 CIDRs"
+    );
     assert_eq!(p.on_tcp_connect("192.168.1.7".parse().unwrap()), Ok(()));
     let denied = p.on_tcp_connect("10.9.0.1".parse().unwrap()).unwrap_err();
     assert_eq!(denied.rule, "office only");
-    assert!(denied.to_string().contains("10.9.0.1 is not allowed"), "{denied}");
+    assert!(
+        denied.to_string().contains("10.9.0.1 is not allowed"),
+        "{denied}"
+    );
     assert!(p.on_tcp_connect(IpAddr::from([8, 8, 8, 8])).is_err());
 }
 
 #[tokio::test]
 async fn restrict_ips_answers_403_naming_the_rule() {
-    let p = parse("on_http_request:\n  - actions: [{type: restrict-ips, config: {deny: [\"1.2.3.0/24\"]}}]\n").unwrap();
+    let p = parse(
+        "on_http_request:\n  - actions: [{type: restrict-ips, config: {deny: [\"1.2.3.0/24\"]}}]\n",
+    )
+    .unwrap();
     let env = Env::new();
-    let r = run(&p, &env, "1.2.3.4", &mut req("GET", "/", &[]), None).await.unwrap();
+    let r = run(&p, &env, "1.2.3.4", &mut req("GET", "/", &[]), None)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(header(&r, "x-burrow-policy"), "on_http_request[0]");
     assert_eq!(header(&r, "content-type"), "text/plain; charset=utf-8");
     assert!(text(&r).contains("1.2.3.4 is not allowed"));
-    assert!(run(&p, &env, "1.2.4.4", &mut req("GET", "/", &[]), None).await.is_none());
+    assert!(
+        run(&p, &env, "1.2.4.4", &mut req("GET", "/", &[]), None)
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn basic_auth_challenges_and_leaves_the_header() {
     let p = parse("on_http_request:\n  - name: staff\n    actions: [{type: basic-auth, config: {credentials: [\"alice:s3cret\", \"bob:pw:with:colons\"], realm: staff area}}]\n").unwrap();
     let env = Env::new();
-    let r = run(&p, &env, "::1", &mut req("GET", "/", &[]), None).await.unwrap();
+    let r = run(&p, &env, "::1", &mut req("GET", "/", &[]), None)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(header(&r, "www-authenticate"), "Basic realm=\"staff area\", charset=\"UTF-8\"");
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        "Basic realm=\"staff area\", charset=\"UTF-8\""
+    );
     assert_eq!(header(&r, "x-burrow-policy"), "staff");
-    for (cred, ok) in [("alice:s3cret", true), ("bob:pw:with:colons", true), ("alice:s3cre", false), ("alice:s3cret2", false)] {
+    for (cred, ok) in [
+        ("alice:s3cret", true),
+        ("bob:pw:with:colons", true),
+        ("alice:s3cre", false),
+        ("alice:s3cret2", false),
+    ] {
         let auth = format!("Basic {}", STANDARD.encode(cred));
         let mut parts = req("GET", "/", &[("authorization", &auth)]);
-        assert_eq!(run(&p, &env, "::1", &mut parts, None).await.is_none(), ok, "{cred}");
+        assert_eq!(
+            run(&p, &env, "::1", &mut parts, None).await.is_none(),
+            ok,
+            "{cred}"
+        );
         if ok {
-            assert_eq!(parts.headers["authorization"], auth.as_str(), "Authorization is left in place");
+            assert_eq!(
+                parts.headers["authorization"],
+                auth.as_str(),
+                "Authorization is left in place"
+            );
         }
     }
-    assert!(run(&p, &env, "::1", &mut req("GET", "/", &[("authorization", "Bearer x")]), None).await.is_some());
+    assert!(
+        run(
+            &p,
+            &env,
+            "::1",
+            &mut req("GET", "/", &[("authorization", "Bearer x")]),
+            None
+        )
+        .await
+        .is_some()
+    );
 }
 
 #[tokio::test]
 async fn jwt_without_token_is_401_with_bearer_challenge() {
     let p = parse("on_http_request:\n  - actions: [{type: jwt-validation, config: {jwks_url: \"https://idp.invalid/jwks\"}}]\n").unwrap();
     let env = Env::new();
-    let r = run(&p, &env, "::1", &mut req("GET", "/", &[]), None).await.unwrap();
+    let r = run(&p, &env, "::1", &mut req("GET", "/", &[]), None)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(header(&r, "www-authenticate"), "Bearer error=\"invalid_token\", error_description=\"missing bearer token\"");
-    let r = run(&p, &env, "::1", &mut req("GET", "/", &[("authorization", "Bearer not.a.jwt")]), None).await.unwrap();
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        "Bearer error=\"invalid_token\", error_description=\"missing bearer token\""
+    );
+    let r = run(
+        &p,
+        &env,
+        "::1",
+        &mut req("GET", "/", &[("authorization", "Bearer not.a.jwt")]),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 401);
     assert!(text(&r).contains("malformed token"));
 }
@@ -119,26 +188,72 @@ async fn rate_limit_answers_429_with_retry_after_per_client() {
     let p = parse("on_http_request:\n  - actions: [{type: rate-limit, config: {name: api, capacity: 2, window: 1m}}]\n").unwrap();
     let env = Env::new();
     for _ in 0..2 {
-        assert!(run(&p, &env, "10.0.0.1", &mut req("GET", "/", &[]), None).await.is_none());
+        assert!(
+            run(&p, &env, "10.0.0.1", &mut req("GET", "/", &[]), None)
+                .await
+                .is_none()
+        );
     }
     tokio::time::advance(Duration::from_millis(17_500)).await;
-    let r = run(&p, &env, "10.0.0.1", &mut req("GET", "/", &[]), None).await.unwrap();
+    let r = run(&p, &env, "10.0.0.1", &mut req("GET", "/", &[]), None)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(header(&r, "retry-after"), "43");
-    assert_eq!(text(&r), "rate limit \"api\" exceeded: 2 requests per 1m; retry in 43 s\n");
-    assert!(run(&p, &env, "10.0.0.2", &mut req("GET", "/", &[]), None).await.is_none(), "per client IP");
+    assert_eq!(
+        text(&r),
+        "rate limit \"api\" exceeded: 2 requests per 1m; retry in 43 s\n"
+    );
+    assert!(
+        run(&p, &env, "10.0.0.2", &mut req("GET", "/", &[]), None)
+            .await
+            .is_none(),
+        "per client IP"
+    );
 }
 
 #[tokio::test]
 async fn rate_limit_by_header_falls_back_to_ip() {
     let p = parse("on_http_request:\n  - actions: [{type: rate-limit, config: {name: k, capacity: 1, window: 1h, key: \"header:x-api-key\"}}]\n").unwrap();
     let env = Env::new();
-    let key = |k: &'static str| req("GET", "/", if k.is_empty() { &[] } else { std::slice::from_ref(Box::leak(Box::new(("x-api-key", k)))) });
-    assert!(run(&p, &env, "10.0.0.1", &mut key("a"), None).await.is_none());
-    assert!(run(&p, &env, "10.0.0.1", &mut key("a"), None).await.is_some());
-    assert!(run(&p, &env, "10.0.0.1", &mut key("b"), None).await.is_none(), "another key, same IP");
-    assert!(run(&p, &env, "10.0.0.1", &mut key(""), None).await.is_none(), "no header: counted by IP");
-    assert!(run(&p, &env, "10.0.0.1", &mut key(""), None).await.is_some());
+    let key = |k: &'static str| {
+        req(
+            "GET",
+            "/",
+            if k.is_empty() {
+                &[]
+            } else {
+                std::slice::from_ref(Box::leak(Box::new(("x-api-key", k))))
+            },
+        )
+    };
+    assert!(
+        run(&p, &env, "10.0.0.1", &mut key("a"), None)
+            .await
+            .is_none()
+    );
+    assert!(
+        run(&p, &env, "10.0.0.1", &mut key("a"), None)
+            .await
+            .is_some()
+    );
+    assert!(
+        run(&p, &env, "10.0.0.1", &mut key("b"), None)
+            .await
+            .is_none(),
+        "another key, same IP"
+    );
+    assert!(
+        run(&p, &env, "10.0.0.1", &mut key(""), None)
+            .await
+            .is_none(),
+        "no header: counted by IP"
+    );
+    assert!(
+        run(&p, &env, "10.0.0.1", &mut key(""), None)
+            .await
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -153,28 +268,61 @@ async fn header_actions_edit_the_request_and_matchers_select_rules() {
 ";
     let p = parse(doc).unwrap();
     let env = Env::new();
-    let mut parts = req("POST", "/api/x", &[("x-env", "prod"), ("cookie", "a=1"), ("cookie", "b=2"), ("x-from", "visitor")]);
+    let mut parts = req(
+        "POST",
+        "/api/x",
+        &[
+            ("x-env", "prod"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("x-from", "visitor"),
+        ],
+    );
     assert!(run(&p, &env, "::1", &mut parts, None).await.is_none());
-    assert_eq!(parts.headers.get_all("x-from").iter().count(), 1, "add-headers replaces");
+    assert_eq!(
+        parts.headers.get_all("x-from").iter().count(),
+        1,
+        "add-headers replaces"
+    );
     assert_eq!(parts.headers["x-from"], "burrow");
     assert_eq!(parts.headers["x-env"], "rewritten");
     assert!(parts.headers.get("cookie").is_none());
-    for (m, uri, env_header) in [("GET", "/api", "prod"), ("POST", "/other", "prod"), ("POST", "/api", "dev")] {
+    for (m, uri, env_header) in [
+        ("GET", "/api", "prod"),
+        ("POST", "/other", "prod"),
+        ("POST", "/api", "dev"),
+    ] {
         let mut parts = req(m, uri, &[("x-env", env_header), ("cookie", "a")]);
         run(&p, &env, "::1", &mut parts, None).await;
-        assert!(parts.headers.get("cookie").is_some(), "{m} {uri} {env_header} must not match");
+        assert!(
+            parts.headers.get("cookie").is_some(),
+            "{m} {uri} {env_header} must not match"
+        );
     }
 }
 
 #[tokio::test]
 async fn path_prefix_sees_through_encoding_and_dot_segments() {
-    let p = parse("on_http_request:\n  - match: {path_prefix: /admin}\n    actions: [{type: deny}]\n").unwrap();
+    let p =
+        parse("on_http_request:\n  - match: {path_prefix: /admin}\n    actions: [{type: deny}]\n")
+            .unwrap();
     let env = Env::new();
-    for uri in ["/admin", "/admin/x", "/%61dmin", "//admin", "/x/../admin", "/./admin?q=1"] {
+    for uri in [
+        "/admin",
+        "/admin/x",
+        "/%61dmin",
+        "//admin",
+        "/x/../admin",
+        "/./admin?q=1",
+    ] {
         let r = run(&p, &env, "::1", &mut req("GET", uri, &[]), None).await;
         assert_eq!(r.map(|r| r.status().as_u16()), Some(403), "{uri}");
     }
-    assert!(run(&p, &env, "::1", &mut req("GET", "/public", &[]), None).await.is_none());
+    assert!(
+        run(&p, &env, "::1", &mut req("GET", "/public", &[]), None)
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -183,10 +331,20 @@ async fn verify_webhook_needs_a_good_signature_and_the_body() {
     let env = Env::new();
     let sig = crate::webhook::sign_stripe(b"whsec_test", NOW as i64, b"{\"id\":1}");
     let mut parts = req("POST", "/", &[("stripe-signature", &sig)]);
-    assert!(run(&p, &env, "::1", &mut parts, Some(b"{\"id\":1}")).await.is_none());
-    let r = run(&p, &env, "::1", &mut parts, Some(b"{\"id\":2}")).await.unwrap();
+    assert!(
+        run(&p, &env, "::1", &mut parts, Some(b"{\"id\":1}"))
+            .await
+            .is_none()
+    );
+    let r = run(&p, &env, "::1", &mut parts, Some(b"{\"id\":2}"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    assert!(text(&r).contains("webhook verification failed: no signature matches"), "{}", text(&r));
+    assert!(
+        text(&r).contains("webhook verification failed: no signature matches"),
+        "{}",
+        text(&r)
+    );
     let r = run(&p, &env, "::1", &mut parts, None).await.unwrap();
     assert!(text(&r).contains("body unavailable"));
 }
@@ -202,16 +360,29 @@ async fn deny_custom_response_and_redirect_answer_as_configured() {
 ";
     let p = parse(doc).unwrap();
     let env = Env::new();
-    let go = async |uri: &str| run(&p, &env, "::1", &mut req("GET", uri, &[]), None).await.unwrap();
+    let go = async |uri: &str| {
+        run(&p, &env, "::1", &mut req("GET", uri, &[]), None)
+            .await
+            .unwrap()
+    };
     let r = go("/d").await;
-    assert_eq!((r.status().as_u16(), text(&r)), (403, "denied by traffic policy\n"));
+    assert_eq!(
+        (r.status().as_u16(), text(&r)),
+        (403, "denied by traffic policy\n")
+    );
     let r = go("/g").await;
     assert_eq!((r.status().as_u16(), text(&r)), (410, "gone\n"));
     let r = go("/t").await;
-    assert_eq!((r.status().as_u16(), text(&r), header(&r, "content-type")), (418, "{}", "application/json"));
+    assert_eq!(
+        (r.status().as_u16(), text(&r), header(&r, "content-type")),
+        (418, "{}", "application/json")
+    );
     assert_eq!(header(&r, "x-burrow-policy"), "tea");
     let r = go("/r").await;
-    assert_eq!((r.status().as_u16(), header(&r, "location")), (302, "https://example.com/new"));
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "location")),
+        (302, "https://example.com/new")
+    );
     let r = go("/p").await;
     assert_eq!((r.status().as_u16(), header(&r, "location")), (308, "/new"));
     assert_eq!(header(&r, "x-burrow-policy"), "on_http_request[4]");
@@ -229,24 +400,57 @@ async fn first_answer_stops_evaluation() {
     let p = parse(doc).unwrap();
     let env = Env::new();
     let mut parts = req("GET", "/", &[]);
-    assert_eq!(run(&p, &env, "::1", &mut parts, None).await.unwrap().status(), 401);
-    assert!(parts.headers.contains_key("x-a") && !parts.headers.contains_key("x-b") && !parts.headers.contains_key("x-c"));
+    assert_eq!(
+        run(&p, &env, "::1", &mut parts, None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert!(
+        parts.headers.contains_key("x-a")
+            && !parts.headers.contains_key("x-b")
+            && !parts.headers.contains_key("x-c")
+    );
 }
 
 #[test]
 fn response_rules_match_the_captured_request_and_status() {
     let p = parse(super::roundtrip::FULL).unwrap();
     let facts = p.request_facts(&req("GET", "/x", &[("x-debug", "1"), ("cookie", "c")]));
-    let mut res = Response::builder().status(502).header("server", "nginx").body(()).unwrap().into_parts().0;
+    let mut res = Response::builder()
+        .status(502)
+        .header("server", "nginx")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
     let replaced = p.on_http_response(&facts, &mut res).unwrap();
-    assert_eq!((replaced.status().as_u16(), text(&replaced)), (503, "try again"));
+    assert_eq!(
+        (replaced.status().as_u16(), text(&replaced)),
+        (503, "try again")
+    );
     assert_eq!(header(&replaced, "x-burrow-policy"), "on_http_response[0]");
     assert!(res.headers.get("server").is_none() && res.headers["cache-control"] == "no-store");
-    let mut ok = Response::builder().status(200).header("server", "nginx").body(()).unwrap().into_parts().0;
+    let mut ok = Response::builder()
+        .status(200)
+        .header("server", "nginx")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
     assert!(p.on_http_response(&facts, &mut ok).is_none());
     assert_eq!(ok.headers["server"], "nginx", "status_codes did not match");
     let other = p.request_facts(&req("GET", "/x", &[]));
-    let mut res = Response::builder().status(500).body(()).unwrap().into_parts().0;
-    assert!(p.on_http_response(&other, &mut res).is_none(), "header condition did not match");
+    let mut res = Response::builder()
+        .status(500)
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    assert!(
+        p.on_http_response(&other, &mut res).is_none(),
+        "header condition did not match"
+    );
     let _ = SystemTime::now();
 }

@@ -90,7 +90,10 @@ fn full_example_round_trips_and_is_canonical() {
     assert_eq!(p.request_body_limit(), Some(crate::WEBHOOK_BODY_LIMIT));
     assert!(p.has_tcp_rules() && p.has_request_rules() && p.has_response_rules());
     let debug = format!("{p:?}");
-    assert!(!debug.contains("s3cret") && !debug.contains("whsec_abc"), "secrets are masked in Debug");
+    assert!(
+        !debug.contains("s3cret") && !debug.contains("whsec_abc"),
+        "secrets are masked in Debug"
+    );
 }
 
 #[test]
@@ -118,8 +121,14 @@ fn docs_examples_parse() {
 
 fn cidr() -> impl Strategy<Value = String> {
     prop_oneof![
-        (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, l)| ipnet::Ipv4Net::new(a.into(), l).unwrap().trunc().to_string()),
-        (any::<[u16; 8]>(), 0u8..=128).prop_map(|(a, l)| ipnet::Ipv6Net::new(a.into(), l).unwrap().trunc().to_string()),
+        (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, l)| ipnet::Ipv4Net::new(a.into(), l)
+            .unwrap()
+            .trunc()
+            .to_string()),
+        (any::<[u16; 8]>(), 0u8..=128).prop_map(|(a, l)| ipnet::Ipv6Net::new(a.into(), l)
+            .unwrap()
+            .trunc()
+            .to_string()),
     ]
 }
 

@@ -28,13 +28,23 @@ fn ec_key(kid: &'static str) -> Signer {
     let raw = kp.public_key_raw(); // 0x04 || x || y
     let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
         "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65])});
-    Signer { kid, alg: Algorithm::ES256, key: EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(), jwk }
+    Signer {
+        kid,
+        alg: Algorithm::ES256,
+        key: EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
+        jwk,
+    }
 }
 
 fn ed_key(kid: &'static str) -> Signer {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     let jwk = json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": URL_SAFE_NO_PAD.encode(kp.public_key_raw())});
-    Signer { kid, alg: Algorithm::EdDSA, key: EncodingKey::from_ed_pem(kp.serialize_pem().as_bytes()).unwrap(), jwk }
+    Signer {
+        kid,
+        alg: Algorithm::EdDSA,
+        key: EncodingKey::from_ed_pem(kp.serialize_pem().as_bytes()).unwrap(),
+        jwk,
+    }
 }
 
 impl Signer {
@@ -138,11 +148,23 @@ async fn valid_expired_issuer_audience_signature_and_algorithm() {
 
     // Same kid, another key: the signature does not verify.
     let forger = ec_key("k1");
-    assert_eq!(cache.validate(&cfg, &forger.token(claims()), at(NOW)).await, Err(JwtError::Signature));
+    assert_eq!(
+        cache.validate(&cfg, &forger.token(claims()), at(NOW)).await,
+        Err(JwtError::Signature)
+    );
 
-    let only_rs = JwtConfig { algorithms: vec![Algorithm::RS256], ..cfg.clone() };
-    assert_eq!(cache.validate(&only_rs, &k1.token(claims()), at(NOW)).await, Err(JwtError::Algorithm(Algorithm::ES256)));
-    assert_eq!(cache.validate(&cfg, "a.b.c", at(NOW)).await, Err(JwtError::Malformed));
+    let only_rs = JwtConfig {
+        algorithms: vec![Algorithm::RS256],
+        ..cfg.clone()
+    };
+    assert_eq!(
+        cache.validate(&only_rs, &k1.token(claims()), at(NOW)).await,
+        Err(JwtError::Algorithm(Algorithm::ES256))
+    );
+    assert_eq!(
+        cache.validate(&cfg, "a.b.c", at(NOW)).await,
+        Err(JwtError::Malformed)
+    );
 }
 
 #[tokio::test]
@@ -152,23 +174,52 @@ async fn unknown_kid_refetches_at_most_once_per_interval() {
     let (server, url) = Server::start(&[&k1]).await;
     let cache = JwksCache::new(reqwest::Client::new(), Duration::from_secs(300));
     let cfg = config(&url);
-    assert_eq!(cache.validate(&cfg, &k1.token(claims()), at(NOW)).await, Ok(()));
+    assert_eq!(
+        cache.validate(&cfg, &k1.token(claims()), at(NOW)).await,
+        Ok(())
+    );
     assert_eq!(server.fetches(), 1);
 
     // A kid nobody published: one refetch (just after the first fetch it is rate-limited).
     let stranger = ec_key("k9");
-    assert_eq!(cache.validate(&cfg, &stranger.token(claims()), at(NOW)).await, Err(JwtError::UnknownKey));
-    assert_eq!(cache.validate(&cfg, &stranger.token(claims()), at(NOW)).await, Err(JwtError::UnknownKey));
-    assert_eq!(server.fetches(), 1, "no refetch within {:?} of the last fetch", burrow_policy::jwks::REFETCH_INTERVAL);
+    assert_eq!(
+        cache
+            .validate(&cfg, &stranger.token(claims()), at(NOW))
+            .await,
+        Err(JwtError::UnknownKey)
+    );
+    assert_eq!(
+        cache
+            .validate(&cfg, &stranger.token(claims()), at(NOW))
+            .await,
+        Err(JwtError::UnknownKey)
+    );
+    assert_eq!(
+        server.fetches(),
+        1,
+        "no refetch within {:?} of the last fetch",
+        burrow_policy::jwks::REFETCH_INTERVAL
+    );
 
     // A cache whose interval has passed picks up a rotated key on its first unknown kid.
-    let fresh = JwksCache::new(reqwest::Client::new(), Duration::from_secs(300)).with_refetch_interval(Duration::ZERO);
-    assert_eq!(fresh.validate(&cfg, &k1.token(claims()), at(NOW)).await, Ok(()));
+    let fresh = JwksCache::new(reqwest::Client::new(), Duration::from_secs(300))
+        .with_refetch_interval(Duration::ZERO);
+    assert_eq!(
+        fresh.validate(&cfg, &k1.token(claims()), at(NOW)).await,
+        Ok(())
+    );
     server.publish(&[&k1, &k2]);
     let before = server.fetches();
-    assert_eq!(fresh.validate(&cfg, &k2.token(claims()), at(NOW)).await, Ok(()), "EdDSA key found after refetch");
+    assert_eq!(
+        fresh.validate(&cfg, &k2.token(claims()), at(NOW)).await,
+        Ok(()),
+        "EdDSA key found after refetch"
+    );
     assert_eq!(server.fetches(), before + 1);
-    assert_eq!(fresh.validate(&cfg, &k2.token(claims()), at(NOW)).await, Ok(()));
+    assert_eq!(
+        fresh.validate(&cfg, &k2.token(claims()), at(NOW)).await,
+        Ok(())
+    );
     assert_eq!(server.fetches(), before + 1, "known kid: served from cache");
 }
 
@@ -182,22 +233,48 @@ async fn unreachable_jwks_answers_503_and_bad_tokens_401() {
     let policy = burrow_policy::parse(&doc).unwrap();
     let limiter = LocalLimiter::default();
     let jwks = JwksCache::new(reqwest::Client::new(), Duration::from_secs(300));
-    let ctx = RequestContext { peer: "::1".parse().unwrap(), scope: "a/e", limiter: &limiter, jwks: &jwks, now: at(NOW) };
+    let ctx = RequestContext {
+        peer: "::1".parse().unwrap(),
+        scope: "a/e",
+        limiter: &limiter,
+        jwks: &jwks,
+        now: at(NOW),
+    };
     let verdict = |token: String| {
-        let mut parts = http::Request::get("/").header("authorization", format!("Bearer {token}")).body(()).unwrap().into_parts().0;
+        let mut parts = http::Request::get("/")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
         let (policy, ctx) = (&policy, &ctx);
         async move { policy.on_http_request(&mut parts, None, ctx).await }
     };
-    assert!(matches!(verdict(k1.token(claims())).await, RequestVerdict::Continue));
+    assert!(matches!(
+        verdict(k1.token(claims())).await,
+        RequestVerdict::Continue
+    ));
     let mut c = claims();
     c["exp"] = json!(NOW - 3600);
-    let RequestVerdict::Respond(r) = verdict(k1.token(c)).await else { panic!("expired token passed") };
+    let RequestVerdict::Respond(r) = verdict(k1.token(c)).await else {
+        panic!("expired token passed")
+    };
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"invalid_token\", error_description=\"token expired\"");
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\", error_description=\"token expired\""
+    );
     assert_eq!(r.headers()["x-burrow-policy"], "api");
 
     let dead = burrow_policy::parse(&doc.replace(&url, "http://127.0.0.1:9/jwks")).unwrap();
-    let mut parts = http::Request::get("/").header("authorization", format!("Bearer {}", k1.token(claims()))).body(()).unwrap().into_parts().0;
-    let RequestVerdict::Respond(r) = dead.on_http_request(&mut parts, None, &ctx).await else { panic!("no keys, yet passed") };
+    let mut parts = http::Request::get("/")
+        .header("authorization", format!("Bearer {}", k1.token(claims())))
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let RequestVerdict::Respond(r) = dead.on_http_request(&mut parts, None, &ctx).await else {
+        panic!("no keys, yet passed")
+    };
     assert_eq!(r.status(), 503);
 }

@@ -8,10 +8,16 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Polls `check` until it returns true, failing after `deadline`.
-pub async fn eventually<F: Future<Output = bool>>(deadline: Duration, mut check: impl FnMut() -> F) {
+pub async fn eventually<F: Future<Output = bool>>(
+    deadline: Duration,
+    mut check: impl FnMut() -> F,
+) {
     let end = tokio::time::Instant::now() + deadline;
     while !check().await {
-        assert!(tokio::time::Instant::now() < end, "condition not met within {deadline:?}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "condition not met within {deadline:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -21,8 +21,12 @@ fn unique_prefix() -> String {
 }
 
 async fn manager(url: &str) -> ConnectionManager {
-    let config = ConnectionManagerConfig::new().set_number_of_retries(1).set_max_delay(200);
-    ConnectionManager::new_with_config(redis::Client::open(url).unwrap(), config).await.unwrap()
+    let config = ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_max_delay(200);
+    ConnectionManager::new_with_config(redis::Client::open(url).unwrap(), config)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -39,7 +43,11 @@ async fn relays_share_one_counter() {
             allowed += 1;
             assert_eq!(d.remaining, 4 - allowed);
         } else {
-            assert!(d.retry_after <= window && d.retry_after > Duration::ZERO, "{:?}", d.retry_after);
+            assert!(
+                d.retry_after <= window && d.retry_after > Duration::ZERO,
+                "{:?}",
+                d.retry_after
+            );
         }
     }
     // 4 unless the six hits straddled a window boundary (then up to 6, never fewer than 4).
@@ -60,7 +68,11 @@ struct Proxy {
 impl Proxy {
     async fn start(upstream: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = Proxy { addr: listener.local_addr().unwrap(), upstream, tasks: Arc::default() };
+        let proxy = Proxy {
+            addr: listener.local_addr().unwrap(),
+            upstream,
+            tasks: Arc::default(),
+        };
         proxy.serve(listener);
         proxy
     }
@@ -97,9 +109,17 @@ impl Proxy {
 #[tokio::test]
 async fn falls_back_to_local_limits_and_returns_to_redis() {
     let url = redis_url();
-    let host = url.trim_start_matches("redis://").split('/').next().unwrap().to_owned();
+    let host = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let proxy = Proxy::start(host).await;
-    let limiter = RedisLimiter::new(manager(&format!("redis://{}", proxy.addr)).await, unique_prefix());
+    let limiter = RedisLimiter::new(
+        manager(&format!("redis://{}", proxy.addr)).await,
+        unique_prefix(),
+    );
     let window = Duration::from_secs(3600);
     assert!(limiter.hit("k", 2, window).await.allowed);
     assert!(!limiter.is_degraded());
@@ -110,7 +130,10 @@ async fn falls_back_to_local_limits_and_returns_to_redis() {
     let decisions: Vec<bool> = hits(&limiter, "outage-key", 3, window).await;
     assert_eq!(decisions, [true, true, false]);
     assert!(limiter.is_degraded());
-    assert!(started.elapsed() < Duration::from_secs(2), "a dead Redis must not stall requests");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a dead Redis must not stall requests"
+    );
 
     proxy.restore().await;
     eventually(Duration::from_secs(20), || async {
@@ -127,8 +150,18 @@ async fn falls_back_to_local_limits_and_returns_to_redis() {
 async fn closed_port_limits_locally() {
     // Connect through a proxy, then close it for good: the limiter never sees Redis again.
     let url = redis_url();
-    let proxy = Proxy::start(url.trim_start_matches("redis://").split('/').next().unwrap().to_owned()).await;
-    let limiter = RedisLimiter::new(manager(&format!("redis://{}", proxy.addr)).await, unique_prefix());
+    let proxy = Proxy::start(
+        url.trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned(),
+    )
+    .await;
+    let limiter = RedisLimiter::new(
+        manager(&format!("redis://{}", proxy.addr)).await,
+        unique_prefix(),
+    );
     proxy.cut();
     let decisions = hits(&limiter, "k", 4, Duration::from_secs(60)).await;
     assert_eq!(decisions, [true, true, true, false]);
