@@ -1,15 +1,25 @@
 //! Compiles `proto/*.proto` with `protox` (a pure-Rust protobuf compiler), so building Burrow
-//! never needs `protoc` on the machine.
+//! never needs `protoc` on the machine. The encoded file descriptor set is also written to
+//! `OUT_DIR` for gRPC server reflection (`burrow_proto::FILE_DESCRIPTOR_SET`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/relay_control.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
-    let fds = protox::compile(protos, ["proto"])?;
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(protos)?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("burrow_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(fds)?;
+        .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -10,7 +10,8 @@
 //!   `authtoken.create`, `authtoken.revoke`, `api_key.create`, `account.plan`,
 //!   `dead_letter.replay` (also one row per run a replay-all replays, with
 //!   `detail.via = "replay_all"`),
-//!   `dead_letter.replay_all`, `session.kick`;
+//!   `dead_letter.replay_all`, `session.kick`, `name.reserve`, `name.release`, `domain.add`,
+//!   `domain.verify`, `domain.remove`, `policy.put`, `policy.delete`;
 //! - **reads with a platform-wide role** (admin, ops, finance) of customer or sensitive data:
 //!   `account.read`, `authtoken.list`, `usage.read`, `session.list`, `audit.read`. A developer
 //!   reading its own account is not recorded, and neither is `GET /v1/ops/workflows`
@@ -102,6 +103,8 @@ pub fn outcome_of(e: &ApiError) -> &'static str {
         ApiError::Conflict(_) => "conflict",
         ApiError::TooLarge(_) => "payload_too_large",
         ApiError::Unprocessable { code, .. } => code,
+        ApiError::InvalidPolicy { .. } => "invalid_policy",
+        ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
         ApiError::Unavailable(_) => "unavailable",
         ApiError::Internal(_) => "internal",
     }
@@ -175,6 +178,22 @@ pub async fn failed(
 ) -> ApiError {
     let _ = record(db, actor, action, target, outcome_of(&error), detail).await;
     error
+}
+
+/// Hands `result` back, recording `action` as refused or failed first when it is an error
+/// (see [`failed`]).
+pub async fn or_failed<T>(
+    db: &sqlx::PgPool,
+    actor: &Actor,
+    action: &str,
+    target: Option<&str>,
+    detail: serde_json::Value,
+    result: ApiResult<T>,
+) -> ApiResult<T> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(e) => Err(failed(db, actor, action, target, detail, e).await),
+    }
 }
 
 /// The answer for an action whose effect outside the database happened but whose audit row

@@ -1,5 +1,6 @@
 //! Who is calling: API keys (`Authorization: Bearer bk_...`) resolved to a role (recording the
-//! key's `last_used_at`, at most once a minute), and the internal key relays present.
+//! key's `last_used_at`, at most once a minute), and the internal key relays present;
+//! `GET /v1/me`.
 
 use crate::{AppState, error::ApiError};
 use axum::{extract::FromRequestParts, http::request::Parts};
@@ -144,4 +145,24 @@ impl FromRequestParts<AppState> for Internal {
             ))
         }
     }
+}
+
+/// `GET /v1/me` answer: which key this is and what it may do.
+#[derive(Debug, Serialize)]
+pub struct Me {
+    /// The API key's id.
+    pub key_id: Uuid,
+    /// Its account; `null` for platform-wide keys (admin, ops, finance without an account).
+    pub account_id: Option<Uuid>,
+    /// Its role.
+    pub role: Role,
+}
+
+/// `GET /v1/me` (any API key): the CLI finds its account with it.
+pub async fn me(principal: Principal) -> axum::Json<Me> {
+    axum::Json(Me {
+        key_id: principal.key_id,
+        account_id: principal.account_id,
+        role: principal.role,
+    })
 }

@@ -9,6 +9,14 @@ use serde::{Deserialize, Serialize};
 pub struct ApiConfig {
     /// REST API, console and ops endpoints.
     pub listen: String,
+    /// gRPC server relays subscribe to (`RelayFeed`, with server reflection).
+    pub grpc_listen: String,
+    /// Base domain relays serve endpoints under (the relays' `domain`): custom domains under
+    /// it are refused, since its names are reserved through `reserved-names`.
+    pub base_domain: String,
+    /// DNS server (`host:port`, UDP and TCP) that custom-domain verification asks for TXT
+    /// records; empty uses the system resolver (`/etc/resolv.conf`).
+    pub dns_resolver: String,
     /// PostgreSQL (source of truth); migrations are applied on start.
     pub database_url: String,
     /// Redis (relay discovery, replay-all lock); empty disables those features.
@@ -49,6 +57,9 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7080".into(),
+            grpc_listen: "127.0.0.1:7091".into(),
+            base_domain: "burrow.localhost".into(),
+            dns_resolver: String::new(),
             database_url: "postgres://postgres@127.0.0.1:5432/burrow".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "burrow:".into(),
@@ -86,6 +97,22 @@ impl Config for ApiConfig {
         if self.replay_all_max_rate_per_sec == 0 {
             return Err("`replay_all_max_rate_per_sec` must be at least 1".into());
         }
+        if !self.dns_resolver.is_empty()
+            && self.dns_resolver.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(format!(
+                "`dns_resolver` must be an IP address and port (e.g. 127.0.0.1:53) or empty \
+                 for the system resolver; got {:?}",
+                self.dns_resolver
+            ));
+        }
+        if self.base_domain.is_empty() || self.base_domain.starts_with('.') {
+            return Err(format!(
+                "`base_domain` must be a DNS name; got {:?}",
+                self.base_domain
+            ));
+        }
+        burrow_common::config::check_socket_addr("grpc_listen", &self.grpc_listen)?;
         burrow_common::config::check_socket_addr("listen", &self.listen)
     }
 }

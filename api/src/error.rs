@@ -43,6 +43,20 @@ pub enum ApiError {
         /// What was wrong.
         message: String,
     },
+    /// 422 `invalid_policy`: a traffic policy document was refused; names the field and, when
+    /// known, the line of the submitted text.
+    #[error("{message}")]
+    InvalidPolicy {
+        /// What was wrong, prefixed with `line N: <field>: ` like `burrow_policy::PolicyError`.
+        message: String,
+        /// Path of the offending field (empty when the document does not parse at all).
+        field: String,
+        /// 1-based line in the submitted text.
+        line: Option<usize>,
+    },
+    /// 415: the body's `Content-Type` is not one the route reads.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 503: a dependency is down; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -90,6 +104,21 @@ impl IntoResponse for ApiError {
             ApiError::Unprocessable { code, message } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, *code, message.clone())
             }
+            ApiError::InvalidPolicy {
+                message,
+                field,
+                line,
+            } => {
+                let body = json!({ "error": {
+                    "code": "invalid_policy", "message": message, "field": field, "line": line,
+                }});
+                return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+            }
+            ApiError::UnsupportedMediaType(m) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                m.clone(),
+            ),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");

@@ -7,6 +7,11 @@
 //! - [`auth`]: API key principals and roles; the relays' internal key.
 //! - [`audit`]: the append-only audit log of admin, ops and finance actions; `GET /v1/audit`.
 //! - [`accounts`]: accounts, authtokens, API keys, and authtoken verification for relays.
+//! - [`plans`]: plans and their limits; moving an account to another plan.
+//! - [`names`]: reserved names (labels under the base domain held by one account).
+//! - [`domains`]: custom domains and their DNS TXT verification; the `domain_events` outbox.
+//! - [`policies`]: traffic policy documents per account endpoint, versioned.
+//! - [`feed`]: `RelayFeed`, the gRPC stream of policies, names, domains and plans to relays.
 //! - [`webhooks`]: signed provider webhook ingest that starts durable workflows.
 //! - [`usage`]: metering records relays flush (billing), per-account usage reports.
 //! - [`ops`]: workflows, dead-letter replay, sessions, runbooks (ops role).
@@ -21,10 +26,14 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod console;
+pub mod domains;
 pub mod error;
 pub mod extract;
+pub mod feed;
+pub mod names;
 pub mod ops;
 pub mod plans;
+pub mod policies;
 pub mod relays;
 pub mod seed;
 pub mod temporal;
@@ -72,6 +81,14 @@ pub enum StartError {
     /// Serving failed.
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    /// The gRPC listener could not bind.
+    #[error("cannot listen on {addr} (`grpc_listen`): {source}")]
+    BindGrpc {
+        /// Address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Connects to PostgreSQL and applies the migrations in `api/migrations`.
@@ -166,6 +183,30 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/accounts/{id}/usage", get(usage::account_usage))
         .route("/v1/accounts/{id}/plan", put(plans::set_account_plan))
         .route("/v1/plans", get(plans::list_plans))
+        .route("/v1/me", get(auth::me))
+        .route(
+            "/v1/accounts/{id}/reserved-names",
+            post(names::reserve).get(names::list),
+        )
+        .route(
+            "/v1/accounts/{id}/reserved-names/{name}",
+            delete(names::release),
+        )
+        .route(
+            "/v1/accounts/{id}/domains",
+            post(domains::add).get(domains::list),
+        )
+        .route("/v1/accounts/{id}/domains/{domain}", delete(domains::remove))
+        .route(
+            "/v1/accounts/{id}/domains/{domain}/verify",
+            post(domains::verify),
+        )
+        .route(
+            "/v1/accounts/{id}/endpoints/{endpoint}/policy",
+            put(policies::put)
+                .get(policies::get)
+                .delete(policies::delete),
+        )
         .route("/v1/audit", get(audit::list))
         .route("/v1/authtokens/{id}", delete(accounts::revoke_authtoken))
         .route(
@@ -215,9 +256,30 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
             source,
         })?;
     let addr = listener.local_addr().map_err(StartError::Serve)?;
+    let grpc_listener = tokio::net::TcpListener::bind(&config.grpc_listen)
+        .await
+        .map_err(|source| StartError::BindGrpc {
+            addr: config.grpc_listen.clone(),
+            source,
+        })?;
+    let grpc_addr = grpc_listener.local_addr().map_err(StartError::Serve)?;
     if !config.addr_file.is_empty() {
-        let _ = std::fs::write(&config.addr_file, format!("{{\"api\":\"{addr}\"}}"));
+        let addrs = serde_json::json!({ "api": addr.to_string(), "grpc": grpc_addr.to_string() });
+        let _ = std::fs::write(&config.addr_file, addrs.to_string());
     }
+    let feed = feed::Feed::new(db.clone());
+    tokio::spawn(feed::listener::run(feed.clone(), shutdown.clone()));
+    let grpc_shutdown = shutdown.clone();
+    let internal_key = config.internal_key.expose().to_owned();
+    tokio::spawn(async move {
+        if let Err(e) =
+            feed::server::serve(grpc_listener, feed, internal_key, grpc_shutdown.clone()).await
+        {
+            tracing::error!(error = %e, "gRPC server stopped; stopping the api");
+            grpc_shutdown.cancel();
+        }
+    });
+    tracing::info!(addr = %grpc_addr, "RelayFeed gRPC listening");
     let redis = connect_redis(&config.redis_url).await;
     let state = AppState {
         db,

@@ -2,8 +2,9 @@
 //!
 //! Every account has a plan (`accounts.plan`, a foreign key to `plans.name`). Relays learn the
 //! plan and its [`Limits`] with each authtoken verification and enforce them when an agent
-//! binds: online endpoints and TCP endpoints per account on the relay. Reserved names, custom
-//! domains and bandwidth are carried for the features that will enforce them.
+//! binds: online endpoints and TCP endpoints per account on the relay. The api enforces reserved
+//! names and custom domains when they are created; bandwidth is carried for the feature that
+//! will enforce it. Relays also get every account's plan and limits over `RelayFeed`.
 //!
 //! - `GET /v1/plans` (any API key): every plan and its limits (`null` = unlimited).
 //! - `PUT /v1/accounts/{id}/plan` `{"plan": "pro"}` (admin): moves the account to that plan;
@@ -33,9 +34,9 @@ pub struct Limits {
     pub max_online_endpoints: Option<i32>,
     /// TCP endpoints of the account online at once on one relay.
     pub max_tcp_endpoints: Option<i32>,
-    /// Reserved names (not enforced yet).
+    /// Reserved names of the account (enforced by `POST .../reserved-names`).
     pub max_reserved_names: Option<i32>,
-    /// Custom domains (not enforced yet).
+    /// Custom domains of the account, pending or verified (enforced by `POST .../domains`).
     pub max_custom_domains: Option<i32>,
     /// Bandwidth per account (not enforced yet).
     pub bandwidth_bytes_per_sec: Option<i64>,
@@ -70,6 +71,34 @@ async fn all(db: impl sqlx::PgExecutor<'_>) -> ApiResult<Vec<Plan>> {
     ))
     .fetch_all(db)
     .await?)
+}
+
+/// Locks account `id` (`FOR UPDATE`, so concurrent creations for one account count in turn)
+/// and returns its plan and limits; 404 when there is no such account.
+pub async fn lock_account_plan(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> ApiResult<(String, Limits)> {
+    use sqlx::{FromRow, Row};
+    let row = sqlx::query(&format!(
+        "SELECT a.plan, {LIMIT_COLUMNS} FROM accounts a JOIN plans p ON p.name = a.plan
+         WHERE a.id = $1 FOR UPDATE OF a"
+    ))
+    .bind(id)
+    .fetch_optional(tx)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no account {id}")))?;
+    Ok((row.get("plan"), Limits::from_row(&row)?))
+}
+
+/// The 403 for a creation past a plan limit, worded like the relay's bind refusals:
+/// `plan "free" allows 1 reserved name; this account already has 1 (...)`.
+pub fn limit_reached(plan: &str, limit: i32, what: &str, have: i64, remedy: &str) -> ApiError {
+    let s = if limit == 1 { "" } else { "s" };
+    ApiError::Forbidden(format!(
+        "plan {plan:?} allows {limit} {what}{s}; this account already has {have} ({remedy}, or \
+         move the account to a larger plan)"
+    ))
 }
 
 /// `PUT /v1/accounts/{id}/plan` body.

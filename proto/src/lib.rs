@@ -18,3 +18,8 @@ pub mod relay {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]
     tonic::include_proto!("burrow.relay.v1");
 }
+
+/// The encoded `FileDescriptorSet` of every service above, for gRPC server reflection
+/// (`tonic-reflection`), so `grpcurl`-style clients can list and call them without the files.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/burrow_descriptor.bin"));

@@ -16,9 +16,11 @@
 //! - [`wait`]: polling a condition with a deadline (tests never sleep for a fixed time).
 //! - [`webhook`]: signing provider events like the provider does.
 //! - [`echo`]: a gRPC service with streaming calls, for tunnel tests.
+//! - [`dns`]: an authoritative DNS server whose TXT records a test sets (domain verification).
 //! - [`tls`]: test certificates, TLS clients with chosen SNI/ALPN, and local TLS servers.
 
 pub mod agent;
+pub mod dns;
 pub mod procs;
 pub mod stack;
 pub mod stores;

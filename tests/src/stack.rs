@@ -19,6 +19,8 @@ use tokio::{
 pub struct StackOptions {
     /// Extra `BURROW_RELAY_*` settings for the relay.
     pub relay_env: Vec<(String, String)>,
+    /// Extra `BURROW_API_*` settings for the api (e.g. `BURROW_API_DNS_RESOLVER`).
+    pub api_env: Vec<(String, String)>,
     /// Attempts before a provider event parks (kept small so tests reach the DLQ fast).
     pub apply_maximum_attempts: u32,
     /// OTLP endpoint for api and worker traces; empty disables.
@@ -32,6 +34,7 @@ impl Default for StackOptions {
     fn default() -> Self {
         Self {
             relay_env: Vec::new(),
+            api_env: Vec::new(),
             apply_maximum_attempts: 3,
             otlp_endpoint: String::new(),
             temporal_address: None,
@@ -77,6 +80,8 @@ pub struct Stack {
     pub db: TestDb,
     /// `http://127.0.0.1:port` of the api.
     pub api_url: String,
+    /// `http://127.0.0.1:port` of the api's gRPC server (`RelayFeed`, reflection).
+    pub api_grpc_url: String,
     /// Relay addresses.
     pub relay: RelayAddrs,
     /// Seeded credentials.
@@ -138,6 +143,8 @@ impl Stack {
             let mut c = Command::new(bin("burrow-api"));
             c.args(args)
                 .env("BURROW_API_LISTEN", "127.0.0.1:0")
+                .env("BURROW_API_GRPC_LISTEN", "127.0.0.1:0")
+                .env("BURROW_API_BASE_DOMAIN", &domain)
                 .env("BURROW_API_ADDR_FILE", &api_addr_file)
                 .env("BURROW_API_DATABASE_URL", &db.url)
                 .env("BURROW_API_REDIS_URL", stores::redis_url())
@@ -153,17 +160,19 @@ impl Stack {
                     options.apply_maximum_attempts.to_string(),
                 )
                 .env("BURROW_API_RUNBOOKS_DIR", repo_root().join("runbooks"))
-                .env("BURROW_API_OTLP_ENDPOINT", &options.otlp_endpoint);
+                .env("BURROW_API_OTLP_ENDPOINT", &options.otlp_endpoint)
+                .envs(options.api_env.iter().map(|(k, v)| (k, v)));
             c
         };
         let api = Proc::spawn("burrow-api", api_cmd(&["serve"]), dir.path())?;
-        let api_url = {
+        let (api_url, api_grpc_url) = {
             #[derive(Deserialize)]
             struct A {
                 api: String,
+                grpc: String,
             }
             let a: A = read_addr_file(&api_addr_file, &api).await?;
-            format!("http://{}", a.api)
+            (format!("http://{}", a.api), format!("http://{}", a.grpc))
         };
         wait_ready(&http, &format!("{api_url}/{api_probe}"), &api).await?;
 
@@ -211,6 +220,7 @@ impl Stack {
             dir,
             db,
             api_url,
+            api_grpc_url,
             relay,
             creds,
             webhook_secret,
@@ -312,6 +322,11 @@ impl Stack {
     /// The relay's certificate store directory (its default, `<state_dir>/certs`).
     pub fn cert_dir(&self) -> PathBuf {
         self.dir.path().join("relay-state").join("certs")
+    }
+
+    /// The internal key relays present (to the api's internal routes and `RelayFeed`).
+    pub fn internal_key(&self) -> &str {
+        &self.internal_key
     }
 
     /// Options the stack was started with.

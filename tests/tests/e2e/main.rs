@@ -6,6 +6,7 @@ mod agent_config;
 mod audit;
 mod cli;
 mod console;
+mod control_plane;
 mod edge_input;
 mod https;
 mod inspector;

@@ -1,0 +1,174 @@
+//! The api's gRPC server (`grpc_listen`): `burrow.relay.v1.RelayFeed` for relays, behind the
+//! internal key (`authorization: Bearer <internal_key>`, compared in constant time), and gRPC
+//! server reflection (v1 and v1alpha, unauthenticated: it only describes the services).
+
+use super::{Feed, FeedEvent, Message, load};
+use burrow_proto::relay::{
+    WatchRequest,
+    relay_feed_server::{RelayFeed, RelayFeedServer},
+};
+use std::pin::Pin;
+use subtle::ConstantTimeEq;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// Messages a stream buffers towards a slow relay before its task waits.
+const STREAM_BUFFER: usize = 64;
+
+/// The `RelayFeed` service.
+pub struct FeedService {
+    feed: Feed,
+    /// Ends every stream on api shutdown, so the server's graceful stop is not held up by
+    /// streams that would otherwise never end.
+    shutdown: CancellationToken,
+}
+
+type WatchStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<FeedEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RelayFeed for FeedService {
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let peer = request.remote_addr();
+        let relay_id = request.into_inner().relay_id;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let span = tracing::info_span!("feed_stream", %relay_id, peer = ?peer);
+        tokio::spawn(tracing::Instrument::instrument(
+            stream(self.feed.clone(), tx, self.shutdown.clone()),
+            span,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Feeds one relay: a snapshot, then changes; a snapshot again after a lag or a resync.
+async fn stream(
+    feed: Feed,
+    out: mpsc::Sender<Result<FeedEvent, Status>>,
+    shutdown: CancellationToken,
+) {
+    // Subscribe before reading the snapshot: a change committed in between is sent after it
+    // (at worst twice), never lost.
+    let mut changes = feed.subscribe();
+    metrics::gauge!("burrow_api_feed_streams").increment(1.0);
+    tracing::info!("relay subscribed to the feed");
+    let mut snapshot_due = true;
+    loop {
+        if snapshot_due {
+            snapshot_due = false;
+            let message = load::snapshot_event(&feed.db).await.map_err(|e| {
+                tracing::warn!(error = %e, "cannot read the feed snapshot");
+                Status::unavailable("the api cannot read its database; resubscribe later")
+            });
+            let failed = message.is_err();
+            if out.send(message).await.is_err() || failed {
+                break;
+            }
+            continue;
+        }
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = out.closed() => break,
+            m = changes.recv() => m,
+        };
+        match message {
+            Ok(Message::Event(e)) => {
+                if out.send(Ok(e)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Message::Resync) => snapshot_due = true,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "relay fell behind the feed; sending a snapshot");
+                snapshot_due = true;
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+    metrics::gauge!("burrow_api_feed_streams").decrement(1.0);
+    tracing::info!("feed stream ended");
+}
+
+/// Accepts a request carrying `authorization: Bearer <key>`.
+fn check_key(key: &str, request: &Request<()>) -> Result<(), Status> {
+    let presented = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(p) if bool::from(p.as_bytes().ct_eq(key.as_bytes())) => Ok(()),
+        Some(_) => Err(Status::unauthenticated(
+            "the internal key in `authorization` is not this api's internal key",
+        )),
+        None => Err(Status::unauthenticated(
+            "RelayFeed needs the relay internal key: send metadata `authorization: Bearer <key>`",
+        )),
+    }
+}
+
+/// Why the gRPC server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection descriptors do not decode (a build problem).
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// Serving failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `RelayFeed` and reflection on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    feed: Feed,
+    internal_key: String,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(burrow_proto::FILE_DESCRIPTOR_SET)
+    };
+    let service = FeedService {
+        feed,
+        shutdown: shutdown.clone(),
+    };
+    let auth = move |request: Request<()>| check_key(&internal_key, &request).map(|()| request);
+    tonic::transport::Server::builder()
+        .add_service(RelayFeedServer::with_interceptor(service, auth))
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(auth: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        if let Some(a) = auth {
+            r.metadata_mut().insert("authorization", a.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn only_the_internal_key_passes() {
+        assert!(check_key("ik_1", &request(Some("Bearer ik_1"))).is_ok());
+        let wrong = check_key("ik_1", &request(Some("Bearer ik_2"))).unwrap_err();
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+        let none = check_key("ik_1", &request(None)).unwrap_err();
+        assert!(none.message().contains("authorization"), "{none:?}");
+    }
+}
