@@ -11,7 +11,6 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll, ready},
-    time::Duration,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -188,6 +187,7 @@ mod tests {
     use super::*;
     use crate::metering::Meter;
     use http_body_util::BodyExt;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn counted_body_counts_streamed_frames() {

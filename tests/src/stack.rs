@@ -28,6 +28,9 @@ pub struct StackOptions {
     /// Temporal address to use instead of the suite's; when set, the stack does not wait for
     /// Temporal (the test may start it later).
     pub temporal_address: Option<String>,
+    /// Redis for the api and the relays instead of the suite's shared one (e.g. a private
+    /// [`crate::redis::PrivateRedis`] the test stops and restarts).
+    pub redis_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -38,6 +41,7 @@ impl Default for StackOptions {
             apply_maximum_attempts: 3,
             otlp_endpoint: String::new(),
             temporal_address: None,
+            redis_url: None,
         }
     }
 }
@@ -55,8 +59,33 @@ pub struct RelayAddrs {
     pub control: String,
     /// Health/metrics.
     pub ops: String,
+    /// Relay-to-relay link.
+    #[serde(default)]
+    pub peer: Option<String>,
     /// Dev CA.
     pub ca_file: Option<String>,
+}
+
+/// A relay started with [`Stack::spawn_extra_relay`].
+pub struct ExtraRelay {
+    /// Its process.
+    pub proc: Proc,
+    /// Its addresses.
+    pub addrs: RelayAddrs,
+}
+
+/// What every relay of a stack shares, and the `tag` naming one relay's files.
+struct RelaySettings<'a> {
+    tag: &'a str,
+    /// Address the relay's listeners bind, except the agent listener (always 127.0.0.1: the
+    /// dev certificate names only that address).
+    host: &'a str,
+    redis_url: &'a str,
+    api_url: &'a str,
+    feed_url: &'a str,
+    internal_key: &'a str,
+    redis_prefix: &'a str,
+    domain: &'a str,
 }
 
 /// Seeded credentials.
@@ -100,6 +129,7 @@ pub struct Stack {
     pub worker: Proc,
     internal_key: String,
     redis_prefix: String,
+    redis_url: String,
     task_queue: String,
     temporal: String,
     options: StackOptions,
@@ -132,6 +162,7 @@ impl Stack {
         let internal_key = format!("ik_{id}");
         let webhook_secret = format!("whsec_{id}");
         let redis_prefix = format!("e2e:{id}:");
+        let redis_url = options.redis_url.clone().unwrap_or_else(stores::redis_url);
         let task_queue = format!("e2e-{id}");
         let domain = "burrow.localhost".to_owned();
         let http = reqwest::Client::builder()
@@ -147,7 +178,7 @@ impl Stack {
                 .env("BURROW_API_BASE_DOMAIN", &domain)
                 .env("BURROW_API_ADDR_FILE", &api_addr_file)
                 .env("BURROW_API_DATABASE_URL", &db.url)
-                .env("BURROW_API_REDIS_URL", stores::redis_url())
+                .env("BURROW_API_REDIS_URL", &redis_url)
                 .env("BURROW_API_REDIS_PREFIX", &redis_prefix)
                 .env("BURROW_API_TEMPORAL_ADDRESS", &temporal)
                 .env("BURROW_API_TASK_QUEUE", &task_queue)
@@ -189,10 +220,16 @@ impl Stack {
 
         let (relay_proc, relay) = Self::spawn_relay(
             dir.path(),
-            &api_url,
-            &internal_key,
-            &redis_prefix,
-            &domain,
+            RelaySettings {
+                tag: "relay",
+                host: "127.0.0.1",
+                redis_url: &redis_url,
+                api_url: &api_url,
+                feed_url: &api_grpc_url,
+                internal_key: &internal_key,
+                redis_prefix: &redis_prefix,
+                domain: &domain,
+            },
             None,
             &options.relay_env,
         )
@@ -231,33 +268,88 @@ impl Stack {
             worker,
             internal_key,
             redis_prefix,
+            redis_url,
             task_queue,
             temporal,
             options,
         })
     }
 
+    fn relay_settings<'a>(&'a self, tag: &'a str) -> RelaySettings<'a> {
+        RelaySettings {
+            tag,
+            host: "127.0.0.1",
+            redis_url: &self.redis_url,
+            api_url: &self.api_url,
+            feed_url: &self.api_grpc_url,
+            internal_key: &self.internal_key,
+            redis_prefix: &self.redis_prefix,
+            domain: &self.domain,
+        }
+    }
+
+    /// Starts another relay of the platform (same api, Redis, domain and dev CA) on its own
+    /// ports; `tag` names its files and its relay id.
+    pub async fn spawn_extra_relay(&self, tag: &str) -> anyhow::Result<ExtraRelay> {
+        self.spawn_extra_relay_on(tag, "127.0.0.1").await
+    }
+
+    /// [`Stack::spawn_extra_relay`] with its public, control, ops and peer listeners on `host`
+    /// (another loopback address such as `127.0.0.2`, which Linux routes without setup).
+    pub async fn spawn_extra_relay_on(&self, tag: &str, host: &str) -> anyhow::Result<ExtraRelay> {
+        let relay_id = [("BURROW_RELAY_RELAY_ID".to_owned(), format!("relay-{tag}"))];
+        let env: Vec<(String, String)> = self
+            .options
+            .relay_env
+            .iter()
+            .cloned()
+            .chain(relay_id)
+            .collect();
+        let settings = RelaySettings {
+            host,
+            ..self.relay_settings(tag)
+        };
+        let (proc, addrs) = Self::spawn_relay(self.dir.path(), settings, None, &env).await?;
+        wait_ready(&self.http, &format!("http://{}/readyz", addrs.ops), &proc).await?;
+        Ok(ExtraRelay { proc, addrs })
+    }
+
     async fn spawn_relay(
         dir: &std::path::Path,
-        api_url: &str,
-        internal_key: &str,
-        redis_prefix: &str,
-        domain: &str,
+        settings: RelaySettings<'_>,
         same_ports_as: Option<&RelayAddrs>,
         extra_env: &[(String, String)],
     ) -> anyhow::Result<(Proc, RelayAddrs)> {
-        let addr_file = dir.join("relay.json");
+        let RelaySettings {
+            tag,
+            host,
+            redis_url,
+            api_url,
+            feed_url,
+            internal_key,
+            redis_prefix,
+            domain,
+        } = settings;
+        let addr_file = dir.join(format!("{tag}.json"));
         let _ = std::fs::remove_file(&addr_file);
-        let any = "127.0.0.1:0".to_owned();
-        let (agent, http, https, control, ops) = match same_ports_as {
+        let any = format!("{host}:0");
+        let (agent, http, https, control, ops, peer) = match same_ports_as {
             Some(a) => (
                 a.agent.clone(),
                 a.http.clone(),
                 a.https.clone().unwrap_or_else(|| any.clone()),
                 a.control.clone(),
                 a.ops.clone(),
+                a.peer.clone().unwrap_or_else(|| any.clone()),
             ),
-            None => (any.clone(), any.clone(), any.clone(), any.clone(), any),
+            None => (
+                "127.0.0.1:0".to_owned(),
+                any.clone(),
+                any.clone(),
+                any.clone(),
+                any.clone(),
+                any,
+            ),
         };
         let mut cmd = Command::new(bin("burrow-relay"));
         cmd.env("BURROW_RELAY_AGENT_LISTEN", agent)
@@ -267,17 +359,21 @@ impl Stack {
             .env("BURROW_RELAY_CERT_RELOAD_SECS", "1")
             .env("BURROW_RELAY_CONTROL_LISTEN", control)
             .env("BURROW_RELAY_OPS_LISTEN", ops)
+            .env("BURROW_RELAY_PEER_LISTEN", peer)
             .env("BURROW_RELAY_DOMAIN", domain)
             .env("BURROW_RELAY_API_URL", api_url)
             .env("BURROW_RELAY_INTERNAL_KEY", internal_key)
+            .env("BURROW_RELAY_FEED_URL", feed_url)
+            // One dev CA and certificate for every relay of the stack, as a platform shares
+            // one certificate: an agent trusting it can use any relay.
             .env("BURROW_RELAY_STATE_DIR", dir.join("relay-state"))
-            .env("BURROW_RELAY_REDIS_URL", stores::redis_url())
+            .env("BURROW_RELAY_REDIS_URL", redis_url)
             .env("BURROW_RELAY_REDIS_PREFIX", redis_prefix)
             .env("BURROW_RELAY_ADDR_FILE", &addr_file)
             // Re-check live sessions' tokens every second, so revocation tests are quick.
             .env("BURROW_RELAY_AUTH_CACHE_SECS", "1")
             .envs(extra_env.iter().map(|(k, v)| (k, v)));
-        let proc = Proc::spawn("burrow-relay", cmd, dir)?;
+        let proc = Proc::spawn(&format!("burrow-{tag}"), cmd, dir)?;
         let addrs: RelayAddrs = read_addr_file(&addr_file, &proc).await?;
         Ok((proc, addrs))
     }
@@ -301,10 +397,7 @@ impl Stack {
         self.relay_proc.kill().await;
         let (proc, addrs) = Self::spawn_relay(
             self.dir.path(),
-            &self.api_url,
-            &self.internal_key,
-            &self.redis_prefix,
-            &self.domain,
+            self.relay_settings("relay"),
             Some(&self.relay),
             &self.options.relay_env,
         )
@@ -327,6 +420,11 @@ impl Stack {
     /// The internal key relays present (to the api's internal routes and `RelayFeed`).
     pub fn internal_key(&self) -> &str {
         &self.internal_key
+    }
+
+    /// The Redis the stack's api and relays use, and the prefix of their keys.
+    pub fn redis(&self) -> (&str, &str) {
+        (&self.redis_url, &self.redis_prefix)
     }
 
     /// Options the stack was started with.

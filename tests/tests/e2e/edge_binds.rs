@@ -1,0 +1,129 @@
+//! What the api issues through the feed, enforced by the relay at bind and on live sessions:
+//! reserved names (another account's bind is refused), custom domains (only once verified for
+//! the account, then served by host), and bandwidth shaped at the plan's rate, following a
+//! plan change without a reconnect.
+
+use crate::support::*;
+use burrow_e2e::{Agent, Stack};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+async fn account(stack: &Stack, name: &str) -> (String, String) {
+    let customer = format!("cus_{}", uuid::Uuid::new_v4().simple());
+    let account = stack.create_account(name, &customer).await.unwrap();
+    let id = account["id"].as_str().unwrap().to_owned();
+    let (_, token) = stack.create_authtoken(&id).await.unwrap();
+    (id, token)
+}
+
+/// Starts `burrow <args>` until it exits 1 saying `needle` (the feed may take a moment to
+/// deliver what makes the relay refuse); returns the output.
+async fn refused(stack: &Stack, args: &[&str], token: &str, needle: &str) -> String {
+    burrow_e2e::wait::until(&format!("a bind refused with {needle:?}"), T, || async {
+        let mut agent = stack.agent_with(args, token).ok()?;
+        let (code, out) = agent.wait_exit(Duration::from_secs(10)).await.ok()?;
+        (code == Some(1) && out.contains(needle)).then_some(out)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_reserved_name_binds_only_for_its_account() {
+    let stack = Stack::start().await.unwrap();
+    let (a, a_token) = account(&stack, "holder").await;
+    let (_, b_token) = account(&stack, "squatter").await;
+    let name = format!("res{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (status, body) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/accounts/{a}/reserved-names"),
+            &stack.creds.admin_api_key,
+            Some(json!({"name": name})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let port = free_port().to_string();
+    let out = refused(
+        &stack,
+        &["http", &port, "--name", &name],
+        &b_token,
+        "reserved by another account",
+    )
+    .await;
+    assert!(out.contains(&name), "{out}");
+    // The holder binds it.
+    let mut holder: Agent = stack
+        .agent_with(&["http", &port, "--name", &name], &a_token)
+        .unwrap();
+    holder.wait_line("Forwarding", T).await.unwrap();
+}
+
+#[tokio::test]
+async fn bandwidth_is_shaped_at_the_plan_rate_and_follows_a_plan_change_live() {
+    let stack = Stack::start().await.unwrap();
+    let (id, token) = account(&stack, "shaped").await;
+    // 3 MiB from the local service; the free plan moves 1 MiB/s (after a 1 MiB burst).
+    const SIZE: usize = 3 * 1024 * 1024;
+    let app = axum::Router::new().fallback(|| async { vec![b'x'; SIZE] });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let name = format!("bw{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (mut agent, _) = stack.online_agent(port, Some(&name), &token).await.unwrap();
+
+    let started = Instant::now();
+    let body = stack
+        .ingress(Method::GET, &name, "/")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(body.len(), SIZE);
+    // 2 MiB past the burst at 1 MiB/s: not before ~2 s (a lower bound only: shaping must
+    // hold traffic back; how fast an unshaped transfer runs is the benchmark's business).
+    assert!(took >= Duration::from_millis(1800), "3 MiB on free took {took:?}");
+
+    // Moving the account to enterprise (unlimited) reaches the relay through the feed; the
+    // relay's gauge for the account drops to 0 (unlimited) with the agent still on its session.
+    let metric = format!("burrow_relay_account_bandwidth_bytes_per_second{{account=\"{id}\"}}");
+    let ops = stack.relay.ops.clone();
+    let gauge = || async {
+        let text = reqwest::get(format!("http://{ops}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{metric} ")).map(str::to_owned))
+    };
+    assert_eq!(gauge().await.as_deref(), Some("1048576"));
+    let (status, body) = stack
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{id}/plan"),
+            &stack.creds.admin_api_key,
+            Some(json!({"plan": "enterprise"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    burrow_e2e::wait::until("the relay lifts the limit", Duration::from_secs(5), || async {
+        (gauge().await.as_deref() == Some("0")).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(
+        !agent.seen.iter().any(|l| l.contains("reconnect")),
+        "{:?}",
+        agent.seen
+    );
+    assert!(agent.child.try_wait().unwrap().is_none());
+}

@@ -1,0 +1,368 @@
+//! Traffic policy at the edge, with real clients on live endpoints: every HTTP action, a policy
+//! update reaching an open endpoint without a reconnect, JWTs checked against a JWKS served by
+//! the test, a rate limit shared by two relays (429 + Retry-After), the agent's own policy file,
+//! and TCP connections refused by IP.
+
+use crate::support::*;
+use burrow_e2e::{Stack, jwt::TestIssuer};
+use reqwest::{Method, StatusCode};
+use std::time::Duration;
+
+/// A local service answering every request with the request headers it saw, as JSON.
+async fn echo_headers() -> u16 {
+    let app = axum::Router::new().fallback(|headers: http::HeaderMap| async move {
+        let map: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    serde_json::Value::String(v.to_str().unwrap_or("").to_owned()),
+                )
+            })
+            .collect();
+        axum::Json(serde_json::Value::Object(map))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+/// An account with an authtoken; returns (account id, authtoken).
+async fn account(stack: &Stack, name: &str) -> (String, String) {
+    let customer = format!("cus_{}", uuid::Uuid::new_v4().simple());
+    let account = stack.create_account(name, &customer).await.unwrap();
+    let id = account["id"].as_str().unwrap().to_owned();
+    let (_, token) = stack.create_authtoken(&id).await.unwrap();
+    (id, token)
+}
+
+/// `PUT`s `yaml` as the policy of `account`'s `endpoint`; returns the new version.
+async fn set_policy(stack: &Stack, account: &str, endpoint: &str, yaml: &str) -> u64 {
+    let resp = stack
+        .api(
+            Method::PUT,
+            &format!("/v1/accounts/{account}/endpoints/{endpoint}/policy"),
+            &stack.creds.admin_api_key,
+        )
+        .header("content-type", "application/yaml")
+        .body(yaml.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["version"].as_u64().unwrap()
+}
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(T)
+        .build()
+        .unwrap()
+}
+
+fn get(http_addr: &str, host: &str, path: &str) -> reqwest::RequestBuilder {
+    client()
+        .get(format!("http://{http_addr}{path}"))
+        .header("host", host)
+}
+
+/// Waits until `GET path` on `host` answers `status` (the feed delivering a policy).
+async fn until_status(http_addr: &str, host: &str, path: &str, status: StatusCode, within: Duration) {
+    burrow_e2e::wait::until(&format!("GET {path} -> {status}"), within, || async {
+        let got = get(http_addr, host, path).send().await.ok()?.status();
+        (got == status).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// The ids of the sessions serving `name` on the stack's relay.
+async fn session_ids(stack: &Stack, name: &str) -> Vec<String> {
+    let (_, sessions) = stack
+        .call(Method::GET, "/v1/ops/sessions", &stack.creds.admin_api_key, None)
+        .await
+        .unwrap();
+    sessions["relays"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["sessions"].as_array().cloned().unwrap_or_default())
+        .filter(|s| {
+            s["endpoints"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["name"] == name))
+        })
+        .map(|s| s["session_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+const V1: &str = r#"
+on_http_request:
+  - name: private area
+    match: { path_prefix: /private }
+    actions:
+      - type: basic-auth
+        config: { credentials: ["alice:s3cret"], realm: burrow }
+  - match: { path_prefix: /old }
+    actions:
+      - type: redirect
+        config: { to: "https://example.com/new", status: 301 }
+  - match: { path_prefix: /blocked }
+    actions:
+      - type: deny
+  - match: { path_prefix: /teapot }
+    actions:
+      - type: custom-response
+        config: { status: 418, body: "short and stout" }
+  - actions:
+      - type: add-headers
+        config: { headers: { x-policy: v1 } }
+      - type: remove-headers
+        config: { headers: [x-secret] }
+on_http_response:
+  - actions:
+      - type: add-headers
+        config: { headers: { x-served-by: burrow-policy } }
+"#;
+
+#[tokio::test]
+async fn policy_actions_apply_to_a_live_endpoint_and_updates_need_no_reconnect() {
+    let stack = Stack::start().await.unwrap();
+    let (account_id, token) = account(&stack, "policy").await;
+    let port = echo_headers().await;
+    let name = format!("pol{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (_agent, _) = stack.online_agent(port, Some(&name), &token).await.unwrap();
+    let host = format!("{name}.{}", stack.domain);
+    let relay = stack.relay.http.clone();
+    let before = session_ids(&stack, &name).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    assert_eq!(set_policy(&stack, &account_id, &name, V1).await, 1);
+    until_status(&relay, &host, "/blocked", StatusCode::FORBIDDEN, T).await;
+
+    // basic-auth: refused without credentials (with the challenge), passed with them.
+    let denied = get(&relay, &host, "/private").send().await.unwrap();
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+    let challenge = denied.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("Basic realm=\"burrow\""), "{challenge}");
+    let wrong = get(&relay, &host, "/private")
+        .basic_auth("alice", Some("guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let ok = get(&relay, &host, "/private")
+        .basic_auth("alice", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+
+    // redirect, deny and custom responses are the relay's; the service never sees them.
+    let moved = get(&relay, &host, "/old/page").send().await.unwrap();
+    assert_eq!(moved.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(moved.headers()["location"], "https://example.com/new");
+    let teapot = get(&relay, &host, "/teapot").send().await.unwrap();
+    assert_eq!(teapot.status(), StatusCode::IM_A_TEAPOT);
+    assert_eq!(teapot.text().await.unwrap(), "short and stout");
+
+    // Headers added and removed on the way in, added on the way out.
+    let seen = get(&relay, &host, "/")
+        .header("x-secret", "do not forward")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status(), StatusCode::OK);
+    assert_eq!(seen.headers()["x-served-by"], "burrow-policy");
+    let headers: serde_json::Value = seen.json().await.unwrap();
+    assert_eq!(headers["x-policy"], "v1", "{headers}");
+    assert!(headers.get("x-secret").is_none(), "{headers}");
+
+    // An update reaches the open endpoint: every visitor from 127.0.0.1 is now refused at
+    // connect, and the header rule is gone.
+    let v2 = r#"
+on_tcp_connect:
+  - actions:
+      - type: restrict-ips
+        config: { deny: ["127.0.0.0/8"] }
+"#;
+    assert_eq!(set_policy(&stack, &account_id, &name, v2).await, 2);
+    until_status(&relay, &host, "/", StatusCode::FORBIDDEN, Duration::from_secs(3)).await;
+    // Removing the policy opens the endpoint again.
+    let removed = stack
+        .api(
+            Method::DELETE,
+            &format!("/v1/accounts/{account_id}/endpoints/{name}/policy"),
+            &stack.creds.admin_api_key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    until_status(&relay, &host, "/", StatusCode::OK, Duration::from_secs(3)).await;
+    let headers: serde_json::Value = get(&relay, &host, "/").send().await.unwrap().json().await.unwrap();
+    assert!(headers.get("x-policy").is_none(), "{headers}");
+
+    // All of it happened on the session the agent opened at the start.
+    assert_eq!(session_ids(&stack, &name).await, before);
+}
+
+#[tokio::test]
+async fn jwt_validation_checks_tokens_against_the_issuers_jwks() {
+    let stack = Stack::start().await.unwrap();
+    let (account_id, token) = account(&stack, "jwt").await;
+    let issuer = TestIssuer::start().await.unwrap();
+    let port = echo_headers().await;
+    let name = format!("jwt{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (_agent, _) = stack.online_agent(port, Some(&name), &token).await.unwrap();
+    let host = format!("{name}.{}", stack.domain);
+    let relay = stack.relay.http.clone();
+    let policy = format!(
+        r#"
+on_http_request:
+  - actions:
+      - type: jwt-validation
+        config:
+          jwks_url: "{}"
+          issuer: "{}"
+          audiences: [burrow-e2e]
+"#,
+        issuer.jwks_url(),
+        issuer.issuer()
+    );
+    set_policy(&stack, &account_id, &name, &policy).await;
+    until_status(&relay, &host, "/", StatusCode::UNAUTHORIZED, T).await;
+
+    let with = |jwt: String| get(&relay, &host, "/api").bearer_auth(jwt);
+    let ok = with(issuer.token("burrow-e2e", 300)).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    for (what, jwt) in [
+        ("expired", issuer.token("burrow-e2e", -300)),
+        ("wrong audience", issuer.token("someone-else", 300)),
+        ("foreign key", TestIssuer::foreign_token(&issuer.issuer(), "burrow-e2e")),
+    ] {
+        let resp = with(jwt).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(challenge.starts_with("Bearer"), "{what}: {challenge}");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limit_is_shared_by_two_relays() {
+    let stack = Stack::start().await.unwrap();
+    let second = stack.spawn_extra_relay("b").await.unwrap();
+    let (account_id, token) = account(&stack, "ratelimit").await;
+    let port = echo_headers().await;
+    let name = format!("rl{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    // The same endpoint served through both relays (one agent on each).
+    let (_a, _) = stack.online_agent(port, Some(&name), &token).await.unwrap();
+    let mut b = stack
+        .agent_via(&second.addrs.agent, &["http", &port.to_string(), "--name", &name], &token)
+        .unwrap();
+    b.wait_line("Forwarding", T).await.unwrap();
+    let host = format!("{name}.{}", stack.domain);
+    let policy = r#"
+on_http_request:
+  - actions:
+      - type: rate-limit
+        config: { name: api, capacity: 4, window: 1h, key: ip }
+"#;
+    set_policy(&stack, &account_id, &name, policy).await;
+    // Wait until the feed delivered the policy to both relays (their metrics say so), without
+    // spending any of the budget.
+    for ops in [&stack.relay.ops, &second.addrs.ops] {
+        burrow_e2e::wait::until("the relay holds the policy", T, || async {
+            let text = reqwest::get(format!("http://{ops}/metrics")).await.ok()?.text().await.ok()?;
+            text.lines()
+                .any(|l| l.starts_with("burrow_relay_edge_policies ") && !l.ends_with(" 0"))
+                .then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    let (a_http, b_http) = (stack.relay.http.clone(), second.addrs.http.clone());
+    let mut statuses = Vec::new();
+    for http in [&a_http, &b_http, &a_http, &b_http] {
+        statuses.push(get(http, &host, "/").send().await.unwrap().status());
+    }
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    // The budget of 4 is spent across both relays: the next request is refused on either.
+    for http in [&a_http, &b_http] {
+        let refused = get(http, &host, "/").send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&retry), "Retry-After {retry}");
+    }
+}
+
+#[tokio::test]
+async fn the_agents_policy_file_is_enforced_and_a_bad_one_is_refused_with_its_line() {
+    let stack = Stack::start().await.unwrap();
+    let (_, token) = account(&stack, "agentpolicy").await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("policy.yml");
+    std::fs::write(
+        &good,
+        "on_http_request:\n  - actions:\n      - type: add-headers\n        config: { headers: { x-from-file: yes-indeed } }\n",
+    )
+    .unwrap();
+    let port = echo_headers().await;
+    let name = format!("file{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let port_s = port.to_string();
+    let args = ["http", &port_s, "--name", &name, "--traffic-policy-file", good.to_str().unwrap()];
+    let mut agent = stack.agent_with(&args, &token).unwrap();
+    agent.wait_line("Forwarding", T).await.unwrap();
+    let host = format!("{name}.{}", stack.domain);
+    let headers: serde_json::Value = get(&stack.relay.http, &host, "/")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(headers["x-from-file"], "yes-indeed", "{headers}");
+
+    // TCP: a visitor from a denied address is closed before any byte reaches the service.
+    let deny = dir.path().join("deny.yml");
+    std::fs::write(
+        &deny,
+        "on_tcp_connect:\n  - actions:\n      - type: restrict-ips\n        config: { deny: [127.0.0.1/32] }\n",
+    )
+    .unwrap();
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service_port = service.local_addr().unwrap().port().to_string();
+    let mut tcp = stack
+        .agent_with(&["tcp", &service_port, "--traffic-policy-file", deny.to_str().unwrap()], &token)
+        .unwrap();
+    let line = tcp.wait_line("Forwarding tcp://", T).await.unwrap();
+    let public = tcp_public_addr(&line);
+    let mut visitor = tokio::net::TcpStream::connect(&public).await.unwrap();
+    let mut buf = [0u8; 16];
+    use tokio::io::AsyncReadExt;
+    let n = tokio::time::timeout(T, visitor.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "the relay closes a denied visitor");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), service.accept()).await.is_err(),
+        "the service never saw the denied visitor"
+    );
+
+    // A file that does not validate: the bind is refused naming the field and the line.
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "on_http_request:\n  - actions:\n      - type: restrict-ips\n        config: { allow: [not-a-cidr] }\n",
+    )
+    .unwrap();
+    let mut refused = stack
+        .agent_with(&["http", &port_s, "--traffic-policy-file", bad.to_str().unwrap()], &token)
+        .unwrap();
+    let out = refused.expect_exit(1, "does not validate").await.unwrap();
+    assert!(out.contains("line 4"), "{out}");
+    assert!(out.contains("allow"), "{out}");
+}
