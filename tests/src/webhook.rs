@@ -14,6 +14,24 @@ pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
     )
 }
 
+/// Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`) for
+/// `body` signed with `secret` (`whsec_<base64 key>`), as a Standard Webhooks sender does it.
+pub fn standard_headers(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> [(String, String); 3] {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let key = STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("whsec_ secrets are base64");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let signature = STANDARD.encode(mac.finalize().into_bytes());
+    [
+        ("webhook-id".into(), id.into()),
+        ("webhook-timestamp".into(), timestamp.to_string()),
+        ("webhook-signature".into(), format!("v1,{signature}")),
+    ]
+}
+
 /// A `customer.subscription.updated` event moving `customer` to `plan`, created now.
 pub fn subscription_updated(event_id: &str, customer: &str, plan: &str) -> serde_json::Value {
     subscription_updated_at(event_id, customer, plan, chrono::Utc::now().timestamp())

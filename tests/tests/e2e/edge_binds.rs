@@ -127,3 +127,95 @@ async fn bandwidth_is_shaped_at_the_plan_rate_and_follows_a_plan_change_live() {
     );
     assert!(agent.child.try_wait().unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_custom_domain_binds_once_verified_and_only_for_its_account() {
+    let dns = burrow_e2e::dns::DnsServer::start("edge-e2e.test").await.unwrap();
+    let stack = Stack::start_with(burrow_e2e::StackOptions {
+        api_env: vec![("BURROW_API_DNS_RESOLVER".into(), dns.addr.to_string())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (a, a_token) = account(&stack, "domain-holder").await;
+    let (_, b_token) = account(&stack, "domain-other").await;
+    let admin = stack.creds.admin_api_key.clone();
+    let (status, body) = stack
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{a}/plan"),
+            &admin,
+            Some(json!({"plan": "pro"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let domain = "shop.edge-e2e.test";
+    let python = python_http_server().await;
+    let port = python.port.to_string();
+
+    // Not verified yet: the bind is refused, saying how to verify.
+    let mut early = stack
+        .agent_with(&["http", &port, "--domain", domain], &a_token)
+        .unwrap();
+    early
+        .expect_exit(1, "is not verified for this account")
+        .await
+        .unwrap();
+
+    let (status, added) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/accounts/{a}/domains"),
+            &admin,
+            Some(json!({"domain": domain})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    let record = added["txt_record"]["name"].as_str().unwrap();
+    let value = added["txt_record"]["value"].as_str().unwrap();
+    dns.set_txt(record, &[value]).await.unwrap();
+    let (status, verified) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/accounts/{a}/domains/{domain}/verify"),
+            &admin,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{verified}");
+
+    // Another account cannot bind it; the holder can, and visitors reach it by host.
+    refused(
+        &stack,
+        &["http", &port, "--domain", domain],
+        &b_token,
+        "is not verified for this account",
+    )
+    .await;
+    let mut holder = burrow_e2e::wait::until("the holder binds its domain", T, || async {
+        let mut agent = stack
+            .agent_with(&["http", &port, "--domain", domain], &a_token)
+            .ok()?;
+        agent
+            .wait_line("Forwarding", Duration::from_secs(10))
+            .await
+            .ok()?;
+        Some(agent)
+    })
+    .await
+    .unwrap();
+    let line = holder.wait_line("Forwarding", T).await.unwrap();
+    assert!(line.contains(&format!("http://{domain}:")), "{line}");
+    let page = stack
+        .http
+        .get(format!("http://{}/", stack.relay.http))
+        .header("host", domain)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("hello-from-burrow.txt"));
+}

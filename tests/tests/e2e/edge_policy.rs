@@ -366,3 +366,90 @@ async fn the_agents_policy_file_is_enforced_and_a_bad_one_is_refused_with_its_li
     assert!(out.contains("line 4"), "{out}");
     assert!(out.contains("allow"), "{out}");
 }
+
+#[tokio::test]
+async fn webhook_signatures_and_header_keyed_limits_are_checked_at_the_edge() {
+    use burrow_e2e::webhook::{signature_header, standard_headers};
+    let stack = Stack::start().await.unwrap();
+    let (account_id, token) = account(&stack, "webhooks").await;
+    let port = echo_headers().await;
+    let name = format!("wh{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (_agent, _) = stack.online_agent(port, Some(&name), &token).await.unwrap();
+    let host = format!("{name}.{}", stack.domain);
+    let relay = stack.relay.http.clone();
+    let stripe_secret = "whsec_stripe_e2e";
+    // Standard Webhooks secrets are base64 keys.
+    let standard_secret = "whsec_c3RhbmRhcmQtd2ViaG9va3MtZTJlLWtleQ==";
+    let policy = format!(
+        r#"
+on_http_request:
+  - match: {{ path_prefix: /stripe }}
+    actions:
+      - type: verify-webhook
+        config: {{ scheme: stripe, secret: "{stripe_secret}" }}
+  - match: {{ path_prefix: /standard }}
+    actions:
+      - type: verify-webhook
+        config: {{ scheme: standard, secret: "{standard_secret}" }}
+  - match: {{ path_prefix: /api }}
+    actions:
+      - type: rate-limit
+        config: {{ name: per-key, capacity: 2, window: 1h, key: "header:x-api-key" }}
+"#
+    );
+    set_policy(&stack, &account_id, &name, &policy).await;
+    let post = |path: &str, body: &'static str| {
+        client()
+            .post(format!("http://{relay}{path}"))
+            .header("host", &host)
+            .body(body)
+    };
+    burrow_e2e::wait::until("the webhook policy is live", T, || async {
+        let s = post("/stripe", "{}").send().await.ok()?.status();
+        (s == StatusCode::FORBIDDEN).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let body = r#"{"id":"evt_1","type":"invoice.paid"}"#;
+    let now = chrono::Utc::now().timestamp();
+    let signed = post("/stripe", body)
+        .header("stripe-signature", signature_header(stripe_secret, now, body.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::OK, "a correctly signed Stripe event passes");
+    let forged = post("/stripe", body)
+        .header("stripe-signature", signature_header("whsec_wrong", now, body.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let stale = post("/stripe", body)
+        .header("stripe-signature", signature_header(stripe_secret, now - 3600, body.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::FORBIDDEN, "outside the tolerance");
+
+    let mut ok = post("/standard", body);
+    for (k, v) in standard_headers(standard_secret, "msg_1", now, body.as_bytes()) {
+        ok = ok.header(k, v);
+    }
+    assert_eq!(ok.send().await.unwrap().status(), StatusCode::OK);
+    let mut tampered = post("/standard", r#"{"id":"evt_1","type":"invoice.refunded"}"#);
+    for (k, v) in standard_headers(standard_secret, "msg_1", now, body.as_bytes()) {
+        tampered = tampered.header(k, v);
+    }
+    assert_eq!(tampered.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    // Each API key has its own budget of 2.
+    let call = |key: &'static str| get(&relay, &host, "/api").header("x-api-key", key).send();
+    for _ in 0..2 {
+        assert_eq!(call("alpha").await.unwrap().status(), StatusCode::OK);
+    }
+    let limited = call("alpha").await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(call("beta").await.unwrap().status(), StatusCode::OK);
+}
