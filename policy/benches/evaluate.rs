@@ -56,7 +56,12 @@ async fn measure<F: AsyncFnMut(u32) -> bool>(mut f: F) -> f64 {
     rounds[ROUNDS / 2]
 }
 
-async fn run(policy: &Policy, template: &http::request::Parts, ctx_peer: u32, env: &(LocalLimiter, JwksCache)) -> bool {
+async fn run(
+    policy: &Policy,
+    template: &http::request::Parts,
+    ctx_peer: u32,
+    env: &(LocalLimiter, JwksCache),
+) -> bool {
     let mut parts = template.clone();
     let ctx = RequestContext {
         // 1024 visitors, so the limiter holds 1024 live counters.
@@ -66,17 +71,32 @@ async fn run(policy: &Policy, template: &http::request::Parts, ctx_peer: u32, en
         jwks: &env.1,
         now: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
     };
-    matches!(policy.on_http_request(&mut parts, None, &ctx).await, RequestVerdict::Continue)
+    matches!(
+        policy.on_http_request(&mut parts, None, &ctx).await,
+        RequestVerdict::Continue
+    )
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let typical = burrow_policy::parse(POLICY).expect("bench policy parses");
         let empty = burrow_policy::parse("{}").expect("empty policy parses");
-        let env = (LocalLimiter::default(), JwksCache::new(reqwest::Client::new(), Duration::from_secs(300)));
-        let good = head(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("bob:hunter2")));
-        let bad = head(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("bob:hunter3")));
+        let env = (
+            LocalLimiter::default(),
+            JwksCache::new(reqwest::Client::new(), Duration::from_secs(300)),
+        );
+        let good = head(&format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("bob:hunter2")
+        ));
+        let bad = head(&format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("bob:hunter3")
+        ));
 
         assert!(run(&typical, &good, 1, &env).await && !run(&typical, &bad, 1, &env).await);
         let clone = measure(async |_| black_box(good.clone()).headers.len() == 4).await;

@@ -369,7 +369,11 @@ fn check_claims(cfg: &JwtConfig, claims: &Claims, now: SystemTime) -> Result<(),
     if claims.nbf.is_some_and(|nbf| now + leeway < nbf) {
         return Err(JwtError::NotYetValid);
     }
-    if cfg.issuer.as_ref().is_some_and(|iss| claims.iss.as_ref() != Some(iss)) {
+    if cfg
+        .issuer
+        .as_ref()
+        .is_some_and(|iss| claims.iss.as_ref() != Some(iss))
+    {
         return Err(JwtError::Issuer);
     }
     if !cfg.audiences.is_empty() {

@@ -18,8 +18,8 @@
 //! - [`parse`] and [`Policy`]: the entry points; `Policy` holds the compiled document.
 //! - `yaml`: the submitted text as a tree of nodes that know their line (YAML and JSON).
 //! - `read`: typed reads from that tree, each error naming the field path and line.
-//! - `parse` (module) and `config`: the document, phases, rules and matchers; each action's
-//!   configuration, validated and compiled.
+//! - `parse` (module), `config` and `values`: the document, phases, rules and matchers; each
+//!   action's configuration; the scalar values they share (CIDRs, windows, headers).
 //! - `model`: the compiled document and its canonical JSON form.
 //! - `eval`, `matching`, `respond`: evaluation per connection, request and response; matchers
 //!   and IP lists; the answers a policy sends.
@@ -37,6 +37,7 @@ mod model;
 mod parse;
 mod read;
 mod respond;
+mod values;
 pub mod webhook;
 mod yaml;
 

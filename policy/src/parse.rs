@@ -3,9 +3,10 @@
 
 use http::{HeaderValue, Method};
 
-use crate::config::{self, header_value};
+use crate::config;
 use crate::model::{Document, Matcher, Rule};
 use crate::read::{Fields, Result, fail, join, list, map, string, uint};
+use crate::values::header_value;
 use crate::yaml::Node;
 
 /// Largest document accepted, in bytes.

@@ -3,3 +3,4 @@
 mod actions;
 mod roundtrip;
 mod validate;
+mod validate_config;
