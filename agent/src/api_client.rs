@@ -171,18 +171,14 @@ impl ApiClient {
             reason: e.to_string(),
         })?;
         let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| {
-                    // hyper's own "client error (Connect)" says nothing the cause does not.
-                    let chain = error_chain(&e);
-                    unreachable(match chain.split_once("client error (Connect): ") {
-                        Some(("", cause)) => cause.to_owned(),
-                        _ => chain,
-                    })
-                })?;
+            let resp = self.http.request(req).await.map_err(|e| {
+                // hyper's own "client error (Connect)" says nothing the cause does not.
+                let chain = error_chain(&e);
+                unreachable(match chain.split_once("client error (Connect): ") {
+                    Some(("", cause)) => cause.to_owned(),
+                    _ => chain,
+                })
+            })?;
             let status = resp.status();
             let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
                 .collect()
@@ -199,20 +195,22 @@ impl ApiClient {
 }
 
 /// Turns an answer into the JSON of a success or the api's refusal.
-pub fn interpret(base: &str, status: StatusCode, body: &[u8]) -> Result<(StatusCode, Value), ApiError> {
+pub fn interpret(
+    base: &str,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
     let json = if body.iter().all(u8::is_ascii_whitespace) {
         Ok(Value::Null)
     } else {
         serde_json::from_slice::<Value>(body)
     };
     if status.is_success() {
-        return json
-            .map(|v| (status, v))
-            .map_err(|e| ApiError::BadAnswer {
-                url: base.to_owned(),
-                status,
-                reason: e.to_string(),
-            });
+        return json.map(|v| (status, v)).map_err(|e| ApiError::BadAnswer {
+            url: base.to_owned(),
+            status,
+            reason: e.to_string(),
+        });
     }
     let error = json.ok().map(|v| v["error"].clone()).unwrap_or(Value::Null);
     let text = |k: &str| error[k].as_str().map(str::to_owned);
@@ -272,7 +270,11 @@ mod tests {
         let body = json!({"error": {"code": "invalid_policy", "message": "unknown action `dney`",
             "field": "on_http_request[0].actions[0].type", "line": 3}})
         .to_string();
-        match interpret("http://api", StatusCode::UNPROCESSABLE_ENTITY, body.as_bytes()) {
+        match interpret(
+            "http://api",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            body.as_bytes(),
+        ) {
             Err(ApiError::Refused {
                 code,
                 message,
@@ -292,7 +294,10 @@ mod tests {
     #[test]
     fn refusals_without_an_error_document_still_explain() {
         let e = interpret("http://api", StatusCode::BAD_GATEWAY, b"upstream down").unwrap_err();
-        assert_eq!(e.to_string(), "the api answered 502 Bad Gateway: upstream down");
+        assert_eq!(
+            e.to_string(),
+            "the api answered 502 Bad Gateway: upstream down"
+        );
         let e = interpret("http://api", StatusCode::NOT_FOUND, b"").unwrap_err();
         assert_eq!(e.to_string(), "the api answered 404 Not Found");
         let body = br#"{"error":{"code":"x","message":"m","field":""}}"#;

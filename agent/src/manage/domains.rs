@@ -119,8 +119,14 @@ mod tests {
             "txt_record": {"name": "_burrow-challenge.app.example.com", "value": "burrow-verify=abc"},
             "created_at": "2026-11-26T10:00:00Z"
         }));
-        assert!(text.starts_with("Added app.example.com (status: pending)\n"), "{text}");
-        assert!(text.contains("`burrow domains verify app.example.com`"), "{text}");
+        assert!(
+            text.starts_with("Added app.example.com (status: pending)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`burrow domains verify app.example.com`"),
+            "{text}"
+        );
         assert!(
             text.ends_with("  TXT   _burrow-challenge.app.example.com  burrow-verify=abc"),
             "{text}"

@@ -137,6 +137,16 @@ impl Failure {
                 if let Some(f) = field {
                     at.push(format!("field `{f}`"));
                 }
+                // The api's message may lead with the same place (`line 3: field: ...`).
+                let mut message = message.as_str();
+                if let Some(l) = line {
+                    message = message
+                        .strip_prefix(&format!("line {l}: "))
+                        .unwrap_or(message);
+                }
+                if let Some(f) = field {
+                    message = message.strip_prefix(&format!("{f}: ")).unwrap_or(message);
+                }
                 format!("error: {message}\n  at {}", at.join(", "))
             }
             other => format!("error: {other}"),
@@ -153,12 +163,15 @@ pub struct Ctx {
 
 impl Ctx {
     fn new(args: ApiArgs) -> Result<Self, Failure> {
-        let key = args.api_key.filter(|k| !k.trim().is_empty()).ok_or_else(|| {
-            Failure::Usage(
+        let key = args
+            .api_key
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| {
+                Failure::Usage(
                 "no API key: set BURROW_API_KEY or pass --api-key (an API key, not an authtoken)"
                     .into(),
             )
-        })?;
+            })?;
         Ok(Ctx {
             api: ApiClient::new(&args.api_url, key.trim())?,
             account: args.account,
@@ -265,6 +278,17 @@ mod tests {
         assert_eq!(
             refused(None, None).render(Some("p.yaml")),
             "error: unknown action `dney`"
+        );
+        let repeated = Failure::Api(ApiError::Refused {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_policy".into(),
+            message: "line 3: on_http_request[0]: invalid YAML".into(),
+            field: Some("on_http_request[0]".into()),
+            line: Some(3),
+        });
+        assert_eq!(
+            repeated.render(Some("p.yaml")),
+            "error: invalid YAML\n  at p.yaml line 3, field `on_http_request[0]`"
         );
     }
 

@@ -89,9 +89,8 @@ fn content_type(file: &Path) -> Result<&'static str, Failure> {
 
 fn read_policy(file: &Path) -> Result<Body, Failure> {
     let content_type = content_type(file)?;
-    let bytes = std::fs::read(file).map_err(|e| {
-        Failure::Usage(format!("cannot read policy file {}: {e}", file.display()))
-    })?;
+    let bytes = std::fs::read(file)
+        .map_err(|e| Failure::Usage(format!("cannot read policy file {}: {e}", file.display())))?;
     Ok(Body {
         content_type,
         bytes: bytes.into(),
@@ -119,7 +118,10 @@ mod tests {
             content_type(Path::new("p.yaml")).unwrap(),
             "application/yaml"
         );
-        assert_eq!(content_type(Path::new("P.YML")).unwrap(), "application/yaml");
+        assert_eq!(
+            content_type(Path::new("P.YML")).unwrap(),
+            "application/yaml"
+        );
         assert_eq!(
             content_type(Path::new("dir/p.json")).unwrap(),
             "application/json"

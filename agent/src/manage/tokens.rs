@@ -99,7 +99,10 @@ mod tests {
     #[test]
     fn the_secret_is_shown_with_a_warning() {
         let text = created_text(&json!({"id": "t1", "description": "laptop", "token": "bt_abc"}));
-        assert!(text.starts_with("Created authtoken t1 (laptop)\n"), "{text}");
+        assert!(
+            text.starts_with("Created authtoken t1 (laptop)\n"),
+            "{text}"
+        );
         assert!(text.contains("\n  bt_abc\n"), "{text}");
         assert!(text.contains("will not be shown again"), "{text}");
     }

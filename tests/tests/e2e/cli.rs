@@ -108,9 +108,13 @@ async fn cli_tokens_create_list_revoke() {
     let dev = stack.creds.developer_api_key.as_str();
 
     // The developer key's own account is the default (GET /v1/me).
-    let out = burrow(api, Some(dev), &["tokens", "create", "--description", "cli-laptop"])
-        .await
-        .ok();
+    let out = burrow(
+        api,
+        Some(dev),
+        &["tokens", "create", "--description", "cli-laptop"],
+    )
+    .await
+    .ok();
     assert!(out.contains("will not be shown again"), "{out}");
     let secret = out
         .split_whitespace()
@@ -130,8 +134,14 @@ async fn cli_tokens_create_list_revoke() {
         .lines()
         .find(|l| l.starts_with(&id))
         .unwrap_or_else(|| panic!("{id} not listed: {table}"));
-    assert!(row.contains("cli-laptop") && row.ends_with("active"), "{row}");
-    assert!(!table.contains(&secret), "listings never show secrets: {table}");
+    assert!(
+        row.contains("cli-laptop") && row.ends_with("active"),
+        "{row}"
+    );
+    assert!(
+        !table.contains(&secret),
+        "listings never show secrets: {table}"
+    );
 
     // A platform key names the account explicitly; --json is the api's answer.
     let admin = stack.creds.admin_api_key.as_str();
@@ -144,13 +154,19 @@ async fn cli_tokens_create_list_revoke() {
     .await
     .json();
     assert!(
-        listed.as_array().unwrap().iter().any(|t| t["id"] == id.as_str()),
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str()),
         "{listed}"
     );
     let err = burrow(api, Some(admin), &["tokens", "list"]).await.fails(2);
     assert!(err.contains("--account"), "{err}");
 
-    let out = burrow(api, Some(dev), &["tokens", "revoke", &id]).await.ok();
+    let out = burrow(api, Some(dev), &["tokens", "revoke", &id])
+        .await
+        .ok();
     assert!(out.starts_with(&format!("Revoked authtoken {id}")), "{out}");
     let table = burrow(api, Some(dev), &["tokens", "list"]).await.ok();
     assert!(
@@ -163,9 +179,13 @@ async fn cli_tokens_create_list_revoke() {
     agent.expect_exit(2, "revoked").await.unwrap();
 
     // A wrong key is the api's refusal, exit 1.
-    let err = burrow(api, Some("bk_wrong"), &["tokens", "list", "--account", account])
-        .await
-        .fails(1);
+    let err = burrow(
+        api,
+        Some("bk_wrong"),
+        &["tokens", "list", "--account", account],
+    )
+    .await
+    .fails(1);
     assert!(err.starts_with("error: "), "{err}");
 }
 
@@ -176,11 +196,15 @@ async fn cli_names_reserve_list_release() {
     let dev = stack.creds.developer_api_key.as_str();
     let name = format!("cli-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
 
-    let out = burrow(api, Some(dev), &["names", "reserve", &name]).await.ok();
+    let out = burrow(api, Some(dev), &["names", "reserve", &name])
+        .await
+        .ok();
     assert_eq!(out.trim(), format!("Reserved {name}"));
     let table = burrow(api, Some(dev), &["names", "list"]).await.ok();
     assert!(
-        table.lines().any(|l| l.split_whitespace().next() == Some(&name)),
+        table
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&name)),
         "{table}"
     );
     let listed = burrow(api, Some(dev), &["names", "list", "--json"])
@@ -215,7 +239,9 @@ async fn cli_names_reserve_list_release() {
         format!("error: {}", refusal["error"]["message"].as_str().unwrap())
     );
 
-    let out = burrow(api, Some(dev), &["names", "release", &name]).await.ok();
+    let out = burrow(api, Some(dev), &["names", "release", &name])
+        .await
+        .ok();
     assert_eq!(out.trim(), format!("Released {name}"));
     let table = burrow(api, Some(dev), &["names", "list"]).await.ok();
     assert!(!table.contains(&name), "{table}");
@@ -243,12 +269,17 @@ async fn cli_policy_set_get_and_refusals_with_the_line() {
     assert_eq!(out.trim(), format!("Policy of {endpoint} is now version 1"));
 
     // `get` prints the text as submitted (comment included); --json the stored document.
-    let out = burrow(api, Some(dev), &["policy", "get", &endpoint]).await.ok();
+    let out = burrow(api, Some(dev), &["policy", "get", &endpoint])
+        .await
+        .ok();
     assert_eq!(out, source);
     let doc = burrow(api, Some(dev), &["policy", "get", &endpoint, "--json"])
         .await
         .json();
-    assert_eq!(doc["on_http_request"][0]["actions"][0]["type"], "deny", "{doc}");
+    assert_eq!(
+        doc["on_http_request"][0]["actions"][0]["type"], "deny",
+        "{doc}"
+    );
 
     // The same policy as JSON is the next version.
     let json_file = dir.path().join("policy.json");
@@ -300,7 +331,9 @@ async fn cli_domains_add_prints_the_txt_record() {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
 
-    let out = burrow(api, Some(dev), &["domains", "add", &domain]).await.ok();
+    let out = burrow(api, Some(dev), &["domains", "add", &domain])
+        .await
+        .ok();
     assert!(out.starts_with(&format!("Added {domain}")), "{out}");
     let listed = burrow(api, Some(dev), &["domains", "list", "--json"])
         .await
