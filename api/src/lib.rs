@@ -81,6 +81,9 @@ pub enum StartError {
     /// Serving failed.
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    /// The gRPC server failed.
+    #[error("gRPC: {0}")]
+    Grpc(feed::server::ServeError),
     /// The gRPC listener could not bind.
     #[error("cannot listen on {addr} (`grpc_listen`): {source}")]
     BindGrpc {
@@ -267,16 +270,21 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
         let addrs = serde_json::json!({ "api": addr.to_string(), "grpc": grpc_addr.to_string() });
         let _ = std::fs::write(&config.addr_file, addrs.to_string());
     }
+    // A failing gRPC server stops the REST server too (a relay-less api is not healthy), and
+    // `run` then returns its error.
+    let stop = shutdown.child_token();
     let feed = feed::Feed::new(db.clone());
-    tokio::spawn(feed::listener::run(feed.clone(), shutdown.clone()));
-    let grpc_shutdown = shutdown.clone();
+    tokio::spawn(feed::listener::run(feed.clone(), stop.clone()));
     let internal_key = config.internal_key.expose().to_owned();
-    tokio::spawn(async move {
-        if let Err(e) =
-            feed::server::serve(grpc_listener, feed, internal_key, grpc_shutdown.clone()).await
-        {
-            tracing::error!(error = %e, "gRPC server stopped; stopping the api");
-            grpc_shutdown.cancel();
+    let grpc = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let served = feed::server::serve(grpc_listener, feed, internal_key, stop.clone()).await;
+            if let Err(e) = &served {
+                tracing::error!(error = %e, "gRPC server stopped; stopping the api");
+            }
+            stop.cancel();
+            served
         }
     });
     tracing::info!(addr = %grpc_addr, "RelayFeed gRPC listening");
@@ -299,7 +307,14 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .with_graceful_shutdown(stop.clone().cancelled_owned())
     .await
-    .map_err(StartError::Serve)
+    .map_err(StartError::Serve)?;
+    stop.cancel();
+    match grpc.await {
+        Ok(served) => served.map_err(StartError::Grpc),
+        Err(e) => Err(StartError::Grpc(feed::server::ServeError::Panicked(
+            e.to_string(),
+        ))),
+    }
 }

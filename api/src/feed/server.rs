@@ -45,6 +45,19 @@ impl RelayFeed for FeedService {
     }
 }
 
+/// Sends `message` unless the relay went away or the api is stopping (`false` then). A relay
+/// that stops reading must not hold up shutdown.
+async fn send(
+    out: &mpsc::Sender<Result<FeedEvent, Status>>,
+    message: Result<FeedEvent, Status>,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        sent = out.send(message) => sent.is_ok(),
+    }
+}
+
 /// Feeds one relay: a snapshot, then changes; a snapshot again after a lag or a resync.
 async fn stream(
     feed: Feed,
@@ -65,7 +78,7 @@ async fn stream(
                 Status::unavailable("the api cannot read its database; resubscribe later")
             });
             let failed = message.is_err();
-            if out.send(message).await.is_err() || failed {
+            if !send(&out, message, &shutdown).await || failed {
                 break;
             }
             continue;
@@ -77,7 +90,7 @@ async fn stream(
         };
         match message {
             Ok(Message::Event(e)) => {
-                if out.send(Ok(e)).await.is_err() {
+                if !send(&out, Ok(e), &shutdown).await {
                     break;
                 }
             }
@@ -121,6 +134,9 @@ pub enum ServeError {
     /// Serving failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The server task panicked.
+    #[error("gRPC server task: {0}")]
+    Panicked(String),
 }
 
 /// Serves `RelayFeed` and reflection on `listener` until `shutdown`.

@@ -1,6 +1,7 @@
 //! `RelayFeed` as a relay sees it: the internal key required, a snapshot first, then each change
 //! within a second — policies, names, plan changes made over the api and by the worker applying
-//! a provider webhook — and server reflection listing the service.
+//! a provider webhook — a fresh snapshot after the api's database listener reconnects, and
+//! server reflection listing the service.
 
 use super::*;
 use burrow_e2e::webhook;
@@ -167,6 +168,42 @@ async fn relays_get_a_snapshot_then_every_change_within_a_second() {
     .await;
     let limits: Value = serde_json::from_str(&moved.limits).unwrap();
     assert_eq!(limits["max_tcp_endpoints"], 50, "{limits}");
+
+    // The api's LISTEN connection is cut: notifications may be lost while it reconnects, so
+    // every stream gets a fresh snapshot, and changes flow again afterwards.
+    let db = stack.db().await.unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(cut, [true], "the api holds one LISTEN connection");
+    let fresh = next_matching(
+        &mut feed,
+        Duration::from_secs(15),
+        "resync snapshot",
+        |e| match e {
+            Event::Snapshot(s) => Some(s.clone()),
+            _ => None,
+        },
+    )
+    .await;
+    let plan = fresh.accounts.iter().find(|a| a.account_id == id).unwrap();
+    assert_eq!(plan.plan, "team");
+    let (status, e) = put_policy(&stack, &id, "after", &admin, "text/yaml", POLICY).await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    next_matching(
+        &mut feed,
+        PROMPT,
+        "policy change after the resync",
+        |e| match e {
+            Event::Policy(p) if p.endpoint == "after" => Some(()),
+            _ => None,
+        },
+    )
+    .await;
 
     // Reflection lists the service for grpcurl-style clients (no key needed to list).
     let channel = tonic::transport::Endpoint::from_shared(stack.api_grpc_url.clone())
