@@ -307,6 +307,82 @@ mod tests {
         assert_eq!(Failure::Usage("x".into()).exit_code(), EXIT_USAGE);
     }
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("burrow").chain(args.iter().copied()))
+            .map(|c| c.command)
+    }
+
+    #[test]
+    fn the_api_flags_go_before_or_after_the_action() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        for args in [
+            &[
+                "tokens",
+                "list",
+                "--json",
+                "--account",
+                "a1",
+                "--api-key",
+                "k",
+            ][..],
+            &[
+                "tokens",
+                "--json",
+                "--account",
+                "a1",
+                "--api-key",
+                "k",
+                "list",
+            ][..],
+        ] {
+            match parse(args).unwrap() {
+                Command::Tokens {
+                    api,
+                    action: tokens::Action::List,
+                } => {
+                    assert!(api.json);
+                    assert_eq!(api.account.as_deref(), Some("a1"));
+                    assert_eq!(api.api_key.as_deref(), Some("k"));
+                    assert!(!format!("{api:?}").contains("\"k\""), "{api:?}");
+                }
+                other => panic!("{args:?} parsed as {other:?}"),
+            }
+        }
+        match parse(&[
+            "names",
+            "release",
+            "demo",
+            "--api-url",
+            "https://api.example.com",
+        ]) {
+            Ok(Command::Names {
+                api,
+                action: names::Action::Release { name },
+            }) => {
+                assert_eq!(name, "demo");
+                assert_eq!(api.api_url, "https://api.example.com");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_arguments_are_usage_errors() {
+        let e = parse(&["policy", "set", "demo"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert_eq!(e.exit_code(), EXIT_USAGE);
+        let e = parse(&["domains"]).unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_USAGE);
+    }
+
     #[test]
     fn a_missing_key_names_the_variable() {
         let args = ApiArgs {
