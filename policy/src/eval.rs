@@ -94,7 +94,9 @@ impl Policy {
         ctx: &RequestContext<'_>,
     ) -> RequestVerdict {
         let peer = ctx.peer.to_canonical();
-        let path = normalize_path(req.uri.path()).into_owned();
+        // A `Uri` clone shares its bytes; it lets `path` borrow while actions edit `req`.
+        let uri = req.uri.clone();
+        let path = normalize_path(uri.path());
         for rule in &self.doc.on_http_request {
             if rule
                 .matcher

@@ -220,7 +220,8 @@ impl JwksCache {
         validation.required_spec_claims.clear();
         let mut candidates = keys.iter().filter(|k| {
             k.family == fam
-                && (header.kid.is_none() || k.kid == header.kid)
+                // A key without `kid` may sign any token; a token without one may use any key.
+                && (header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
                 && k.alg.as_ref().is_none_or(|a| *a == alg_name)
         });
         let mut tried = false;

@@ -64,11 +64,14 @@ impl Phase {
 /// Parses and validates a whole document.
 pub(crate) fn document(text: &str) -> Result<Document> {
     if text.len() > MAX_DOCUMENT_BYTES {
-        return Err(crate::PolicyError::new(
-            "",
-            None,
-            format!("the document is larger than {MAX_DOCUMENT_BYTES} bytes"),
-        ));
+        // The line on which the limit is crossed.
+        let cut = (0..=MAX_DOCUMENT_BYTES)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        let line = text[..cut].matches('\n').count() + 1;
+        let message = format!("the document is larger than {MAX_DOCUMENT_BYTES} bytes");
+        return Err(crate::PolicyError::new("", Some(line), message));
     }
     let root = crate::yaml::parse(text)?;
     let keys = [

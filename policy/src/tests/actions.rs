@@ -454,3 +454,16 @@ fn response_rules_match_the_captured_request_and_status() {
     );
     let _ = SystemTime::now();
 }
+
+#[test]
+fn evaluation_futures_are_send_and_policy_is_shareable() {
+    fn send<T: Send>(_: &T) {}
+    fn shared<T: Send + Sync>() {}
+    shared::<Policy>();
+    shared::<JwksCache>();
+    let p = parse("{}").unwrap();
+    let env = Env::new();
+    let ctx = env.ctx("::1");
+    let mut parts = req("GET", "/", &[]);
+    send(&p.on_http_request(&mut parts, None, &ctx));
+}

@@ -80,8 +80,13 @@ fn document_level_errors() {
         2,
         "printable ASCII",
     );
-    let big = format!("# {}\n", "x".repeat(crate::MAX_DOCUMENT_BYTES));
-    assert!(parse(&big).unwrap_err().message.contains("larger than"));
+    let big = "#\n".repeat(crate::MAX_DOCUMENT_BYTES);
+    refused(
+        &big,
+        "(document)",
+        crate::MAX_DOCUMENT_BYTES / 2 + 1,
+        "larger than 262144 bytes",
+    );
 }
 
 #[test]
