@@ -48,7 +48,7 @@ pub struct Env {
 
 /// A running target.
 pub struct Target {
-    /// `direct`, `burrow`, `rathole`, `rathole-noise`, `bore`.
+    /// `direct`, `burrow`, `burrow-policy`, `rathole`, `rathole-noise`, `bore`.
     pub name: &'static str,
     /// `host:port` wrk and the latency client connect to.
     pub http_addr: String,
@@ -306,30 +306,79 @@ pub fn forwarded_port(line: &str) -> Option<u16> {
     url.rsplit_once(':')?.1.parse().ok()
 }
 
+/// A typical traffic policy: an IP allow list on connect; a rate limit counted in Redis (far
+/// above the load, so it never refuses), a header added and one removed on the request; a
+/// header added on the response. `burrow-policy` runs the HTTP tests with it, so the cost of
+/// evaluating a policy shows next to plain `burrow`.
+pub const TYPICAL_POLICY: &str = r#"on_tcp_connect:
+  - actions:
+      - type: restrict-ips
+        config: { allow: ["127.0.0.0/8", "::1/128"] }
+on_http_request:
+  - actions:
+      - type: rate-limit
+        config: { name: bench, capacity: 1000000000, window: 1m, key: ip }
+      - type: add-headers
+        config: { headers: { x-bench: "1" } }
+      - type: remove-headers
+        config: { headers: [cookie] }
+on_http_response:
+  - actions:
+      - type: add-headers
+        config: { headers: { x-served-by: burrow } }
+"#;
+
 /// Burrow: a relay (TLS to its agents, Host routing on the ingress), an HTTP agent and a TCP
 /// agent.
 pub async fn burrow(env: &Env, api: &Api) -> anyhow::Result<Target> {
-    let first = env.port_base;
+    burrow_target(env, api, "burrow", env.port_base, None).await
+}
+
+/// Burrow with [`TYPICAL_POLICY`] on its HTTP endpoint (sent with the agent's bind).
+pub async fn burrow_policy(env: &Env, api: &Api) -> anyhow::Result<Target> {
+    let file = env.dir.join("typical-policy.yml");
+    std::fs::write(&file, TYPICAL_POLICY)?;
+    burrow_target(env, api, "burrow-policy", env.port_base + 60, Some(&file)).await
+}
+
+async fn burrow_target(
+    env: &Env,
+    api: &Api,
+    name: &'static str,
+    first: u16,
+    policy: Option<&std::path::Path>,
+) -> anyhow::Result<Target> {
     for p in first..first + 10 {
         ensure_free(p)?;
     }
-    let relay = start_relay(env, api, "burrow-relay", &format!("{first}-{}", first + 9)).await?;
+    let relay = start_relay(
+        env,
+        api,
+        &format!("{name}-relay"),
+        &format!("{first}-{}", first + 9),
+    )
+    .await?;
     let up = env.upstream_port.to_string();
-    let (http_agent, _) = start_agent(
+    let mut http_args = vec!["http", &up, "--name", HTTP_NAME];
+    let policy = policy.map(|p| p.display().to_string());
+    if let Some(p) = &policy {
+        http_args.extend(["--traffic-policy-file", p]);
+    }
+    let (http_agent, _) =
+        start_agent(env, api, &relay, &format!("{name}-agent-http"), &http_args).await?;
+    let iperf = env.iperf_port.to_string();
+    let (tcp_agent, line) = start_agent(
         env,
         api,
         &relay,
-        "burrow-agent-http",
-        &["http", &up, "--name", HTTP_NAME],
+        &format!("{name}-agent-tcp"),
+        &["tcp", &iperf],
     )
     .await?;
-    let iperf = env.iperf_port.to_string();
-    let (tcp_agent, line) =
-        start_agent(env, api, &relay, "burrow-agent-tcp", &["tcp", &iperf]).await?;
     let bulk_port = forwarded_port(&line).with_context(|| format!("no port in {line:?}"))?;
     wait_http_ok(&relay.http_addr, &host_header(), Duration::from_secs(30)).await?;
     Ok(Target {
-        name: "burrow",
+        name,
         http_addr: relay.http_addr.clone(),
         bulk_port,
         relay_pids: vec![relay.proc.pid],

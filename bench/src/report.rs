@@ -115,7 +115,14 @@ pub fn replace_between(doc: &str, begin: &str, end: &str, generated: &str) -> St
 }
 
 /// Targets in table order.
-pub const TARGETS: [&str; 5] = ["direct", "burrow", "rathole", "rathole-noise", "bore"];
+pub const TARGETS: [&str; 6] = [
+    "direct",
+    "burrow",
+    "burrow-policy",
+    "rathole",
+    "rathole-noise",
+    "bore",
+];
 /// The baseline ratios are computed against.
 pub const BASELINE: &str = "rathole";
 
@@ -598,7 +605,7 @@ mod tests {
         );
         assert!(md.contains("`scripts/bench.sh`"), "{md}");
         assert!(md.contains("load average at start `1.00 0.50 0.20`"));
-        assert!(md.contains("| bulk visitor→service, 1 stream ↑ | Gbit/s | – | 6.00 (1.50x) | 4.00 | 2.00 (0.50x) | – |"), "{md}");
+        assert!(md.contains("| bulk visitor→service, 1 stream ↑ | Gbit/s | – | 6.00 (1.50x) | – | 4.00 | 2.00 (0.50x) | – |"), "{md}");
         assert!(md.contains("| bulk up, 1 | 0.500 / – |"), "{md}");
         assert!(md.contains("**missed**: 10% short"));
         assert!(md.contains("- bore endpoints: 1000"));

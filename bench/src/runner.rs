@@ -404,7 +404,13 @@ pub async fn run(mut env: Env, opts: Options) -> anyhow::Result<(Vec<Row>, Machi
     let mut targets: Vec<Target> = Vec::new();
     let names: &[&str] = if loads_wanted(&opts) {
         targets.push(peers::direct(&env));
-        &["burrow", "rathole", "rathole-noise", "bore"]
+        &[
+            "burrow",
+            "burrow-policy",
+            "rathole",
+            "rathole-noise",
+            "bore",
+        ]
     } else {
         &[]
     };
@@ -412,6 +418,7 @@ pub async fn run(mut env: Env, opts: Options) -> anyhow::Result<(Vec<Row>, Machi
         eprintln!("burrow-bench: starting {name}");
         let started = match name {
             "burrow" => peers::burrow(&env, &api).await,
+            "burrow-policy" => peers::burrow_policy(&env, &api).await,
             "rathole" => peers::rathole(&env, None).await,
             "rathole-noise" => match &keys {
                 Ok(k) => peers::rathole(&env, Some(k)).await,
@@ -462,6 +469,10 @@ pub async fn run(mut env: Env, opts: Options) -> anyhow::Result<(Vec<Row>, Machi
             for i in 0..n {
                 // Rotate the order between runs so no target always follows the same one.
                 let t = &mut targets[(i + run) % n];
+                // The policy target only differs from `burrow` on HTTP.
+                if t.name == "burrow-policy" && matches!(test, Test::Bulk { .. }) {
+                    continue;
+                }
                 if let Err(e) = t.check_alive() {
                     let note = format!(
                         "{}: a process died before {}: {}",
