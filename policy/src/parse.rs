@@ -200,7 +200,7 @@ fn matcher(phase: Phase, node: &Node, path: &str) -> Result<Matcher> {
         })?;
     }
     if let Some((n, p)) = f.get("headers") {
-        m.headers = map(n, &p)?
+        m.headers = map(n, &p, 100)?
             .iter()
             .map(|e| {
                 let path = join(&p, &e.key);

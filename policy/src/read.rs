@@ -79,8 +79,9 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Entries of a free-form mapping (header names to values), duplicates refused.
-pub(crate) fn map<'a>(node: &'a Node, path: &str) -> Result<&'a [Entry]> {
+/// Entries of a free-form mapping (header names to values): at most `max` (checked first, so
+/// the duplicate check stays cheap), duplicates refused.
+pub(crate) fn map<'a>(node: &'a Node, path: &str, max: usize) -> Result<&'a [Entry]> {
     let Value::Map(entries) = &node.value else {
         return Err(fail(
             path,
@@ -88,6 +89,13 @@ pub(crate) fn map<'a>(node: &'a Node, path: &str) -> Result<&'a [Entry]> {
             format!("expected a mapping, found {}", node.kind()),
         ));
     };
+    if entries.len() > max {
+        return Err(fail(
+            path,
+            node,
+            format!("at most {max} entries are allowed, found {}", entries.len()),
+        ));
+    }
     for (i, e) in entries.iter().enumerate() {
         if entries[..i]
             .iter()

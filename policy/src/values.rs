@@ -141,7 +141,7 @@ pub(crate) fn header_pairs(
     path: &str,
     required: bool,
 ) -> Result<Vec<(HeaderName, HeaderValue)>> {
-    let entries = map(node, path)?;
+    let entries = map(node, path, MAX_ITEMS)?;
     if entries.len() > MAX_ITEMS || (required && entries.is_empty()) {
         return Err(fail(path, node, format!("list 1 to {MAX_ITEMS} headers")));
     }

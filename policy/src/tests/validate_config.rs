@@ -198,6 +198,16 @@ fn rate_limit_errors() {
 #[test]
 fn header_action_errors() {
     let p = "on_http_request[0].actions[0].config";
+    let many: Vec<String> = (0..101).map(|i| format!("x-h{i}: v")).collect();
+    refused(
+        &one(
+            "add-headers",
+            &format!("{{headers: {{{}}}}}", many.join(", ")),
+        ),
+        &format!("{p}.headers"),
+        4,
+        "at most 100 entries",
+    );
     refused(
         &one("add-headers", "{headers: {}}"),
         &format!("{p}.headers"),
