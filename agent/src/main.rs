@@ -48,6 +48,12 @@ enum Command {
         upstream_ca: Option<String>,
         #[command(flatten)]
         pool: Pool,
+        /// Serve this custom domain (verified for your account: `burrow domains add`) instead
+        /// of <name>.<domain>.
+        #[arg(long, conflicts_with = "name")]
+        domain: Option<String>,
+        #[command(flatten)]
+        policy: PolicyFile,
     },
     /// Forward a public TCP port to a local port.
     Tcp {
@@ -56,6 +62,8 @@ enum Command {
         /// Send a PROXY protocol v2 header with the visitor's address before its bytes.
         #[arg(long)]
         proxy_protocol: bool,
+        #[command(flatten)]
+        policy: PolicyFile,
     },
     /// Pass TLS connections whose SNI is <name>.<domain> through, unterminated, to a local
     /// port (the local service holds the certificate).
@@ -70,6 +78,12 @@ enum Command {
         proxy_protocol: bool,
         #[command(flatten)]
         pool: Pool,
+        /// Pass through connections whose SNI is this custom domain (verified for your
+        /// account) instead of <name>.<domain>.
+        #[arg(long, conflicts_with = "name")]
+        domain: Option<String>,
+        #[command(flatten)]
+        policy: PolicyFile,
     },
     /// Start endpoints defined in the config file's `[endpoints.<key>]` tables.
     Start {
@@ -93,6 +107,14 @@ struct Pool {
     pool: bool,
 }
 
+#[derive(Args)]
+struct PolicyFile {
+    /// A traffic policy (YAML or JSON, see docs/policy.md) the relay enforces on this
+    /// endpoint, after the policy set at the api (`burrow policy set`), if any.
+    #[arg(long, value_name = "FILE")]
+    traffic_policy_file: Option<String>,
+}
+
 fn fail(message: impl std::fmt::Display) -> ! {
     eprintln!("burrow: {message}");
     std::process::exit(config::EXIT_BAD_CONFIG);
@@ -110,6 +132,8 @@ fn endpoints(command: Command, cfg: &AgentConfig) -> Vec<(String, EndpointConfig
             upstream_insecure,
             upstream_ca,
             pool,
+            domain,
+            policy,
         } => one(EndpointConfig {
             proto: "http".into(),
             addr: target,
@@ -119,15 +143,19 @@ fn endpoints(command: Command, cfg: &AgentConfig) -> Vec<(String, EndpointConfig
             upstream_insecure,
             upstream_ca,
             pool: pool.pool,
+            domain,
+            traffic_policy_file: policy.traffic_policy_file,
             ..EndpointConfig::default()
         }),
         Command::Tcp {
             target,
             proxy_protocol,
+            policy,
         } => one(EndpointConfig {
             proto: "tcp".into(),
             addr: target,
             proxy_protocol,
+            traffic_policy_file: policy.traffic_policy_file,
             ..EndpointConfig::default()
         }),
         Command::Tls {
@@ -135,12 +163,16 @@ fn endpoints(command: Command, cfg: &AgentConfig) -> Vec<(String, EndpointConfig
             name,
             proxy_protocol,
             pool,
+            domain,
+            policy,
         } => one(EndpointConfig {
             proto: "tls".into(),
             addr: target,
             name,
             proxy_protocol,
             pool: pool.pool,
+            domain,
+            traffic_policy_file: policy.traffic_policy_file,
             ..EndpointConfig::default()
         }),
         Command::Start { keys, all } => {

@@ -201,7 +201,8 @@ impl EdgeState {
                 .collect(),
         };
         for (account, (_, limits)) in &next.plans {
-            self.shapers.set_rate(account, limits.bandwidth_bytes_per_sec);
+            self.shapers
+                .set_rate(account, limits.bandwidth_bytes_per_sec);
         }
         let mut inner = self.write();
         // Agents' own policies are not the api's to replace.

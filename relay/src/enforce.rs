@@ -108,8 +108,9 @@ impl Enforcer {
             now: std::time::SystemTime::now(),
         };
         for p in policies.iter() {
-            if let RequestVerdict::Respond(answer) =
-                p.on_http_request(&mut parts, buffered.as_deref(), &ctx).await
+            if let RequestVerdict::Respond(answer) = p
+                .on_http_request(&mut parts, buffered.as_deref(), &ctx)
+                .await
             {
                 metrics::counter!("burrow_relay_policy_answers_total", "phase" => "request")
                     .increment(1);

@@ -28,7 +28,9 @@ pub async fn follow(
         };
         match result {
             Ok(()) => tracing::info!(%url, "relay feed ended; resubscribing"),
-            Err(e) => tracing::warn!(%url, error = %e, "relay feed unavailable; enforcing the last state"),
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "relay feed unavailable; enforcing the last state")
+            }
         }
         metrics::counter!("burrow_relay_feed_resubscribes_total").increment(1);
         tokio::select! {

@@ -332,12 +332,7 @@ impl Meter {
         {
             return m.clone();
         }
-        let m = EndpointMeter::new(
-            account_id,
-            endpoint,
-            proto,
-            self.shapers.bucket(account_id),
-        );
+        let m = EndpointMeter::new(account_id, endpoint, proto, self.shapers.bucket(account_id));
         state
             .endpoints
             .entry(endpoint.to_owned())
@@ -890,7 +885,6 @@ mod tests {
             2
         );
     }
-
 
     /// A stand-in for the api: stores batches idempotently by id, answering per `script`.
     #[derive(Default)]

@@ -60,9 +60,9 @@ impl Bucket {
     fn take_at(&self, n: usize, rate: f64, now: Instant) -> Option<Duration> {
         let burst = rate.max(MIN_BURST);
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = s
-            .refilled
-            .map_or(burst / rate, |at| now.saturating_duration_since(at).as_secs_f64());
+        let elapsed = s.refilled.map_or(burst / rate, |at| {
+            now.saturating_duration_since(at).as_secs_f64()
+        });
         s.tokens = (s.tokens + elapsed * rate).min(burst) - n as f64;
         s.refilled = Some(now);
         (s.tokens < 0.0).then(|| Duration::from_secs_f64(-s.tokens / rate))
@@ -127,7 +127,11 @@ mod tests {
         let a = s.bucket("a");
         assert_eq!(a.rate(), None);
         s.set_rate("a", Some(1000));
-        assert_eq!(a.rate(), Some(1000), "the handle already held sees the new rate");
+        assert_eq!(
+            a.rate(),
+            Some(1000),
+            "the handle already held sees the new rate"
+        );
         assert!(Arc::ptr_eq(&a, &s.bucket("a")));
         assert_eq!(s.bucket("b").rate(), None);
     }

@@ -16,7 +16,12 @@ pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`) for
 /// `body` signed with `secret` (`whsec_<base64 key>`), as a Standard Webhooks sender does it.
-pub fn standard_headers(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> [(String, String); 3] {
+pub fn standard_headers(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> [(String, String); 3] {
     use base64::{Engine, engine::general_purpose::STANDARD};
     let key = STANDARD
         .decode(secret.trim_start_matches("whsec_"))

@@ -88,7 +88,10 @@ async fn bandwidth_is_shaped_at_the_plan_rate_and_follows_a_plan_change_live() {
     assert_eq!(body.len(), SIZE);
     // 2 MiB past the burst at 1 MiB/s: not before ~2 s (a lower bound only: shaping must
     // hold traffic back; how fast an unshaped transfer runs is the benchmark's business).
-    assert!(took >= Duration::from_millis(1800), "3 MiB on free took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1800),
+        "3 MiB on free took {took:?}"
+    );
 
     // Moving the account to enterprise (unlimited) reaches the relay through the feed; the
     // relay's gauge for the account drops to 0 (unlimited) with the agent still on its session.
@@ -115,9 +118,11 @@ async fn bandwidth_is_shaped_at_the_plan_rate_and_follows_a_plan_change_live() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
-    burrow_e2e::wait::until("the relay lifts the limit", Duration::from_secs(5), || async {
-        (gauge().await.as_deref() == Some("0")).then_some(())
-    })
+    burrow_e2e::wait::until(
+        "the relay lifts the limit",
+        Duration::from_secs(5),
+        || async { (gauge().await.as_deref() == Some("0")).then_some(()) },
+    )
     .await
     .unwrap();
     assert!(
@@ -130,7 +135,9 @@ async fn bandwidth_is_shaped_at_the_plan_rate_and_follows_a_plan_change_live() {
 
 #[tokio::test]
 async fn a_custom_domain_binds_once_verified_and_only_for_its_account() {
-    let dns = burrow_e2e::dns::DnsServer::start("edge-e2e.test").await.unwrap();
+    let dns = burrow_e2e::dns::DnsServer::start("edge-e2e.test")
+        .await
+        .unwrap();
     let stack = Stack::start_with(burrow_e2e::StackOptions {
         api_env: vec![("BURROW_API_DNS_RESOLVER".into(), dns.addr.to_string())],
         ..Default::default()

@@ -72,7 +72,13 @@ fn get(http_addr: &str, host: &str, path: &str) -> reqwest::RequestBuilder {
 }
 
 /// Waits until `GET path` on `host` answers `status` (the feed delivering a policy).
-async fn until_status(http_addr: &str, host: &str, path: &str, status: StatusCode, within: Duration) {
+async fn until_status(
+    http_addr: &str,
+    host: &str,
+    path: &str,
+    status: StatusCode,
+    within: Duration,
+) {
     burrow_e2e::wait::until(&format!("GET {path} -> {status}"), within, || async {
         let got = get(http_addr, host, path).send().await.ok()?.status();
         (got == status).then_some(())
@@ -84,7 +90,12 @@ async fn until_status(http_addr: &str, host: &str, path: &str, status: StatusCod
 /// The ids of the sessions serving `name` on the stack's relay.
 async fn session_ids(stack: &Stack, name: &str) -> Vec<String> {
     let (_, sessions) = stack
-        .call(Method::GET, "/v1/ops/sessions", &stack.creds.admin_api_key, None)
+        .call(
+            Method::GET,
+            "/v1/ops/sessions",
+            &stack.creds.admin_api_key,
+            None,
+        )
         .await
         .unwrap();
     sessions["relays"]
@@ -149,7 +160,10 @@ async fn policy_actions_apply_to_a_live_endpoint_and_updates_need_no_reconnect()
     let denied = get(&relay, &host, "/private").send().await.unwrap();
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
     let challenge = denied.headers()["www-authenticate"].to_str().unwrap();
-    assert!(challenge.starts_with("Basic realm=\"burrow\""), "{challenge}");
+    assert!(
+        challenge.starts_with("Basic realm=\"burrow\""),
+        "{challenge}"
+    );
     let wrong = get(&relay, &host, "/private")
         .basic_auth("alice", Some("guess"))
         .send()
@@ -192,7 +206,14 @@ on_tcp_connect:
         config: { deny: ["127.0.0.0/8"] }
 "#;
     assert_eq!(set_policy(&stack, &account_id, &name, v2).await, 2);
-    until_status(&relay, &host, "/", StatusCode::FORBIDDEN, Duration::from_secs(3)).await;
+    until_status(
+        &relay,
+        &host,
+        "/",
+        StatusCode::FORBIDDEN,
+        Duration::from_secs(3),
+    )
+    .await;
     // Removing the policy opens the endpoint again.
     let removed = stack
         .api(
@@ -205,7 +226,13 @@ on_tcp_connect:
         .unwrap();
     assert_eq!(removed.status(), StatusCode::NO_CONTENT);
     until_status(&relay, &host, "/", StatusCode::OK, Duration::from_secs(3)).await;
-    let headers: serde_json::Value = get(&relay, &host, "/").send().await.unwrap().json().await.unwrap();
+    let headers: serde_json::Value = get(&relay, &host, "/")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(headers.get("x-policy").is_none(), "{headers}");
 
     // All of it happened on the session the agent opened at the start.
@@ -244,11 +271,17 @@ on_http_request:
     for (what, jwt) in [
         ("expired", issuer.token("burrow-e2e", -300)),
         ("wrong audience", issuer.token("someone-else", 300)),
-        ("foreign key", TestIssuer::foreign_token(&issuer.issuer(), "burrow-e2e")),
+        (
+            "foreign key",
+            TestIssuer::foreign_token(&issuer.issuer(), "burrow-e2e"),
+        ),
     ] {
         let resp = with(jwt).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what}");
-        let challenge = resp.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        let challenge = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(challenge.starts_with("Bearer"), "{what}: {challenge}");
     }
 }
@@ -263,7 +296,11 @@ async fn a_rate_limit_is_shared_by_two_relays() {
     // The same endpoint served through both relays (one agent on each).
     let (_a, _) = stack.online_agent(port, Some(&name), &token).await.unwrap();
     let mut b = stack
-        .agent_via(&second.addrs.agent, &["http", &port.to_string(), "--name", &name], &token)
+        .agent_via(
+            &second.addrs.agent,
+            &["http", &port.to_string(), "--name", &name],
+            &token,
+        )
         .unwrap();
     b.wait_line("Forwarding", T).await.unwrap();
     let host = format!("{name}.{}", stack.domain);
@@ -278,7 +315,12 @@ on_http_request:
     // spending any of the budget.
     for ops in [&stack.relay.ops, &second.addrs.ops] {
         burrow_e2e::wait::until("the relay holds the policy", T, || async {
-            let text = reqwest::get(format!("http://{ops}/metrics")).await.ok()?.text().await.ok()?;
+            let text = reqwest::get(format!("http://{ops}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             text.lines()
                 .any(|l| l.starts_with("burrow_relay_edge_policies ") && !l.ends_with(" 0"))
                 .then_some(())
@@ -291,12 +333,19 @@ on_http_request:
     for http in [&a_http, &b_http, &a_http, &b_http] {
         statuses.push(get(http, &host, "/").send().await.unwrap().status());
     }
-    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     // The budget of 4 is spent across both relays: the next request is refused on either.
     for http in [&a_http, &b_http] {
         let refused = get(http, &host, "/").send().await.unwrap();
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let retry: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((1..=3600).contains(&retry), "Retry-After {retry}");
     }
 }
@@ -315,7 +364,14 @@ async fn the_agents_policy_file_is_enforced_and_a_bad_one_is_refused_with_its_li
     let port = echo_headers().await;
     let name = format!("file{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let port_s = port.to_string();
-    let args = ["http", &port_s, "--name", &name, "--traffic-policy-file", good.to_str().unwrap()];
+    let args = [
+        "http",
+        &port_s,
+        "--name",
+        &name,
+        "--traffic-policy-file",
+        good.to_str().unwrap(),
+    ];
     let mut agent = stack.agent_with(&args, &token).unwrap();
     agent.wait_line("Forwarding", T).await.unwrap();
     let host = format!("{name}.{}", stack.domain);
@@ -338,17 +394,30 @@ async fn the_agents_policy_file_is_enforced_and_a_bad_one_is_refused_with_its_li
     let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let service_port = service.local_addr().unwrap().port().to_string();
     let mut tcp = stack
-        .agent_with(&["tcp", &service_port, "--traffic-policy-file", deny.to_str().unwrap()], &token)
+        .agent_with(
+            &[
+                "tcp",
+                &service_port,
+                "--traffic-policy-file",
+                deny.to_str().unwrap(),
+            ],
+            &token,
+        )
         .unwrap();
     let line = tcp.wait_line("Forwarding tcp://", T).await.unwrap();
     let public = tcp_public_addr(&line);
     let mut visitor = tokio::net::TcpStream::connect(&public).await.unwrap();
     let mut buf = [0u8; 16];
     use tokio::io::AsyncReadExt;
-    let n = tokio::time::timeout(T, visitor.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(T, visitor.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     assert_eq!(n, 0, "the relay closes a denied visitor");
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), service.accept()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(300), service.accept())
+            .await
+            .is_err(),
         "the service never saw the denied visitor"
     );
 
@@ -360,7 +429,15 @@ async fn the_agents_policy_file_is_enforced_and_a_bad_one_is_refused_with_its_li
     )
     .unwrap();
     let mut refused = stack
-        .agent_with(&["http", &port_s, "--traffic-policy-file", bad.to_str().unwrap()], &token)
+        .agent_with(
+            &[
+                "http",
+                &port_s,
+                "--traffic-policy-file",
+                bad.to_str().unwrap(),
+            ],
+            &token,
+        )
         .unwrap();
     let out = refused.expect_exit(1, "does not validate").await.unwrap();
     assert!(out.contains("line 4"), "{out}");
@@ -414,23 +491,40 @@ on_http_request:
     let body = r#"{"id":"evt_1","type":"invoice.paid"}"#;
     let now = chrono::Utc::now().timestamp();
     let signed = post("/stripe", body)
-        .header("stripe-signature", signature_header(stripe_secret, now, body.as_bytes()))
+        .header(
+            "stripe-signature",
+            signature_header(stripe_secret, now, body.as_bytes()),
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(signed.status(), StatusCode::OK, "a correctly signed Stripe event passes");
+    assert_eq!(
+        signed.status(),
+        StatusCode::OK,
+        "a correctly signed Stripe event passes"
+    );
     let forged = post("/stripe", body)
-        .header("stripe-signature", signature_header("whsec_wrong", now, body.as_bytes()))
+        .header(
+            "stripe-signature",
+            signature_header("whsec_wrong", now, body.as_bytes()),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     let stale = post("/stripe", body)
-        .header("stripe-signature", signature_header(stripe_secret, now - 3600, body.as_bytes()))
+        .header(
+            "stripe-signature",
+            signature_header(stripe_secret, now - 3600, body.as_bytes()),
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(stale.status(), StatusCode::FORBIDDEN, "outside the tolerance");
+    assert_eq!(
+        stale.status(),
+        StatusCode::FORBIDDEN,
+        "outside the tolerance"
+    );
 
     let mut ok = post("/standard", body);
     for (k, v) in standard_headers(standard_secret, "msg_1", now, body.as_bytes()) {
@@ -441,7 +535,10 @@ on_http_request:
     for (k, v) in standard_headers(standard_secret, "msg_1", now, body.as_bytes()) {
         tampered = tampered.header(k, v);
     }
-    assert_eq!(tampered.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        tampered.send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
 
     // Each API key has its own budget of 2.
     let call = |key: &'static str| get(&relay, &host, "/api").header("x-api-key", key).send();
