@@ -127,6 +127,22 @@ mod tests {
         }
 
         #[test]
+        fn restrict_ips_agrees_with_a_reference_v6(
+            allow in prop::collection::vec((any::<u128>(), 0u8..=128), 0..5),
+            deny in prop::collection::vec((any::<u128>(), 0u8..=128), 0..5),
+            peer in any::<u128>(),
+        ) {
+            let net = |(a, l): (u128, u8)| ipnet::IpNet::from(ipnet::Ipv6Net::new(a.into(), l).unwrap().trunc());
+            let r = RestrictIps { allow: allow.iter().copied().map(net).collect(), deny: deny.iter().copied().map(net).collect() };
+            let inside = |&(a, l): &(u128, u8)| l == 0 || (a ^ peer) >> (128 - l as u32) == 0;
+            let expected = !deny.iter().any(inside) && (allow.is_empty() || allow.iter().any(inside));
+            prop_assert_eq!(r.allows(IpAddr::V6(peer.into())), expected);
+            // An IPv6 list never matches an IPv4 peer, so only an allow list can refuse it.
+            let v4 = IpAddr::V4(Ipv4Addr::from(peer as u32));
+            prop_assert_eq!(r.allows(v4), allow.is_empty());
+        }
+
+        #[test]
         fn normalize_never_panics_and_is_idempotent(path in "/[a-z%./0-9]{0,30}") {
             prop_assert!(normalize_path(&path).starts_with('/'));
             let path = path.replace('%', "");
