@@ -166,6 +166,8 @@ proptest! {
     #[test]
     fn generated_documents_round_trip(
         rules in prop::collection::vec((prop::option::of("[a-z ]{1,10}"), prop::option::of("/[a-z]{0,6}"), prop::collection::vec(action(), 1..4)), 0..4),
+        tcp in prop::option::of(prop::collection::vec(cidr(), 1..4)),
+        response in prop::option::of((prop::collection::vec(100u16..600, 0..3), token(), 200u16..600)),
     ) {
         let rules: Vec<String> = rules
             .into_iter()
@@ -175,7 +177,16 @@ proptest! {
                 format!(r#"{{{name}{m}"actions":[{}]}}"#, actions.join(","))
             })
             .collect();
-        let doc = format!(r#"{{"on_http_request":[{}]}}"#, rules.join(","));
+        let mut doc = format!(r#"{{"on_http_request":[{}]"#, rules.join(","));
+        if let Some(deny) = tcp {
+            doc += &format!(r#","on_tcp_connect":[{{"actions":[{{"type":"restrict-ips","config":{{"deny":{deny:?}}}}}]}}]"#);
+        }
+        if let Some((codes, header, status)) = response {
+            doc += &format!(
+                r#","on_http_response":[{{"match":{{"status_codes":{codes:?},"headers":{{"{header}":"x"}}}},"actions":[{{"type":"remove-headers","config":{{"headers":["{header}"]}}}},{{"type":"custom-response","config":{{"status":{status}}}}}]}}]"#
+            );
+        }
+        doc += "}";
         let p = parse(&doc).map_err(|e| TestCaseError::fail(format!("{e}\n{doc}")))?;
         let again = parse(&p.to_json()).map_err(|e| TestCaseError::fail(format!("{e}\n{}", p.to_json())))?;
         prop_assert_eq!(&again, &p);
