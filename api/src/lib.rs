@@ -122,9 +122,18 @@ async fn connect_redis(url: &str) -> Option<redis::aio::ConnectionManager> {
     }
     let attempt = async {
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        // redis' default reconnect schedule backs off to a minute and more between attempts
+        // (factor 100 on a 1 s base), and every command waits for it: after an outage the api
+        // would hang its Redis routes for minutes. Few short retries and timed-out commands
+        // fail fast while Redis is down (503) and reconnect on the next call once it is back.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_max_delay(500)
+            .set_connection_timeout(std::time::Duration::from_secs(1))
+            .set_response_timeout(std::time::Duration::from_secs(1));
         tokio::time::timeout(
             std::time::Duration::from_secs(3),
-            redis::aio::ConnectionManager::new(client),
+            redis::aio::ConnectionManager::new_with_config(client, config),
         )
         .await
         .map_err(|_| "connect timed out".to_owned())?
@@ -296,7 +305,11 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
             &config.temporal_namespace,
             &config.task_queue,
         )),
-        relays: Arc::new(relays::Relays::new(redis.clone(), &config.redis_prefix)),
+        relays: Arc::new(relays::Relays::new(
+            redis.clone(),
+            &config.redis_prefix,
+            config.internal_key.expose(),
+        )),
         redis,
         config: Arc::new(config),
     };

@@ -1,6 +1,7 @@
 //! Talking to relays: discovery through Redis presence (keys written by `burrow-relay`'s
 //! presence module) and calls over `RelayControl`.
 
+use burrow_proto::grpc_auth::Bearer;
 use burrow_proto::relay::{
     KickSessionRequest, ListSessionsRequest, ListSessionsResponse, kick_session_request::Target,
     relay_control_client::RelayControlClient,
@@ -8,6 +9,7 @@ use burrow_proto::relay::{
 use redis::{AsyncCommands, aio::ConnectionManager};
 use serde::Deserialize;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 
 /// Errors reaching relays.
 #[derive(Debug, thiserror::Error)]
@@ -46,14 +48,19 @@ struct Announcement {
 pub struct Relays {
     redis: Option<ConnectionManager>,
     prefix: String,
+    /// The internal key, sent as bearer on every `RelayControl` call.
+    bearer: Option<Bearer>,
 }
 
+type Client = RelayControlClient<InterceptedService<tonic::transport::Channel, Bearer>>;
+
 impl Relays {
-    /// Relays discovered through `redis` under `prefix`.
-    pub fn new(redis: Option<ConnectionManager>, prefix: &str) -> Self {
+    /// Relays discovered through `redis` under `prefix`, called with `internal_key`.
+    pub fn new(redis: Option<ConnectionManager>, prefix: &str, internal_key: &str) -> Self {
         Self {
             redis,
             prefix: prefix.to_owned(),
+            bearer: Bearer::new(internal_key),
         }
     }
 
@@ -80,9 +87,11 @@ impl Relays {
         Ok(out)
     }
 
-    async fn client(
-        a: &Announcement,
-    ) -> Result<RelayControlClient<tonic::transport::Channel>, RelayError> {
+    async fn client(&self, a: &Announcement) -> Result<Client, RelayError> {
+        let bearer = self
+            .bearer
+            .clone()
+            .ok_or_else(|| call_err(a, "the internal key is not a valid header value"))?;
         let channel = tonic::transport::Endpoint::from_shared(a.control_url.clone())
             .map_err(|e| call_err(a, e))?
             .connect_timeout(Duration::from_secs(3))
@@ -90,7 +99,7 @@ impl Relays {
             .connect()
             .await
             .map_err(|e| call_err(a, e))?;
-        Ok(RelayControlClient::new(channel))
+        Ok(RelayControlClient::with_interceptor(channel, bearer))
     }
 
     /// Sessions on every live relay; a relay that does not answer is reported, not fatal.
@@ -100,7 +109,7 @@ impl Relays {
         let mut out = Vec::new();
         for a in self.discover().await? {
             let listed = async {
-                let mut client = Self::client(&a).await?;
+                let mut client = self.client(&a).await?;
                 let resp = client
                     .list_sessions(ListSessionsRequest::default())
                     .await
@@ -125,7 +134,7 @@ impl Relays {
         // Every relay is asked, even after one fails.
         for a in relays {
             let kicked = async {
-                let mut client = Self::client(&a).await?;
+                let mut client = self.client(&a).await?;
                 let resp = client
                     .kick_session(KickSessionRequest {
                         target: Some(target.clone()),

@@ -1,8 +1,10 @@
 //! Burrow's wire contracts.
 //!
 //! # Layout
-//! - [`relay`]: the `RelayControl` gRPC service (tonic/prost, generated at build time by
+//! - [`relay`]: the `RelayControl` (api → relay) and `RelayFeed` (relay ← api, server streaming)
+//!   gRPC services (tonic/prost, generated at build time by
 //!   `protox`, so no `protoc` is needed) through which the api drives relays.
+//! - [`grpc_auth`]: the internal key as bearer metadata on internal gRPC calls.
 //! - [`client_hello`]: peeks the SNI and ALPN of a TLS ClientHello (relay routing, certificates).
 //! - [`proxy_protocol`]: PROXY protocol v2 headers (visitor address for TCP endpoints).
 //! - [`tunnel`]: the agent ↔ relay session handshake: length-prefixed JSON frames exchanged on a
@@ -10,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client_hello;
+pub mod grpc_auth;
 pub mod proxy_protocol;
 pub mod tunnel;
 

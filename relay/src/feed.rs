@@ -8,7 +8,10 @@
 
 use crate::edge::EdgeState;
 use burrow_common::Secret;
-use burrow_proto::relay::{WatchRequest, relay_feed_client::RelayFeedClient};
+use burrow_proto::{
+    grpc_auth::Bearer,
+    relay::{WatchRequest, relay_feed_client::RelayFeedClient},
+};
 use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
@@ -54,15 +57,12 @@ async fn watch(
         .connect()
         .await
         .map_err(|e| e.to_string())?;
-    let mut request = tonic::Request::new(WatchRequest {
-        relay_id: relay_id.to_owned(),
-    });
-    let bearer = format!("Bearer {}", key.expose())
-        .parse()
-        .map_err(|_| "the internal key is not a valid header value".to_owned())?;
-    request.metadata_mut().insert("authorization", bearer);
-    let mut stream = RelayFeedClient::new(channel)
-        .watch(request)
+    let bearer = Bearer::new(key.expose())
+        .ok_or_else(|| "the internal key is not a valid header value".to_owned())?;
+    let mut stream = RelayFeedClient::with_interceptor(channel, bearer)
+        .watch(WatchRequest {
+            relay_id: relay_id.to_owned(),
+        })
         .await
         .map_err(|s| format!("{}: {}", s.code(), s.message()))?
         .into_inner();
