@@ -150,7 +150,10 @@ async fn redis_manager(url: &str) -> Option<redis::aio::ConnectionManager> {
         let client = redis::Client::open(url)?;
         tokio::time::timeout(
             Duration::from_secs(3),
-            redis::aio::ConnectionManager::new(client),
+            redis::aio::ConnectionManager::new_with_config(
+                client,
+                crate::redis_link::manager_config(),
+            ),
         )
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))?

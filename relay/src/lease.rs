@@ -154,12 +154,7 @@ pub async fn holder(
     prefix: &str,
     name: &str,
 ) -> redis::RedisResult<Option<String>> {
-    timed(
-        redis::cmd("GET")
-            .arg(key(prefix, name))
-            .query_async(conn),
-    )
-    .await
+    timed(redis::cmd("GET").arg(key(prefix, name)).query_async(conn)).await
 }
 
 #[cfg(test)]
@@ -215,12 +210,28 @@ mod tests {
         };
         let prefix = format!("unit:{}:", uuid::Uuid::new_v4().simple());
         let names = vec!["demo".to_owned()];
-        acquire(&mut conn, &prefix, "relay-a", &names).await.unwrap();
-        assert_eq!(refresh(&mut conn, &prefix, "relay-a", &names).await.unwrap(), 1);
+        acquire(&mut conn, &prefix, "relay-a", &names)
+            .await
+            .unwrap();
+        assert_eq!(
+            refresh(&mut conn, &prefix, "relay-a", &names)
+                .await
+                .unwrap(),
+            1
+        );
         // The agent moved: relay b binds, relay a's refresh leaves it alone.
-        acquire(&mut conn, &prefix, "relay-b", &names).await.unwrap();
-        assert_eq!(refresh(&mut conn, &prefix, "relay-a", &names).await.unwrap(), 0);
-        release(&mut conn, &prefix, "relay-a", &names).await.unwrap();
+        acquire(&mut conn, &prefix, "relay-b", &names)
+            .await
+            .unwrap();
+        assert_eq!(
+            refresh(&mut conn, &prefix, "relay-a", &names)
+                .await
+                .unwrap(),
+            0
+        );
+        release(&mut conn, &prefix, "relay-a", &names)
+            .await
+            .unwrap();
         let who = holder(&mut conn, &prefix, "demo").await.unwrap();
         assert_eq!(who.as_deref(), Some("relay-b"));
         let ttl: i64 = redis::cmd("TTL")
@@ -229,10 +240,19 @@ mod tests {
             .await
             .unwrap();
         assert!(ttl > 0 && ttl <= LEASE_TTL.as_secs() as i64, "ttl {ttl}");
-        release(&mut conn, &prefix, "relay-b", &names).await.unwrap();
+        release(&mut conn, &prefix, "relay-b", &names)
+            .await
+            .unwrap();
         assert_eq!(holder(&mut conn, &prefix, "demo").await.unwrap(), None);
         // A lease lost to a Redis restart comes back with the next refresh.
-        assert_eq!(refresh(&mut conn, &prefix, "relay-b", &names).await.unwrap(), 1);
-        release(&mut conn, &prefix, "relay-b", &names).await.unwrap();
+        assert_eq!(
+            refresh(&mut conn, &prefix, "relay-b", &names)
+                .await
+                .unwrap(),
+            1
+        );
+        release(&mut conn, &prefix, "relay-b", &names)
+            .await
+            .unwrap();
     }
 }

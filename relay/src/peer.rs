@@ -188,9 +188,8 @@ async fn handle(relay: &Relay, mut req: Request<Incoming>, remote: SocketAddr) -
     };
     let span = tracing::debug_span!("peer", from = %arrival.from, visitor = %arrival.visitor);
     let _entered = span.enter();
-    req.extensions_mut().insert(ArrivedFromPeer {
-        from: arrival.from,
-    });
+    req.extensions_mut()
+        .insert(ArrivedFromPeer { from: arrival.from });
     let mut resp = crate::ingress::route(relay, req, arrival.visitor, arrival.scheme).await;
     if let Ok(v) = HeaderValue::from_str(relay.presence.relay_id()) {
         resp.headers_mut().insert(SERVED_BY_HEADER, v);
@@ -255,7 +254,8 @@ pub async fn forward_elsewhere(
     match relay.peer.client.request(out).await {
         Ok(resp) => {
             outcome("forwarded");
-            if let (Some(visitor), StatusCode::SWITCHING_PROTOCOLS) = (visitor_upgrade, resp.status())
+            if let (Some(visitor), StatusCode::SWITCHING_PROTOCOLS) =
+                (visitor_upgrade, resp.status())
             {
                 return Some(join_upgrades(visitor, resp));
             }

@@ -89,16 +89,9 @@ impl RedisLink {
 
     async fn connect(&self) -> redis::RedisResult<ConnectionManager> {
         let client = redis::Client::open(self.url.as_str())?;
-        // Few, short retries: while Redis is down a command should fail fast (the relay
-        // degrades) rather than wait out a long reconnect schedule; the next command retries.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_max_delay(500)
-            .set_connection_timeout(COMMAND_TIMEOUT)
-            .set_response_timeout(COMMAND_TIMEOUT);
         tokio::time::timeout(
             COMMAND_TIMEOUT * 3,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client, manager_config()),
         )
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))?
@@ -107,6 +100,19 @@ impl RedisLink {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// How every relay `ConnectionManager` (re)connects: few, short retries, timed-out connects and
+/// commands. redis' defaults retry 6 times with a backoff whose delays reach a minute and more
+/// (factor 100 on a 1 s base), and every command awaits that reconnect: after an outage a
+/// relay would wait minutes for a Redis that is back. With these, a command fails fast while
+/// Redis is down (the caller degrades) and the next one reconnects.
+pub fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_max_delay(500)
+        .set_connection_timeout(COMMAND_TIMEOUT)
+        .set_response_timeout(COMMAND_TIMEOUT)
 }
 
 /// Runs one Redis operation with [`COMMAND_TIMEOUT`]; a timeout becomes an I/O error.
@@ -172,7 +178,6 @@ impl RateLimiter for LateRedisLimiter {
         })
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ mod control_plane;
 mod edge_input;
 mod https;
 mod inspector;
+mod many_relays;
 mod plans;
 mod pooling;
 mod protocols;
