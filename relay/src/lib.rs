@@ -282,7 +282,10 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
             relay_id: config.relay_id.clone(),
             control_url: format!("http://{}", addrs.control),
             http_ingress: addrs.http.to_string(),
-            peer_url: addrs.peer.map(|a| format!("http://{a}")).unwrap_or_default(),
+            peer_url: addrs
+                .peer
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
         },
     );
     let edge = Arc::new(edge::EdgeState::default());
@@ -383,9 +386,16 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         let relay = relay.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let svc = burrow_proto::relay::relay_control_server::RelayControlServer::new(
-                control::ControlService::new(relay),
+            // Only the api (holding the internal key) may list and close sessions.
+            let auth = burrow_proto::grpc_auth::require_bearer(
+                relay.config.internal_key.expose().to_owned(),
+                "RelayControl",
             );
+            let svc =
+                burrow_proto::relay::relay_control_server::RelayControlServer::with_interceptor(
+                    control::ControlService::new(relay),
+                    auth,
+                );
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(control_l);
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(svc)
