@@ -35,8 +35,9 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-/// Largest policy document accepted.
-pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+/// Largest policy document the api reads (the policy format's own limit, 256 KiB; a smaller
+/// limit there is enforced by `burrow_policy::parse` with its own message).
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;
 
 /// Content types a policy is accepted in.
 pub const CONTENT_TYPES: &[&str] = &[
