@@ -136,7 +136,12 @@ impl Policy {
             }),
             Action::BasicAuth(auth) => (!basic_ok(auth, &req.headers)).then(|| {
                 let realm = auth.realm.as_deref().unwrap_or("burrow");
-                let mut res = why(StatusCode::UNAUTHORIZED, "authentication required".into());
+                let text = if req.headers.contains_key(AUTHORIZATION) {
+                    "invalid credentials"
+                } else {
+                    "authentication required"
+                };
+                let mut res = why(StatusCode::UNAUTHORIZED, text.into());
                 if let Ok(v) =
                     HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
                 {
@@ -207,7 +212,7 @@ impl Policy {
                 let mut res = answer(
                     status(r.status, StatusCode::FOUND),
                     &rule.label,
-                    "redirecting".into(),
+                    format!("redirecting to {}", r.to.to_str().unwrap_or_default()),
                 );
                 res.headers_mut().insert(LOCATION, r.to.clone());
                 Some(res)
