@@ -323,3 +323,83 @@ async fn tunnels_keep_serving_through_a_redis_outage_and_relays_rejoin_without_a
         "{listed}"
     );
 }
+
+#[tokio::test]
+async fn websockets_and_https_visitors_are_forwarded_to_the_holding_relay() {
+    use axum::extract::ws::{Message, WebSocketUpgrade};
+    use futures::{SinkExt, StreamExt};
+    // Upstream: a WebSocket echo that upper-cases, and the scheme the visitor used elsewhere.
+    let app = axum::Router::new()
+        .route(
+            "/ws",
+            axum::routing::get(|ws: WebSocketUpgrade| async move {
+                ws.on_upgrade(|mut socket| async move {
+                    while let Some(Ok(Message::Text(t))) = socket.recv().await {
+                        let reply = Message::Text(t.to_uppercase().into());
+                        if socket.send(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            }),
+        )
+        .fallback(|headers: http::HeaderMap| async move {
+            let proto = headers.get("x-forwarded-proto").cloned();
+            format!(
+                "proto={}",
+                proto.as_ref().and_then(|p| p.to_str().ok()).unwrap_or("")
+            )
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let stack = Stack::start().await.unwrap();
+    let b = stack.spawn_extra_relay_on("b", "127.0.0.2").await.unwrap();
+    let name = unique("ws");
+    let host = format!("{name}.{}", stack.domain);
+    let mut agent = stack
+        .agent_via(
+            &b.addrs.agent,
+            &["http", &port.to_string(), "--name", &name],
+            &stack.creds.authtoken,
+        )
+        .unwrap();
+    agent.wait_line("Forwarding", T).await.unwrap();
+
+    // A WebSocket opened on relay A talks to the service behind relay B.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/ws",
+            stack.relay.http
+        ))
+        .unwrap();
+    request.headers_mut().insert("host", host.parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()[SERVED_BY], "relay-b");
+    for word in ["over", "two", "relays"] {
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text(word))
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(T, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.into_text().unwrap().as_str(), word.to_uppercase());
+    }
+    socket.close(None).await.unwrap();
+
+    // HTTPS terminated by relay A (h2) is forwarded, and the service learns it was https.
+    let https = stack.relay.https.clone().unwrap();
+    let ca = std::fs::read(stack.relay.ca_file.clone().unwrap()).unwrap();
+    let conn = burrow_e2e::tls::connect(&https, &host, &ca, &[b"h2"])
+        .await
+        .unwrap();
+    let answer = burrow_e2e::tls::get(conn, &host, "/").await.unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body, "proto=https");
+    assert_eq!(answer.headers[SERVED_BY], "relay-b");
+}
