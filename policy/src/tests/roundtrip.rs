@@ -193,3 +193,21 @@ proptest! {
         prop_assert_eq!(again.to_json(), p.to_json());
     }
 }
+
+#[test]
+fn tab_indented_json_with_escapes_parses() {
+    let doc = "{\n\t\"on_http_request\": [\n\t\t{\n\t\t\t\"name\": \"caf\\u00e9 \\\"x\\\"\",\n\t\t\t\"actions\": [{\"type\": \"deny\"}]\n\t\t}\n\t]\n}\n";
+    let e = parse(doc).unwrap_err();
+    // Non-ASCII names cannot be header values: refused, and on the right line.
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("on_http_request[0].name", Some(4)),
+        "{e}"
+    );
+    let p = parse(&doc.replace("\\u00e9", "e")).unwrap();
+    assert!(
+        p.to_json().contains(r#""name":"cafe \"x\"""#),
+        "{}",
+        p.to_json()
+    );
+}
