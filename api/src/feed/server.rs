@@ -9,7 +9,10 @@ use burrow_proto::relay::{
 };
 use std::pin::Pin;
 use subtle::ConstantTimeEq;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::{
+    broadcast::{self, error::RecvError},
+    mpsc,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -35,8 +38,16 @@ impl RelayFeed for FeedService {
         let relay_id = request.into_inner().relay_id;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let span = tracing::info_span!("feed_stream", %relay_id, peer = ?peer);
+        // Subscribe before the snapshot is read: a change committed in between is sent after
+        // it (at worst twice), never lost.
+        let changes = self.feed.subscribe();
+        let db = self.feed.db.clone();
+        let snapshot = move || {
+            let db = db.clone();
+            async move { load::snapshot_event(&db).await }
+        };
         tokio::spawn(tracing::Instrument::instrument(
-            stream(self.feed.clone(), tx, self.shutdown.clone()),
+            stream(changes, snapshot, tx, self.shutdown.clone()),
             span,
         ));
         Ok(Response::new(Box::pin(
@@ -58,22 +69,23 @@ async fn send(
     }
 }
 
-/// Feeds one relay: a snapshot, then changes; a snapshot again after a lag or a resync.
-async fn stream(
-    feed: Feed,
+/// Feeds one relay: a `snapshot()`, then `changes`; a snapshot again after a lag or a resync.
+async fn stream<S, F>(
+    mut changes: broadcast::Receiver<Message>,
+    snapshot: S,
     out: mpsc::Sender<Result<FeedEvent, Status>>,
     shutdown: CancellationToken,
-) {
-    // Subscribe before reading the snapshot: a change committed in between is sent after it
-    // (at worst twice), never lost.
-    let mut changes = feed.subscribe();
+) where
+    S: Fn() -> F,
+    F: Future<Output = Result<FeedEvent, sqlx::Error>>,
+{
     metrics::gauge!("burrow_api_feed_streams").increment(1.0);
     tracing::info!("relay subscribed to the feed");
     let mut snapshot_due = true;
     loop {
         if snapshot_due {
             snapshot_due = false;
-            let message = load::snapshot_event(&feed.db).await.map_err(|e| {
+            let message = snapshot().await.map_err(|e| {
                 tracing::warn!(error = %e, "cannot read the feed snapshot");
                 Status::unavailable("the api cannot read its database; resubscribe later")
             });
@@ -170,6 +182,65 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burrow_proto::relay::{NameClaim, Snapshot, feed_event::Event};
+    use std::time::Duration;
+
+    fn name(n: usize) -> FeedEvent {
+        FeedEvent {
+            event: Some(Event::Name(NameClaim {
+                name: format!("n{n}"),
+                account_id: String::new(),
+            })),
+        }
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Result<FeedEvent, Status>>) -> Event {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a message within 5 s")
+            .expect("the stream is open")
+            .expect("not an error")
+            .event
+            .expect("an event")
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_falls_behind_or_is_told_to_resync_gets_a_snapshot() {
+        let (changes, rx) = broadcast::channel(4);
+        let (out, mut received) = mpsc::channel(1);
+        let snapshot = || async {
+            Ok(FeedEvent {
+                event: Some(Event::Snapshot(Snapshot::default())),
+            })
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(stream(rx, snapshot, out, shutdown.clone()));
+        assert!(matches!(next(&mut received).await, Event::Snapshot(_)));
+
+        // Ten changes while the relay does not read: the broadcast keeps four, so the stream
+        // lags and sends a snapshot instead of what it missed, then the ones still kept.
+        for n in 0..10 {
+            changes.send(Message::Event(name(n))).unwrap();
+        }
+        assert!(matches!(next(&mut received).await, Event::Snapshot(_)));
+        for n in 6..10 {
+            match next(&mut received).await {
+                Event::Name(c) => assert_eq!(c.name, format!("n{n}")),
+                other => panic!("expected n{n}: {other:?}"),
+            }
+        }
+
+        changes.send(Message::Resync).unwrap();
+        assert!(matches!(next(&mut received).await, Event::Snapshot(_)));
+
+        // Shutdown ends the stream.
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the stream ends on shutdown")
+            .unwrap();
+        assert!(received.recv().await.is_none());
+    }
 
     fn request(auth: Option<&str>) -> Request<()> {
         let mut r = Request::new(());
