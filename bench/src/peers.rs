@@ -167,6 +167,7 @@ pub async fn start_api(env: &Env) -> anyhow::Result<Api> {
         let mut c = Command::new(&env.api_bin);
         c.args(args)
             .env("BURROW_API_LISTEN", "127.0.0.1:0")
+            .env("BURROW_API_GRPC_LISTEN", "127.0.0.1:0")
             .env("BURROW_API_ADDR_FILE", &addr_file)
             .env("BURROW_API_DATABASE_URL", &env.database_url)
             .env("BURROW_API_REDIS_URL", &env.redis_url)
