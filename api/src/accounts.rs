@@ -13,7 +13,7 @@ use crate::{
     AppState,
     audit::{self, Actor},
     auth::{Internal, Role},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
     plans::{self, LIMIT_COLUMNS, Limits},
 };
 use axum::{extract::State, http::StatusCode};
@@ -22,10 +22,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{FromRow, PgExecutor, Row};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// An account as the API shows it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Account {
     /// Id.
     pub id: Uuid,
@@ -40,7 +41,7 @@ pub struct Account {
 }
 
 /// `POST /v1/accounts` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     /// Display name.
@@ -54,6 +55,20 @@ pub struct NewAccount {
 }
 
 /// `POST /v1/accounts` (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    security(("api_key" = [])),
+    request_body = NewAccount,
+    responses(
+        (status = 201, description = "Created.", body = Account),
+        (status = 400, description = "`invalid_name`, `invalid_json`.", body = ErrorBody),
+        (status = 403, description = "Not an admin key.", body = ErrorBody),
+        (status = 409, description = "The provider customer id is linked to another account.", body = ErrorBody),
+        (status = 422, description = "`unknown_plan`.", body = ErrorBody),
+    )
+)]
 pub async fn create_account(
     State(state): State<AppState>,
     actor: Actor,
@@ -114,6 +129,18 @@ pub async fn insert_account(
 }
 
 /// `GET /v1/accounts/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}",
+    tag = "accounts",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account.", body = Account),
+        (status = 403, description = "Not admin, ops, finance or a developer key of this account.", body = ErrorBody),
+        (status = 404, description = "No such account.", body = ErrorBody),
+    )
+)]
 pub async fn get_account(
     State(state): State<AppState>,
     actor: Actor,
@@ -167,7 +194,7 @@ pub async fn get_account(
 }
 
 /// An authtoken without its secret.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Authtoken {
     /// Id.
     pub id: Uuid,
@@ -184,7 +211,7 @@ pub struct Authtoken {
 }
 
 /// A newly created credential: the only time its secret is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedSecret<T> {
     /// The record.
     #[serde(flatten)]
@@ -194,7 +221,7 @@ pub struct CreatedSecret<T> {
 }
 
 /// `POST /v1/accounts/{id}/authtokens` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCredential {
     /// Free text.
@@ -206,6 +233,20 @@ pub struct NewCredential {
 }
 
 /// `POST /v1/accounts/{id}/authtokens` (admin, or developer of the account).
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/authtokens",
+    tag = "authtokens",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    request_body(content = Option<NewCredential>, description = "Optional; `role` is refused."),
+    responses(
+        (status = 201, description = "Created; `token` is shown only now.", body = CreatedSecret<Authtoken>),
+        (status = 400, description = "`unexpected_role`, `invalid_json`.", body = ErrorBody),
+        (status = 403, description = "Not admin or a developer key of this account.", body = ErrorBody),
+        (status = 404, description = "No such account.", body = ErrorBody),
+    )
+)]
 pub async fn create_authtoken(
     State(state): State<AppState>,
     actor: Actor,
@@ -274,6 +315,17 @@ pub async fn insert_authtoken(
 }
 
 /// `GET /v1/accounts/{id}/authtokens`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/authtokens",
+    tag = "authtokens",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account's authtokens, oldest first, revoked ones included.", body = Vec<Authtoken>),
+        (status = 403, description = "Not admin or a developer key of this account.", body = ErrorBody),
+    )
+)]
 pub async fn list_authtokens(
     State(state): State<AppState>,
     actor: Actor,
@@ -316,6 +368,18 @@ pub async fn list_authtokens(
 }
 
 /// `DELETE /v1/authtokens/{id}`: revokes the token and closes every agent session using it.
+#[utoipa::path(
+    delete,
+    path = "/v1/authtokens/{id}",
+    tag = "authtokens",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Authtoken id")),
+    responses(
+        (status = 200, description = "Revoked (again, if it was); its sessions closed.", body = crate::openapi::shapes::RevokedAuthtoken),
+        (status = 403, description = "Not admin or a developer key of its account.", body = ErrorBody),
+        (status = 404, description = "No such authtoken.", body = ErrorBody),
+    )
+)]
 pub async fn revoke_authtoken(
     State(state): State<AppState>,
     actor: Actor,
@@ -375,7 +439,7 @@ pub async fn revoke_authtoken(
 }
 
 /// An API key without its secret.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct ApiKey {
     /// Id.
     pub id: Uuid,
@@ -392,6 +456,20 @@ pub struct ApiKey {
 }
 
 /// `POST /v1/accounts/{id}/api-keys` (admin).
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/api-keys",
+    tag = "api-keys",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    request_body = NewCredential,
+    responses(
+        (status = 201, description = "Created; `token` is shown only now.", body = CreatedSecret<ApiKey>),
+        (status = 400, description = "`missing_role`, `invalid_json`.", body = ErrorBody),
+        (status = 403, description = "Not an admin key.", body = ErrorBody),
+        (status = 404, description = "No such account.", body = ErrorBody),
+    )
+)]
 pub async fn create_api_key(
     State(state): State<AppState>,
     actor: Actor,
@@ -466,14 +544,14 @@ pub async fn insert_api_key(
 }
 
 /// `POST /v1/internal/authtokens/verify` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct VerifyRequest {
     /// The authtoken an agent presented.
     pub token: String,
 }
 
 /// What a relay learns about a valid authtoken.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VerifiedToken {
     /// Token id.
     pub authtoken_id: String,
@@ -486,6 +564,17 @@ pub struct VerifiedToken {
 }
 
 /// `POST /v1/internal/authtokens/verify` (relays, with the internal key).
+#[utoipa::path(
+    post,
+    path = "/v1/internal/authtokens/verify",
+    tag = "internal",
+    security(("internal_key" = [])),
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "A valid token: its account, plan and limits.", body = VerifiedToken),
+        (status = 401, description = "Not the internal key; or the authtoken is unknown or revoked.", body = ErrorBody),
+    )
+)]
 pub async fn verify_authtoken(
     State(state): State<AppState>,
     _internal: Internal,
@@ -520,14 +609,14 @@ pub async fn verify_authtoken(
 }
 
 /// `POST /v1/internal/authtokens/status` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct StatusRequest {
     /// Authtoken ids of live sessions.
     pub ids: Vec<String>,
 }
 
 /// Which of the asked ids may no longer be used.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StatusResponse {
     /// Revoked or unknown ids.
     pub revoked: Vec<String>,
@@ -535,6 +624,17 @@ pub struct StatusResponse {
 
 /// `POST /v1/internal/authtokens/status` (relays): which tokens of live sessions were revoked.
 /// The ones still valid are in use, so their `last_used_at` moves on (at most once a minute).
+#[utoipa::path(
+    post,
+    path = "/v1/internal/authtokens/status",
+    tag = "internal",
+    security(("internal_key" = [])),
+    request_body = StatusRequest,
+    responses(
+        (status = 200, description = "The asked ids that are revoked or unknown.", body = StatusResponse),
+        (status = 400, description = "`too_many_ids` (over 10000), `invalid_json`.", body = ErrorBody),
+    )
+)]
 pub async fn authtoken_status(
     State(state): State<AppState>,
     _internal: Internal,

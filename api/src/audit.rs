@@ -205,7 +205,8 @@ pub fn unaudited(what: &str) -> ApiError {
 }
 
 /// `GET /v1/audit` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// An API key id or a role name.
@@ -324,7 +325,7 @@ pub fn readable_by(role: Role) -> ApiResult<Option<&'static [&'static str]>> {
 }
 
 /// One audit row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Row id (the cursor).
     pub id: i64,
@@ -349,7 +350,7 @@ pub struct AuditEntry {
 }
 
 /// `GET /v1/audit` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// Newest first.
     pub entries: Vec<AuditEntry>,
@@ -359,6 +360,18 @@ pub struct AuditPage {
 
 /// `GET /v1/audit?actor=&action=&since=&until=&limit=&before=` (admin, ops; finance: finance
 /// actions).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    security(("api_key" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Rows newest first; pass `next_before` as `before` for the next page.", body = AuditPage),
+        (status = 400, description = "`invalid_query`.", body = crate::error::ErrorBody),
+        (status = 403, description = "A developer key.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     actor: Actor,

@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 /// Roles an API key can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Manages their own account's tokens.
@@ -148,7 +148,7 @@ impl FromRequestParts<AppState> for Internal {
 }
 
 /// `GET /v1/me` answer: which key this is and what it may do.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Me {
     /// The API key's id.
     pub key_id: Uuid,
@@ -159,6 +159,13 @@ pub struct Me {
 }
 
 /// `GET /v1/me` (any API key): the CLI finds its account with it.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "api-keys",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The calling key.", body = Me))
+)]
 pub async fn me(principal: Principal) -> axum::Json<Me> {
     axum::Json(Me {
         key_id: principal.key_id,

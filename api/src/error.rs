@@ -7,6 +7,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// An error answered to an API client.
@@ -137,5 +138,92 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The body of every error answer: `{"error": {"code", "message", ...}}` (the OpenAPI
+/// document's `ErrorBody`; a test checks each [`ApiError`] answers in this shape).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` object of an [`ErrorBody`].
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `payload_too_large`, `unsupported_media_type`, `unavailable`, `internal`, or one naming
+    /// the problem (`invalid_json`, `invalid_name`, `unknown_plan`, `invalid_policy`, ...).
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// What was wrong, for people.
+    pub message: String,
+    /// `invalid_policy`: path of the offending field (empty when the text does not parse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// `invalid_policy`: 1-based line of the submitted text, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// `unknown_account` (`POST /v1/internal/usage`): the account ids that are not accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<Vec<String>>,
+}
+
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(e: ApiError) -> (StatusCode, ErrorBody) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{status}: not an ErrorBody ({e}): {bytes:?}"));
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn every_error_answers_the_documented_body() {
+        let all = [
+            ApiError::bad_request("invalid_name", "m"),
+            ApiError::Unauthorized("m".into()),
+            ApiError::Forbidden("m".into()),
+            ApiError::NotFound("m".into()),
+            ApiError::Conflict("m".into()),
+            ApiError::TooLarge("m".into()),
+            ApiError::Unprocessable {
+                code: "unknown_plan",
+                message: "m".into(),
+            },
+            ApiError::InvalidPolicy {
+                message: "line 2: rules: m".into(),
+                field: "rules".into(),
+                line: Some(2),
+            },
+            ApiError::UnsupportedMediaType("m".into()),
+            ApiError::Unavailable("m".into()),
+            ApiError::Internal("cause".into()),
+        ];
+        for e in all {
+            let what = format!("{e:?}");
+            let (status, body) = body_of(e).await;
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{what}"
+            );
+            assert!(!body.error.code.is_empty(), "{what}");
+        }
+        let (_, body) = body_of(ApiError::InvalidPolicy {
+            message: "m".into(),
+            field: "rules".into(),
+            line: None,
+        })
+        .await;
+        assert_eq!(body.error.field.as_deref(), Some("rules"));
+    }
+}

@@ -16,6 +16,7 @@
 //! - [`usage`]: metering records relays flush (billing), per-account usage reports.
 //! - [`ops`]: workflows, dead-letter replay, sessions, runbooks (ops role).
 //! - [`console`]: the ops web page.
+//! - [`openapi`]: the OpenAPI document of the REST API, `GET /openapi.json`.
 //! - [`relays`]: relay discovery (Redis) and `RelayControl` calls.
 //! - [`temporal`]: the lazily connected Temporal client.
 //! - [`seed`]: the dev account and credentials for the local stack.
@@ -31,6 +32,7 @@ pub mod error;
 pub mod extract;
 pub mod feed;
 pub mod names;
+pub mod openapi;
 pub mod ops;
 pub mod plans;
 pub mod policies;
@@ -243,6 +245,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ops/sessions", get(ops::list_sessions))
         .route("/v1/ops/sessions/{id}/kick", post(ops::kick_session))
         .route("/runbooks/{kind}/{page}", get(ops::runbook))
+        .route("/openapi.json", get(openapi::serve))
         .route("/console", get(console::page))
         .route("/", get(|| async { axum::response::Redirect::to("/console") }))
         .with_state(state)

@@ -25,7 +25,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 /// A reserved name.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ReservedName {
     /// The label.
     pub name: String,
@@ -36,7 +36,7 @@ pub struct ReservedName {
 }
 
 /// `POST /v1/accounts/{id}/reserved-names` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewName {
     /// The label to reserve.
@@ -44,7 +44,7 @@ pub struct NewName {
 }
 
 /// `GET /v1/accounts/{id}/reserved-names` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NameList {
     /// Alphabetical.
     pub reserved_names: Vec<ReservedName>,
@@ -76,6 +76,21 @@ pub async fn held_by_other(
 }
 
 /// `POST /v1/accounts/{id}/reserved-names`.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/reserved-names",
+    tag = "names",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    request_body = NewName,
+    responses(
+        (status = 201, description = "Reserved.", body = ReservedName),
+        (status = 403, description = "Not admin or a developer key of this account; or past the plan's `max_reserved_names`.", body = crate::error::ErrorBody),
+        (status = 404, description = "No such account.", body = crate::error::ErrorBody),
+        (status = 409, description = "Someone holds the name already.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_name` (the relay's label rules).", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn reserve(
     State(state): State<AppState>,
     actor: Actor,
@@ -158,6 +173,17 @@ fn taken(name: &str) -> ApiError {
 }
 
 /// `GET /v1/accounts/{id}/reserved-names`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/reserved-names",
+    tag = "names",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account's reserved names.", body = NameList),
+        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     actor: Actor,
@@ -187,6 +213,18 @@ pub async fn list(
 }
 
 /// `DELETE /v1/accounts/{id}/reserved-names/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/{id}/reserved-names/{name}",
+    tag = "names",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id"), ("name" = String, Path, description = "The reserved label")),
+    responses(
+        (status = 204, description = "Released."),
+        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+        (status = 404, description = "This account does not hold the name.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn release(
     State(state): State<AppState>,
     actor: Actor,

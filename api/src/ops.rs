@@ -24,7 +24,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// A workflow as ops see it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct WorkflowRun {
     /// Temporal workflow id.
     pub workflow_id: String,
@@ -51,7 +51,8 @@ pub struct WorkflowRun {
 }
 
 /// Filters of `GET /v1/ops/workflows`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowFilter {
     /// Only this kind.
@@ -63,6 +64,18 @@ pub struct WorkflowFilter {
 }
 
 /// `GET /v1/ops/workflows?kind=&state=&limit=`.
+#[utoipa::path(
+    get,
+    path = "/v1/ops/workflows",
+    tag = "ops",
+    security(("api_key" = [])),
+    params(WorkflowFilter),
+    responses(
+        (status = 200, description = "Runs, most recently changed first.", body = Vec<WorkflowRun>),
+        (status = 400, description = "`unknown_kind`, `invalid_query`.", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an ops or admin key.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list_workflows(
     State(state): State<AppState>,
     actor: Actor,
@@ -106,6 +119,19 @@ pub async fn list_workflows(
 }
 
 /// `POST /v1/ops/dead-letters/{id}/replay`.
+#[utoipa::path(
+    post,
+    path = "/v1/ops/dead-letters/{id}/replay",
+    tag = "ops",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Workflow id of a parked run")),
+    responses(
+        (status = 202, description = "The run was signalled to retry.", body = crate::openapi::shapes::ReplayRequested),
+        (status = 403, description = "Not an ops or admin key.", body = crate::error::ErrorBody),
+        (status = 404, description = "No such run.", body = crate::error::ErrorBody),
+        (status = 409, description = "The run is not parked (or another replay won).", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn replay_one(
     State(state): State<AppState>,
     actor: Actor,
@@ -194,7 +220,7 @@ async fn replay(state: &AppState, workflow_id: &str, requested_by: &str) -> ApiR
 }
 
 /// `POST /v1/ops/dead-letters/replay-all` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayAll {
     /// Only this kind.
@@ -204,6 +230,19 @@ pub struct ReplayAll {
 }
 
 /// `POST /v1/ops/dead-letters/replay-all`: replays every parked run, paced.
+#[utoipa::path(
+    post,
+    path = "/v1/ops/dead-letters/replay-all",
+    tag = "ops",
+    security(("api_key" = [])),
+    request_body(content = Option<ReplayAll>, description = "Optional filters and pace."),
+    responses(
+        (status = 202, description = "Replaying every parked run (of `kind`), paced.", body = crate::openapi::shapes::ReplayAllQueued),
+        (status = 400, description = "`invalid_rate`, `invalid_json`.", body = crate::error::ErrorBody),
+        (status = 403, description = "Not an ops or admin key.", body = crate::error::ErrorBody),
+        (status = 409, description = "A replay-all is already running.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn replay_all(
     State(state): State<AppState>,
     actor: Actor,
@@ -378,6 +417,17 @@ impl ReplayAllLock {
 
 /// `GET /v1/ops/sessions`: agent sessions on every relay (a relay that does not answer is
 /// listed with its error).
+#[utoipa::path(
+    get,
+    path = "/v1/ops/sessions",
+    tag = "ops",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Sessions per relay; a relay that did not answer has `error`.", body = crate::openapi::shapes::SessionList),
+        (status = 403, description = "Not an ops or admin key.", body = crate::error::ErrorBody),
+        (status = 503, description = "Relay discovery (Redis) is unavailable.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list_sessions(
     State(state): State<AppState>,
     actor: Actor,
@@ -422,6 +472,19 @@ pub async fn list_sessions(
 }
 
 /// `POST /v1/ops/sessions/{id}/kick`.
+#[utoipa::path(
+    post,
+    path = "/v1/ops/sessions/{id}/kick",
+    tag = "ops",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "Closed.", body = crate::openapi::shapes::KickedSession),
+        (status = 403, description = "Not an ops or admin key.", body = crate::error::ErrorBody),
+        (status = 404, description = "No relay holds the session.", body = crate::error::ErrorBody),
+        (status = 503, description = "Not found on the relays that answered, and some did not.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn kick_session(
     State(state): State<AppState>,
     actor: Actor,

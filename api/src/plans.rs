@@ -20,7 +20,7 @@ use crate::{
     accounts::Account,
     audit::{self, Actor},
     auth::Principal,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
 };
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 /// What a plan allows; `None` (`null` in JSON) is unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema,
+)]
 pub struct Limits {
     /// Endpoints (HTTP, TCP, TLS) of the account online at once on one relay.
     pub max_online_endpoints: Option<i32>,
@@ -47,7 +49,7 @@ pub const LIMIT_COLUMNS: &str = "max_online_endpoints, max_tcp_endpoints, max_re
                                  max_custom_domains, bandwidth_bytes_per_sec";
 
 /// A plan as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Plan {
     /// Name (`free`, `pro`, ...).
     pub name: String,
@@ -57,6 +59,13 @@ pub struct Plan {
 }
 
 /// `GET /v1/plans` (any API key): plans from the smallest to unlimited.
+#[utoipa::path(
+    get,
+    path = "/v1/plans",
+    tag = "plans",
+    security(("api_key" = [])),
+    responses((status = 200, description = "Every plan, smallest first.", body = Vec<Plan>))
+)]
 pub async fn list_plans(
     State(state): State<AppState>,
     _principal: Principal,
@@ -102,7 +111,7 @@ pub fn limit_reached(plan: &str, limit: i32, what: &str, have: i64, remedy: &str
 }
 
 /// `PUT /v1/accounts/{id}/plan` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanChange {
     /// The plan to move the account to.
@@ -132,6 +141,20 @@ pub async fn unknown_plan_error(db: &sqlx::PgPool, plan: &str) -> ApiError {
 }
 
 /// `PUT /v1/accounts/{id}/plan` (admin).
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/{id}/plan",
+    tag = "plans",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    request_body = PlanChange,
+    responses(
+        (status = 200, description = "The account on its new plan.", body = Account),
+        (status = 403, description = "Not an admin key.", body = ErrorBody),
+        (status = 404, description = "No such account.", body = ErrorBody),
+        (status = 422, description = "`unknown_plan`, naming the plans there are.", body = ErrorBody),
+    )
+)]
 pub async fn set_account_plan(
     State(state): State<AppState>,
     actor: Actor,

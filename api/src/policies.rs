@@ -91,7 +91,7 @@ pub fn check_endpoint(endpoint: &str, base_domain: &str) -> ApiResult<(String, E
 }
 
 /// `PUT` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stored {
     /// The endpoint.
     pub endpoint: String,
@@ -104,7 +104,7 @@ pub struct Stored {
 }
 
 /// `GET` answer.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Current {
     /// The endpoint.
     pub endpoint: String,
@@ -205,6 +205,33 @@ async fn next_version(
 }
 
 /// `PUT /v1/accounts/{id}/endpoints/{endpoint}/policy`.
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/{id}/endpoints/{endpoint}/policy",
+    tag = "policies",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id"), ("endpoint" = String, Path, description = "A label under the base domain (`demo`), a custom domain or `tcp-<port>`")),
+    request_body(
+        description = "The policy document as YAML or JSON text (at most 256 KiB).",
+        content(
+            (String = "application/yaml"),
+            (String = "application/x-yaml"),
+            (String = "text/yaml"),
+            (String = "text/x-yaml"),
+            (Object = "application/json"),
+            (String = "text/plain"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Stored as the endpoint's next version; relays get it over `RelayFeed`.", body = Stored),
+        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+        (status = 404, description = "No such account.", body = crate::error::ErrorBody),
+        (status = 409, description = "Another account holds the endpoint's name or domain.", body = crate::error::ErrorBody),
+        (status = 413, description = "The document is over 256 KiB.", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not one of the content types above.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_policy` with `error.field` and `error.line`; or `invalid_endpoint`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     actor: Actor,
@@ -276,6 +303,19 @@ pub async fn put(
 }
 
 /// `GET /v1/accounts/{id}/endpoints/{endpoint}/policy`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/endpoints/{endpoint}/policy",
+    tag = "policies",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id"), ("endpoint" = String, Path, description = "A label under the base domain (`demo`), a custom domain or `tcp-<port>`")),
+    responses(
+        (status = 200, description = "The current policy: canonical JSON and the submitted text.", body = Current),
+        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+        (status = 404, description = "The endpoint has no policy.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_endpoint`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     actor: Actor,
@@ -313,6 +353,19 @@ fn none(account_id: Uuid, endpoint: &str) -> ApiError {
 }
 
 /// `DELETE /v1/accounts/{id}/endpoints/{endpoint}/policy`.
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/{id}/endpoints/{endpoint}/policy",
+    tag = "policies",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id"), ("endpoint" = String, Path, description = "A label under the base domain (`demo`), a custom domain or `tcp-<port>`")),
+    responses(
+        (status = 204, description = "Removed; relays stop applying it."),
+        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+        (status = 404, description = "The endpoint has no policy.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_endpoint`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     actor: Actor,

@@ -22,7 +22,7 @@ use crate::{
     AppState,
     audit::{self, Actor},
     auth::{Internal, Principal, Role},
-    error::ApiError,
+    error::{ApiError, ErrorBody},
 };
 use axum::{
     extract::State,
@@ -39,7 +39,7 @@ use uuid::Uuid;
 pub const MAX_RECORDS: usize = 10_000;
 
 /// `POST /v1/internal/usage` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct UsageBatch {
     /// Relay that counted it.
     pub relay_id: String,
@@ -54,7 +54,7 @@ pub struct UsageBatch {
 }
 
 /// One endpoint's usage in a batch.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct UsageRecord {
     /// Account that held the endpoint.
     pub account_id: String,
@@ -73,7 +73,7 @@ pub struct UsageRecord {
 }
 
 /// `POST /v1/internal/usage` answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Ingested {
     /// Records stored now.
     pub accepted: u64,
@@ -182,6 +182,18 @@ pub fn validate(batch: &UsageBatch) -> Result<(), ApiError> {
 }
 
 /// `POST /v1/internal/usage` (relays, with the internal key).
+#[utoipa::path(
+    post,
+    path = "/v1/internal/usage",
+    tag = "internal",
+    security(("internal_key" = [])),
+    request_body = UsageBatch,
+    responses(
+        (status = 200, description = "Stored; a re-sent batch counts its records as `duplicates`.", body = Ingested),
+        (status = 400, description = "`invalid_usage` (negative count, period backwards, a record twice, empty names), `invalid_json`.", body = ErrorBody),
+        (status = 422, description = "`unknown_account`: `error.accounts` lists them; nothing of the batch was stored.", body = ErrorBody),
+    )
+)]
 pub async fn ingest(
     State(state): State<AppState>,
     _internal: Internal,
@@ -286,7 +298,8 @@ pub async fn ingest(
 }
 
 /// `GET /v1/accounts/{id}/usage` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageWindow {
     /// Inclusive start (RFC 3339); default the start of the current UTC month.
@@ -328,7 +341,7 @@ impl UsageWindow {
 }
 
 /// Usage counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     /// Bytes visitor → agent.
     pub bytes_in: i64,
@@ -350,7 +363,7 @@ impl Totals {
 }
 
 /// One endpoint's totals.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EndpointUsage {
     /// Endpoint name.
     pub endpoint: String,
@@ -362,7 +375,7 @@ pub struct EndpointUsage {
 }
 
 /// `GET /v1/accounts/{id}/usage` answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccountUsage {
     /// The account.
     pub account_id: Uuid,
@@ -394,6 +407,18 @@ fn may_read_usage(principal: &Principal, account_id: Uuid) -> Result<(), ApiErro
 }
 
 /// `GET /v1/accounts/{id}/usage?since=&until=`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/usage",
+    tag = "usage",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id"), UsageWindow),
+    responses(
+        (status = 200, description = "Totals per endpoint and for the account over `[since, until)`.", body = AccountUsage),
+        (status = 400, description = "`invalid_query` (a bad instant, or `since` not before `until`).", body = ErrorBody),
+        (status = 403, description = "Not finance, admin or a developer key of this account.", body = ErrorBody),
+    )
+)]
 pub async fn account_usage(
     State(state): State<AppState>,
     actor: Actor,

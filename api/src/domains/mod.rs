@@ -35,7 +35,7 @@ use uuid::Uuid;
 pub const CHALLENGE_LABEL: &str = "_burrow-challenge";
 
 /// The TXT record to publish.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TxtRecord {
     /// `_burrow-challenge.<domain>`.
     pub name: String,
@@ -44,7 +44,7 @@ pub struct TxtRecord {
 }
 
 /// A custom domain as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Domain {
     /// The hostname (lowercase, no final dot).
     pub domain: String,
@@ -89,7 +89,7 @@ impl From<Row> for Domain {
 }
 
 /// `POST /v1/accounts/{id}/domains` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDomain {
     /// The hostname.
@@ -97,7 +97,7 @@ pub struct NewDomain {
 }
 
 /// `GET /v1/accounts/{id}/domains` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DomainList {
     /// Alphabetical.
     pub domains: Vec<Domain>,
@@ -173,6 +173,21 @@ pub async fn held_by_other(
 }
 
 /// `POST /v1/accounts/{id}/domains`.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/domains",
+    tag = "domains",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    request_body = NewDomain,
+    responses(
+        (status = 201, description = "Added, `pending`: publish `txt_record`, then verify.", body = Domain),
+        (status = 403, description = "Not admin or a developer key of this account; or past the plan's `max_custom_domains`.", body = crate::error::ErrorBody),
+        (status = 404, description = "No such account.", body = crate::error::ErrorBody),
+        (status = 409, description = "Someone added the domain already.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_domain` (not a hostname, or under the relays' base domain).", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn add(
     State(state): State<AppState>,
     actor: Actor,
@@ -271,6 +286,20 @@ async fn fetch(db: &sqlx::PgPool, account_id: Uuid, domain: &str) -> ApiResult<R
 }
 
 /// `POST /v1/accounts/{id}/domains/{domain}/verify`.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{id}/domains/{domain}/verify",
+    tag = "domains",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id"), ("domain" = String, Path, description = "The hostname")),
+    responses(
+        (status = 200, description = "`verified`: relays serve it from now on.", body = Domain),
+        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+        (status = 404, description = "The account has no such domain.", body = crate::error::ErrorBody),
+        (status = 422, description = "`verification_failed`: names the record, the expected value and what was found.", body = crate::error::ErrorBody),
+        (status = 503, description = "The DNS resolver is unreachable; retry.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn verify(
     State(state): State<AppState>,
     actor: Actor,
@@ -349,6 +378,17 @@ pub async fn verify(
 }
 
 /// `GET /v1/accounts/{id}/domains`.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/domains",
+    tag = "domains",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account's domains, pending and verified.", body = DomainList),
+        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     actor: Actor,
@@ -379,6 +419,18 @@ pub async fn list(
 }
 
 /// `DELETE /v1/accounts/{id}/domains/{domain}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/{id}/domains/{domain}",
+    tag = "domains",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id"), ("domain" = String, Path, description = "The hostname")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+        (status = 404, description = "The account has no such domain.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn remove(
     State(state): State<AppState>,
     actor: Actor,

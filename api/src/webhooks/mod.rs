@@ -25,7 +25,7 @@ use sqlx::Row;
 use std::time::Duration;
 
 /// Answer to an accepted webhook.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// Event id.
     pub event_id: String,
@@ -36,6 +36,21 @@ pub struct Accepted {
 }
 
 /// `POST /v1/webhooks/provider`.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/provider",
+    tag = "webhooks",
+    params(("Stripe-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">`, with the webhook secret")),
+    request_body(
+        content = Object,
+        description = "The provider event: a JSON object with string `id` and `type`.",
+        content_type = "application/json"
+    ),
+    responses(
+        (status = 200, description = "Stored (once per event id) and its workflow started.", body = Accepted),
+        (status = 400, description = "Bad or stale signature, or not an event; nothing was written.", body = crate::error::ErrorBody),
+    )
+)]
 #[tracing::instrument(name = "provider_webhook", skip_all, fields(event_id, event_type))]
 pub async fn receive(
     State(state): State<AppState>,
