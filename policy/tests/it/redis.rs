@@ -34,7 +34,7 @@ async fn relays_share_one_counter() {
     let prefix = unique_prefix();
     let a = RedisLimiter::new(manager(&redis_url()).await, prefix.clone());
     let b = RedisLimiter::new(manager(&redis_url()).await, prefix.clone());
-    let window = Duration::from_secs(60);
+    let window = Duration::from_secs(3600);
     let mut allowed = 0;
     for i in 0..6 {
         let limiter = if i % 2 == 0 { &a } else { &b };
