@@ -67,7 +67,9 @@ pub struct RelayConfig {
     pub header_read_timeout_secs: u64,
     /// How often usage (bytes, requests, connections per endpoint) is sent to the api.
     pub usage_flush_secs: u64,
-    /// Redis for presence and the route table; empty disables (single relay).
+    /// Redis for presence, endpoint leases (forwarding between relays) and shared rate limits;
+    /// empty disables them (a single relay). May be down: the relay keeps serving and writes
+    /// everything again when it answers.
     pub redis_url: String,
     /// Prefix for every Redis key this relay writes.
     pub redis_prefix: String,

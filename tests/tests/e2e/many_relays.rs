@@ -185,6 +185,49 @@ async fn visitors_on_any_relay_reach_an_agent_on_another_and_follow_it_when_its_
         before,
         "a forged request reached the tunnel"
     );
+    // With the credential, the visitor address is trusted — on the peer link only.
+    let credential = {
+        use sha2::Digest;
+        let seed = format!("burrow-peer-link/v1:{}", stack.internal_key());
+        hex::encode(sha2::Sha256::digest(seed.as_bytes()))
+    };
+    let forwarded = |peer: &str| {
+        reqwest::Client::new()
+            .get(format!("http://{peer}/"))
+            .header("host", &host)
+            .header("x-burrow-hop", "relay-test")
+            .header("x-burrow-peer-visitor", "203.0.113.1:1234")
+            .header("x-burrow-peer-auth", &credential)
+    };
+    let seen: serde_json::Value = forwarded(&peer).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.1");
+    for name in [
+        "x-burrow-peer-auth",
+        "x-burrow-hop",
+        "x-burrow-peer-visitor",
+    ] {
+        assert!(
+            seen.get(name).is_none(),
+            "{name} reached the tunnel: {seen}"
+        );
+    }
+    let spoofed: serde_json::Value = get(&client, &a, &host)
+        .header("x-burrow-peer-visitor", "203.0.113.1:1234")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let xff = spoofed["x-forwarded-for"].as_str().unwrap_or_default();
+    assert!(
+        xff.starts_with("127.0.0.9"),
+        "a visitor chose its address: {xff:?}"
+    );
+    // A forwarded request is never forwarded again: A's peer link does not pass it on to B.
+    let a_peer = a.peer.clone().expect("relay a has a peer listener");
+    let once = forwarded(&a_peer).send().await.unwrap();
+    assert_eq!(once.status(), StatusCode::NOT_FOUND);
 
     // B dies. The agent moves to the next relay (A), and visitors on every remaining relay
     // reach it again.
