@@ -11,6 +11,7 @@ mod edge_input;
 mod https;
 mod inspector;
 mod many_relays;
+mod openapi;
 mod plans;
 mod pooling;
 mod protocols;
