@@ -91,6 +91,29 @@ async fn a_domain_is_verified_through_a_txt_record_on_a_real_dns_server() {
         .await
         .unwrap();
     assert_forbidden(status, &e, &a.id);
+    // Nothing changed: A still has its pending domain, B has none.
+    let domains_of = |account: String| {
+        let stack = &stack;
+        async move {
+            let path = format!("/v1/accounts/{account}/domains");
+            let (status, list) = stack
+                .call(Method::GET, &path, &stack.creds.admin_api_key, None)
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK, "{list}");
+            list["domains"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| format!("{} {}", d["domain"].as_str().unwrap(), d["status"]))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        domains_of(a.id.clone()).await,
+        ["app.burrow-e2e.test \"pending\""]
+    );
+    assert!(domains_of(b.id.clone()).await.is_empty());
 
     // No TXT record yet: 422 naming the record, the expected value and what was found.
     let (status, e) = stack

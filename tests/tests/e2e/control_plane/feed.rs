@@ -169,9 +169,39 @@ async fn relays_get_a_snapshot_then_every_change_within_a_second() {
     let limits: Value = serde_json::from_str(&moved.limits).unwrap();
     assert_eq!(limits["max_tcp_endpoints"], 50, "{limits}");
 
+    // A new account and a plan's limits edited in place reach the feed too.
+    let other = stack
+        .create_account(
+            "feed-new",
+            &format!("cus_{}", uuid::Uuid::new_v4().simple()),
+        )
+        .await
+        .unwrap();
+    let other_id = other["id"].as_str().unwrap().to_owned();
+    let created = next_matching(&mut feed, PROMPT, "new account", |e| match e {
+        Event::Account(a) if a.account_id == other_id => Some(a.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(created.plan, "free");
+    let db = stack.db().await.unwrap();
+    sqlx::query("UPDATE plans SET max_tcp_endpoints = 51 WHERE name = 'team'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let edited = next_matching(&mut feed, PROMPT, "edited plan limits", |e| match e {
+        Event::Account(a) if a.account_id == id => Some(a.clone()),
+        _ => None,
+    })
+    .await;
+    let limits: Value = serde_json::from_str(&edited.limits).unwrap();
+    assert_eq!(
+        (edited.plan.as_str(), &limits["max_tcp_endpoints"]),
+        ("team", &json!(51))
+    );
+
     // The api's LISTEN connection is cut: notifications may be lost while it reconnects, so
     // every stream gets a fresh snapshot, and changes flow again afterwards.
-    let db = stack.db().await.unwrap();
     let cut: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
