@@ -453,7 +453,15 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
     /// Last authenticated a request (to the minute); never, if `null`.
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The user the key belongs to, if any (see [`crate::users`]).
+    pub user_id: Option<Uuid>,
+    /// When the key was revoked; `null` while it works.
+    pub revoked_at: Option<DateTime<Utc>>,
 }
+
+/// The columns of [`ApiKey`], for `SELECT` and `RETURNING`.
+pub const API_KEY_COLUMNS: &str =
+    "id, account_id, role, description, created_at, last_used_at, user_id, revoked_at";
 
 /// `POST /v1/accounts/{id}/api-keys` (admin).
 #[utoipa::path(
@@ -488,7 +496,8 @@ pub async fn create_api_key(
             )
         })?;
         let mut tx = state.db.begin().await?;
-        let created = insert_api_key(&mut *tx, Some(account_id), role, &body.description).await?;
+        let created =
+            insert_api_key(&mut *tx, Some(account_id), None, role, &body.description).await?;
         let id = created.record.id.to_string();
         audit::commit(tx, &actor, "api_key.create", Some(&id), detail.clone()).await?;
         Ok::<_, ApiError>(created)
@@ -511,24 +520,26 @@ pub async fn create_api_key(
     }
 }
 
-/// Creates an API key.
+/// Creates an API key (of `user_id`, when given).
 pub async fn insert_api_key(
     db: impl PgExecutor<'_>,
     account_id: Option<Uuid>,
+    user_id: Option<Uuid>,
     role: Role,
     description: &str,
 ) -> ApiResult<CreatedSecret<ApiKey>> {
     let secret = token::generate("bk");
-    let record = sqlx::query_as::<_, ApiKey>(
-        "INSERT INTO api_keys (id, account_id, role, key_hash, description)
-         VALUES ($1, $2, $3, $4, $5)
-         RETURNING id, account_id, role, description, created_at, last_used_at",
-    )
+    let record = sqlx::query_as::<_, ApiKey>(&format!(
+        "INSERT INTO api_keys (id, account_id, role, key_hash, description, user_id)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING {API_KEY_COLUMNS}"
+    ))
     .bind(Uuid::new_v4())
     .bind(account_id)
     .bind(role.as_str())
     .bind(token::hash(&secret))
     .bind(description)
+    .bind(user_id)
     .fetch_one(db)
     .await
     .map_err(|e| match &e {

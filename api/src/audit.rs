@@ -42,8 +42,9 @@
 //!   action did not happen); a failed write is only logged.
 //!
 //! # Reading: `GET /v1/audit`
-//! `?actor=&action=&since=&until=&limit=&before=`, newest first. `actor` is an API key id or a
-//! role name, `action` an exact action, `since`/`until` RFC 3339 instants (`[since, until)`),
+//! `?actor=&action=&since=&until=&limit=&before=`, newest first. `actor` is an API key id, a
+//! user id or a role name, `action` an exact action, `since`/`until` RFC 3339 instants
+//! (`[since, until)`),
 //! `limit` 1 to 1000 (default 100), `before` the `next_before` of the previous page. Admin and
 //! ops read everything; finance reads finance actions (`usage.read`) and what finance keys did;
 //! developers get 403.
@@ -125,8 +126,8 @@ pub async fn record<'e>(
     let source_ip = actor.source_ip.map(|ip| ip.to_string());
     let written = sqlx::query(
         "INSERT INTO audit_log (actor_key_id, actor_role, actor_account_id, action, target,
-             source_ip, outcome, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             source_ip, outcome, detail, actor_user_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(p.key_id)
     .bind(p.role.as_str())
@@ -136,6 +137,7 @@ pub async fn record<'e>(
     .bind(&source_ip)
     .bind(outcome)
     .bind(&detail)
+    .bind(p.user_id)
     .execute(db)
     .await;
     if let Err(e) = written {
@@ -231,7 +233,7 @@ pub const MAX_LIMIT: i64 = 1000;
 /// An [`AuditQuery`] checked and resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
-    /// Only this API key.
+    /// Only this API key, or the keys of this user.
     pub actor_key_id: Option<Uuid>,
     /// Only this role.
     pub actor_role: Option<Role>,
@@ -261,8 +263,8 @@ impl AuditQuery {
                 (_, Some(role)) => (None, Some(role)),
                 _ => {
                     return Err(invalid(format!(
-                        "`actor` must be an API key id or a role (developer, ops, finance, \
-                         admin); got {a:?}"
+                        "`actor` must be an API key id, a user id or a role (developer, ops, \
+                         finance, admin); got {a:?}"
                     )));
                 }
             },
@@ -333,6 +335,8 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// API key used.
     pub actor_key_id: Option<Uuid>,
+    /// The user the key belongs to, if any.
+    pub actor_user_id: Option<Uuid>,
     /// Its role.
     pub actor_role: String,
     /// Its account.
@@ -390,10 +394,10 @@ pub async fn list(
         Err(e) => return Err(failed(&state.db, &actor, "audit.read", None, detail, e).await),
     };
     let entries = sqlx::query_as::<_, AuditEntry>(
-        "SELECT id, at, actor_key_id, actor_role, actor_account_id, action, target, source_ip,
-                outcome, detail
+        "SELECT id, at, actor_key_id, actor_user_id, actor_role, actor_account_id, action,
+                target, source_ip, outcome, detail
          FROM audit_log
-         WHERE ($1::uuid IS NULL OR actor_key_id = $1)
+         WHERE ($1::uuid IS NULL OR actor_key_id = $1 OR actor_user_id = $1)
            AND ($2::text IS NULL OR actor_role = $2)
            AND ($3::text IS NULL OR action = $3)
            AND ($4::timestamptz IS NULL OR at >= $4)

@@ -56,6 +56,8 @@ pub struct Principal {
     pub account_id: Option<Uuid>,
     /// Its role.
     pub role: Role,
+    /// The user the key belongs to (none for keys created without a user).
+    pub user_id: Option<Uuid>,
 }
 
 impl Principal {
@@ -105,22 +107,26 @@ impl FromRequestParts<AppState> for Principal {
         // once a minute per key (not a row write on every request).
         let row = sqlx::query(
             "WITH k AS (
-                 SELECT id, account_id, role, last_used_at FROM api_keys
-                 WHERE key_hash = $1 AND revoked_at IS NULL
+                 SELECT k.id, k.account_id, k.role, k.user_id, k.last_used_at FROM api_keys k
+                 LEFT JOIN users u ON u.id = k.user_id
+                 WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.disabled_at IS NULL
              ), used AS (
                  UPDATE api_keys SET last_used_at = now() FROM k
                  WHERE api_keys.id = k.id
                    AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '60 seconds')
              )
-             SELECT id, account_id, role FROM k",
+             SELECT id, account_id, role, user_id FROM k",
         )
         .bind(token::hash(key))
         .fetch_optional(&state.db)
         .await?
-        .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
+        .ok_or_else(|| {
+            ApiError::Unauthorized("unknown or revoked API key (or its user is disabled)".into())
+        })?;
         let role: String = row.get("role");
         Ok(Principal {
             key_id: row.get("id"),
+            user_id: row.get("user_id"),
             account_id: row.get("account_id"),
             role: Role::parse(&role)
                 .ok_or_else(|| ApiError::Internal(format!("stored role {role:?} is unknown")))?,
@@ -156,6 +162,8 @@ pub struct Me {
     pub account_id: Option<Uuid>,
     /// Its role.
     pub role: Role,
+    /// The user the key belongs to (`null` for keys created without a user).
+    pub user_id: Option<Uuid>,
 }
 
 /// `GET /v1/me` (any API key): the CLI finds its account with it.
@@ -171,5 +179,6 @@ pub async fn me(principal: Principal) -> axum::Json<Me> {
         key_id: principal.key_id,
         account_id: principal.account_id,
         role: principal.role,
+        user_id: principal.user_id,
     })
 }

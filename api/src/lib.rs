@@ -7,6 +7,8 @@
 //! - [`auth`]: API key principals and roles; the relays' internal key.
 //! - [`audit`]: the append-only audit log of admin, ops and finance actions; `GET /v1/audit`.
 //! - [`accounts`]: accounts, authtokens, API keys, and authtoken verification for relays.
+//! - [`users`]: users (one role each; developers belong to an account) and their API keys.
+//! - [`api_keys`]: listing and revoking API keys.
 //! - [`plans`]: plans and their limits; moving an account to another plan.
 //! - [`names`]: reserved names (labels under the base domain held by one account).
 //! - [`domains`]: custom domains and their DNS TXT verification; the `domain_events` outbox.
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -40,6 +43,7 @@ pub mod relays;
 pub mod seed;
 pub mod temporal;
 pub mod usage;
+pub mod users;
 pub mod webhooks;
 
 pub use config::ApiConfig;
@@ -193,7 +197,16 @@ pub fn router(state: AppState) -> Router {
             "/v1/accounts/{id}/authtokens",
             post(accounts::create_authtoken).get(accounts::list_authtokens),
         )
-        .route("/v1/accounts/{id}/api-keys", post(accounts::create_api_key))
+        .route(
+            "/v1/accounts/{id}/api-keys",
+            post(accounts::create_api_key).get(api_keys::list_for_account),
+        )
+        .route("/v1/api-keys", get(api_keys::list))
+        .route("/v1/api-keys/{id}", delete(api_keys::revoke))
+        .route("/v1/users", post(users::create_user).get(users::list_users))
+        .route("/v1/users/{id}", delete(users::disable_user))
+        .route("/v1/users/{id}/api-keys", post(users::create_user_api_key))
+        .route("/v1/accounts/{id}/users", get(users::list_account_users))
         .route("/v1/accounts/{id}/usage", get(usage::account_usage))
         .route("/v1/accounts/{id}/plan", put(plans::set_account_plan))
         .route("/v1/plans", get(plans::list_plans))

@@ -63,7 +63,7 @@ pub async fn seed_dev(db: &PgPool, file: &Path) -> Result<DevCredentials, ApiErr
         (&mut creds.admin_api_key, Role::Admin, None),
     ] {
         if !valid(db, "api_keys", "key_hash", field).await? {
-            *field = accounts::insert_api_key(db, account, role, "dev (seed)")
+            *field = accounts::insert_api_key(db, account, None, role, "dev (seed)")
                 .await?
                 .token;
         }

@@ -600,6 +600,7 @@ mod tests {
             key_id: Uuid::nil(),
             account_id,
             role,
+            user_id: None,
         };
         assert!(may_read_usage(&p(Role::Developer, Some(acct)), acct).is_ok());
         assert!(may_read_usage(&p(Role::Finance, None), acct).is_ok());

@@ -16,6 +16,7 @@
 //! - [`wait`]: polling a condition with a deadline (tests never sleep for a fixed time).
 //! - [`webhook`]: signing provider events like the provider does.
 //! - [`echo`]: a gRPC service with streaming calls, for tunnel tests.
+//! - [`metrics`]: reading a process's Prometheus `/metrics`.
 //! - [`jwt`]: an ES256 issuer with a served JWKS, for JWT policy tests.
 //! - [`dns`]: an authoritative DNS server whose TXT records a test sets (domain verification).
 //! - [`private_redis`]: a test's own `redis-server` it may stop and restart; reading keys.
@@ -24,6 +25,7 @@
 pub mod agent;
 pub mod dns;
 pub mod jwt;
+pub mod metrics;
 pub mod private_redis;
 pub mod procs;
 pub mod stack;

@@ -97,16 +97,7 @@ async fn bandwidth_is_shaped_at_the_plan_rate_and_follows_a_plan_change_live() {
     // relay's gauge for the account drops to 0 (unlimited) with the agent still on its session.
     let metric = format!("burrow_relay_account_bandwidth_bytes_per_second{{account=\"{id}\"}}");
     let ops = stack.relay.ops.clone();
-    let gauge = || async {
-        let text = reqwest::get(format!("http://{ops}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{metric} ")).map(str::to_owned))
-    };
+    let gauge = || burrow_e2e::metrics::value(&ops, &metric);
     assert_eq!(gauge().await.as_deref(), Some("1048576"));
     let (status, body) = stack
         .call(

@@ -37,6 +37,39 @@ async fn account(stack: &Stack, name: &str) -> (String, String) {
     (id, token)
 }
 
+/// A stack with one account whose agent serves [`echo_headers`] on a fresh name.
+struct Live {
+    stack: Stack,
+    account_id: String,
+    name: String,
+    /// `<name>.<domain>`, the Host visitors send.
+    host: String,
+    /// The relay's HTTP ingress.
+    relay: String,
+    _agent: burrow_e2e::Agent,
+}
+
+impl Live {
+    async fn start(prefix: &str) -> Live {
+        let stack = Stack::start().await.unwrap();
+        let (account_id, token) = account(&stack, prefix).await;
+        let port = echo_headers().await;
+        let name = format!(
+            "{prefix}{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let (agent, _) = stack.online_agent(port, Some(&name), &token).await.unwrap();
+        Live {
+            host: format!("{name}.{}", stack.domain),
+            relay: stack.relay.http.clone(),
+            stack,
+            account_id,
+            name,
+            _agent: agent,
+        }
+    }
+}
+
 /// `PUT`s `yaml` as the policy of `account`'s `endpoint`; returns the new version.
 async fn set_policy(stack: &Stack, account: &str, endpoint: &str, yaml: &str) -> u64 {
     let resp = stack
@@ -143,13 +176,14 @@ on_http_response:
 
 #[tokio::test]
 async fn policy_actions_apply_to_a_live_endpoint_and_updates_need_no_reconnect() {
-    let stack = Stack::start().await.unwrap();
-    let (account_id, token) = account(&stack, "policy").await;
-    let port = echo_headers().await;
-    let name = format!("pol{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let (_agent, _) = stack.online_agent(port, Some(&name), &token).await.unwrap();
-    let host = format!("{name}.{}", stack.domain);
-    let relay = stack.relay.http.clone();
+    let Live {
+        stack,
+        account_id,
+        name,
+        host,
+        relay,
+        _agent,
+    } = Live::start("pol").await;
     let before = session_ids(&stack, &name).await;
     assert_eq!(before.len(), 1, "{before:?}");
 
@@ -241,14 +275,15 @@ on_tcp_connect:
 
 #[tokio::test]
 async fn jwt_validation_checks_tokens_against_the_issuers_jwks() {
-    let stack = Stack::start().await.unwrap();
-    let (account_id, token) = account(&stack, "jwt").await;
+    let Live {
+        stack,
+        account_id,
+        name,
+        host,
+        relay,
+        _agent,
+    } = Live::start("jwt").await;
     let issuer = TestIssuer::start().await.unwrap();
-    let port = echo_headers().await;
-    let name = format!("jwt{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let (_agent, _) = stack.online_agent(port, Some(&name), &token).await.unwrap();
-    let host = format!("{name}.{}", stack.domain);
-    let relay = stack.relay.http.clone();
     let policy = format!(
         r#"
 on_http_request:
@@ -315,15 +350,8 @@ on_http_request:
     // spending any of the budget.
     for ops in [&stack.relay.ops, &second.addrs.ops] {
         burrow_e2e::wait::until("the relay holds the policy", T, || async {
-            let text = reqwest::get(format!("http://{ops}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            text.lines()
-                .any(|l| l.starts_with("burrow_relay_edge_policies ") && !l.ends_with(" 0"))
-                .then_some(())
+            let n = burrow_e2e::metrics::value(ops, "burrow_relay_edge_policies").await?;
+            (n != "0").then_some(())
         })
         .await
         .unwrap();
@@ -447,13 +475,14 @@ async fn the_agents_policy_file_is_enforced_and_a_bad_one_is_refused_with_its_li
 #[tokio::test]
 async fn webhook_signatures_and_header_keyed_limits_are_checked_at_the_edge() {
     use burrow_e2e::webhook::{signature_header, standard_headers};
-    let stack = Stack::start().await.unwrap();
-    let (account_id, token) = account(&stack, "webhooks").await;
-    let port = echo_headers().await;
-    let name = format!("wh{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let (_agent, _) = stack.online_agent(port, Some(&name), &token).await.unwrap();
-    let host = format!("{name}.{}", stack.domain);
-    let relay = stack.relay.http.clone();
+    let Live {
+        stack,
+        account_id,
+        name,
+        host,
+        relay,
+        _agent,
+    } = Live::start("wh").await;
     let stripe_secret = "whsec_stripe_e2e";
     // Standard Webhooks secrets are base64 keys.
     let standard_secret = "whsec_c3RhbmRhcmQtd2ViaG9va3MtZTJlLWtleQ==";

@@ -1,0 +1,173 @@
+//! Listing and revoking API keys (creation lives with accounts and users). Listings never carry
+//! secrets or hashes: id, role, account, user, description, when created, last used and revoked.
+//!
+//! - `GET /v1/accounts/{id}/api-keys`: admin, or a developer of the account.
+//! - `GET /v1/api-keys[?account_id=&user_id=]`: admin (platform keys included).
+//! - `DELETE /v1/api-keys/{id}`: admin, or a developer of the key's account; idempotent (a
+//!   revoked key stays revoked, its first `revoked_at` kept). Another account's key is reported
+//!   as missing. The key stops authenticating at once (every request looks it up).
+
+use crate::extract::{Json, Path, Query};
+use crate::{
+    AppState,
+    accounts::{API_KEY_COLUMNS, ApiKey},
+    audit::{self, Actor},
+    auth::Role,
+    error::{ApiError, ApiResult},
+};
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+/// A list of keys.
+#[derive(Debug, Serialize)]
+pub struct ApiKeyList {
+    /// Oldest first.
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// `GET /v1/api-keys` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyQuery {
+    /// Only keys of this account.
+    #[serde(default)]
+    pub account_id: Option<Uuid>,
+    /// Only keys of this user.
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
+}
+
+async fn select(state: &AppState, q: &KeyQuery) -> ApiResult<ApiKeyList> {
+    let api_keys = sqlx::query_as::<_, ApiKey>(&format!(
+        "SELECT {API_KEY_COLUMNS} FROM api_keys
+         WHERE ($1::uuid IS NULL OR account_id = $1) AND ($2::uuid IS NULL OR user_id = $2)
+         ORDER BY created_at, id"
+    ))
+    .bind(q.account_id)
+    .bind(q.user_id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(ApiKeyList { api_keys })
+}
+
+/// `GET /v1/api-keys` (admin).
+pub async fn list(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(query): Query<KeyQuery>,
+) -> ApiResult<Json<ApiKeyList>> {
+    let detail = json!({"account_id": query.account_id, "user_id": query.user_id});
+    let listed = async {
+        actor.principal.require(&[], "listing every API key")?;
+        let list = select(&state, &query).await?;
+        audit::record(
+            &state.db,
+            &actor,
+            "api_key.list",
+            None,
+            "ok",
+            detail.clone(),
+        )
+        .await?;
+        Ok(list)
+    }
+    .await;
+    Ok(Json(
+        audit::or_failed(&state.db, &actor, "api_key.list", None, detail, listed).await?,
+    ))
+}
+
+/// `GET /v1/accounts/{id}/api-keys` (admin, or a developer of the account).
+pub async fn list_for_account(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(account_id): Path<Uuid>,
+) -> ApiResult<Json<ApiKeyList>> {
+    let target = account_id.to_string();
+    let listed = async {
+        actor
+            .principal
+            .require_account(account_id, "listing this account's API keys")?;
+        let query = KeyQuery {
+            account_id: Some(account_id),
+            user_id: None,
+        };
+        let list = select(&state, &query).await?;
+        if actor.principal.role != Role::Developer {
+            audit::record(
+                &state.db,
+                &actor,
+                "api_key.list",
+                Some(&target),
+                "ok",
+                json!({}),
+            )
+            .await?;
+        }
+        Ok(list)
+    }
+    .await;
+    Ok(Json(
+        audit::or_failed(
+            &state.db,
+            &actor,
+            "api_key.list",
+            Some(&target),
+            json!({}),
+            listed,
+        )
+        .await?,
+    ))
+}
+
+/// `DELETE /v1/api-keys/{id}`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<ApiKey>> {
+    let target = id.to_string();
+    let revoked = async {
+        let owner: Option<Option<Uuid>> =
+            sqlx::query_scalar("SELECT account_id FROM api_keys WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&state.db)
+                .await?;
+        let p = &actor.principal;
+        match owner {
+            Some(_) if p.role == Role::Admin => {}
+            Some(Some(account)) if p.role == Role::Developer && p.account_id == Some(account) => {}
+            Some(_) if p.role != Role::Developer => {
+                return Err(ApiError::Forbidden(
+                    "revoking an API key needs an admin key or a developer key of its account"
+                        .into(),
+                ));
+            }
+            _ => return Err(ApiError::NotFound(format!("no API key {id}"))),
+        }
+        let mut tx = state.db.begin().await?;
+        let key = sqlx::query_as::<_, ApiKey>(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        audit::commit(tx, &actor, "api_key.revoke", Some(&target), json!({})).await?;
+        Ok(key)
+    }
+    .await;
+    Ok(Json(
+        audit::or_failed(
+            &state.db,
+            &actor,
+            "api_key.revoke",
+            Some(&target),
+            json!({}),
+            revoked,
+        )
+        .await?,
+    ))
+}
