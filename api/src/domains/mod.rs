@@ -511,4 +511,25 @@ mod tests {
         assert!(token.starts_with("burrow-verify-") && token.len() == 14 + 32);
         assert_ne!(token, new_token());
     }
+
+    proptest::proptest! {
+        /// Whatever is submitted, an accepted domain is already normal (normalizing it again
+        /// changes nothing), is a valid endpoint of kind `Domain`, and is never the base domain
+        /// or under it.
+        #[test]
+        fn accepted_domains_are_normal_and_outside_the_base(
+            input in "[a-zA-Z0-9.\\-_*]{0,80}",
+            base in "(burrow\\.localhost|example\\.net)",
+        ) {
+            if let Ok(d) = normalize(&input, &base) {
+                proptest::prop_assert_eq!(normalize(&d, &base).unwrap(), d.clone());
+                let under_base = d == base || d.ends_with(&format!(".{base}"));
+                proptest::prop_assert!(!under_base, "{} is under {}", d, base);
+                proptest::prop_assert!(d.len() <= 253 && d.contains('.'));
+                let (e, kind) = crate::policies::check_endpoint(&d, &base).unwrap();
+                proptest::prop_assert_eq!(e, d);
+                proptest::prop_assert_eq!(kind, crate::policies::EndpointKind::Domain);
+            }
+        }
+    }
 }

@@ -1,0 +1,108 @@
+//! Phases as a whole: on_tcp_connect, the order of rules and actions (first answer wins),
+//! on_http_response against the captured request, and the types the relay shares.
+
+use std::net::IpAddr;
+
+use http::Response;
+
+use super::actions::{Env, header, req, run, text};
+use crate::{JwksCache, Policy, parse};
+
+#[test]
+fn tcp_connect_restricts_ips_with_deny_winning() {
+    let p = parse(super::roundtrip::FULL).unwrap();
+    assert_eq!(p.on_tcp_connect("10.1.2.3".parse().unwrap()), Ok(()));
+    assert_eq!(p.on_tcp_connect("::1".parse().unwrap()), Ok(()));
+    assert_eq!(
+        p.on_tcp_connect("::ffff:10.1.2.3".parse().unwrap()),
+        Ok(()),
+        "IPv4-mapped peers match IPv4 CIDRs"
+    );
+    assert_eq!(p.on_tcp_connect("192.168.1.7".parse().unwrap()), Ok(()));
+    let denied = p.on_tcp_connect("10.9.0.1".parse().unwrap()).unwrap_err();
+    assert_eq!(denied.rule, "office only");
+    assert!(
+        denied.to_string().contains("10.9.0.1 is not allowed"),
+        "{denied}"
+    );
+    assert!(p.on_tcp_connect(IpAddr::from([8, 8, 8, 8])).is_err());
+}
+
+#[tokio::test]
+async fn first_answer_stops_evaluation() {
+    let doc = "on_http_request:
+  - actions:
+      - {type: add-headers, config: {headers: {x-a: '1'}}}
+      - {type: deny, config: {status: 401}}
+      - {type: add-headers, config: {headers: {x-b: '1'}}}
+  - actions: [{type: add-headers, config: {headers: {x-c: '1'}}}]
+";
+    let p = parse(doc).unwrap();
+    let env = Env::new();
+    let mut parts = req("GET", "/", &[]);
+    assert_eq!(
+        run(&p, &env, "::1", &mut parts, None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert!(
+        parts.headers.contains_key("x-a")
+            && !parts.headers.contains_key("x-b")
+            && !parts.headers.contains_key("x-c")
+    );
+}
+
+#[test]
+fn response_rules_match_the_captured_request_and_status() {
+    let p = parse(super::roundtrip::FULL).unwrap();
+    let facts = p.request_facts(&req("GET", "/x", &[("x-debug", "1"), ("cookie", "c")]));
+    let mut res = Response::builder()
+        .status(502)
+        .header("server", "nginx")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let replaced = p.on_http_response(&facts, &mut res).unwrap();
+    assert_eq!(
+        (replaced.status().as_u16(), text(&replaced)),
+        (503, "try again")
+    );
+    assert_eq!(header(&replaced, "x-burrow-policy"), "on_http_response[0]");
+    assert!(res.headers.get("server").is_none() && res.headers["cache-control"] == "no-store");
+    let mut ok = Response::builder()
+        .status(200)
+        .header("server", "nginx")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    assert!(p.on_http_response(&facts, &mut ok).is_none());
+    assert_eq!(ok.headers["server"], "nginx", "status_codes did not match");
+    let other = p.request_facts(&req("GET", "/x", &[]));
+    let mut res = Response::builder()
+        .status(500)
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    assert!(
+        p.on_http_response(&other, &mut res).is_none(),
+        "header condition did not match"
+    );
+}
+
+#[test]
+fn evaluation_futures_are_send_and_policy_is_shareable() {
+    fn send<T: Send>(_: &T) {}
+    fn shared<T: Send + Sync>() {}
+    shared::<Policy>();
+    shared::<JwksCache>();
+    let p = parse("{}").unwrap();
+    let env = Env::new();
+    let ctx = env.ctx("::1");
+    let mut parts = req("GET", "/", &[]);
+    send(&p.on_http_request(&mut parts, None, &ctx));
+}
