@@ -240,6 +240,7 @@ on_tcp_connect:
         config: { deny: ["127.0.0.0/8"] }
 "#;
     assert_eq!(set_policy(&stack, &account_id, &name, v2).await, 2);
+    let updated = std::time::Instant::now();
     until_status(
         &relay,
         &host,
@@ -248,6 +249,8 @@ on_tcp_connect:
         Duration::from_secs(3),
     )
     .await;
+    // The issue asks for 1 s; the test allows 3 on a loaded CI machine and reports the time.
+    eprintln!("policy update applied {:?} after the PUT answered", updated.elapsed());
     // Removing the policy opens the endpoint again.
     let removed = stack
         .api(
