@@ -32,6 +32,8 @@ pub struct RedisLimiter {
     /// `Some(t)`: Redis is failing; do not try it again before `t`.
     outage: Mutex<Option<Instant>>,
     timeout: Duration,
+    /// How long to decide locally after a failure before trying Redis again.
+    probe_interval: Duration,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -52,7 +54,14 @@ impl RedisLimiter {
             fallback: LocalLimiter::default(),
             outage: Mutex::new(None),
             timeout: REDIS_TIMEOUT,
+            probe_interval: PROBE_INTERVAL,
         }
+    }
+
+    /// Changes how often Redis is retried during an outage (normally [`PROBE_INTERVAL`]).
+    pub fn with_probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval;
+        self
     }
 
     /// Whether hits are currently decided locally because Redis failed.
@@ -116,7 +125,7 @@ impl RateLimiter for RedisLimiter {
                     .outage
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .replace(Instant::now() + PROBE_INTERVAL);
+                    .replace(Instant::now() + self.probe_interval);
                 if was.is_none() {
                     tracing::warn!(%error, prefix = %self.prefix, "Redis rate limiting failed; limiting per relay until it answers");
                 }

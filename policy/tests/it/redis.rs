@@ -1,6 +1,7 @@
 //! `RedisLimiter` against the real Redis: shared counting, and the local fallback through an
 //! outage and back.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -147,7 +148,9 @@ async fn falls_back_to_local_limits_and_returns_to_redis() {
 }
 
 #[tokio::test]
-async fn closed_port_limits_locally() {
+async fn closed_port_limits_locally_and_warns_once_per_outage() {
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let _guard = tracing::subscriber::set_default(CountWarnings(warnings.clone()));
     // Connect through a proxy, then close it for good: the limiter never sees Redis again.
     let url = redis_url();
     let proxy = Proxy::start(
@@ -161,11 +164,40 @@ async fn closed_port_limits_locally() {
     let limiter = RedisLimiter::new(
         manager(&format!("redis://{}", proxy.addr)).await,
         unique_prefix(),
-    );
+    )
+    // Try Redis on every hit, so each hit below is a failed Redis call.
+    .with_probe_interval(Duration::ZERO);
     proxy.cut();
     let decisions = hits(&limiter, "k", 4, Duration::from_secs(60)).await;
     assert_eq!(decisions, [true, true, true, false]);
     assert!(limiter.is_degraded());
+    assert_eq!(
+        warnings.load(Ordering::SeqCst),
+        1,
+        "one warning for the whole outage"
+    );
+}
+
+/// Counts WARN events from this crate.
+struct CountWarnings(Arc<AtomicUsize>);
+
+impl tracing::Subscriber for CountWarnings {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let meta = event.metadata();
+        if *meta.level() == tracing::Level::WARN && meta.target().starts_with("burrow_policy") {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// `n` sequential hits with capacity `n - 1`.
