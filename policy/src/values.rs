@@ -32,11 +32,23 @@ fn reserved(name: &HeaderName) -> bool {
     FRAMING.contains(&name.as_str()) || name.as_str().starts_with("x-burrow-")
 }
 
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4 network it maps: peers
+/// are matched in their canonical form, where mapped addresses are IPv4.
+fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
 /// `10.0.0.0/8`, `::1/128`, or a bare address.
 pub(crate) fn cidr(node: &Node, path: &str) -> Result<IpNet> {
     let text = string(node, path)?.trim();
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
+        return Ok(unmap(IpNet::from(ip)));
     }
     let net: IpNet = text.parse().map_err(|_| {
         fail(
@@ -55,7 +67,7 @@ pub(crate) fn cidr(node: &Node, path: &str) -> Result<IpNet> {
             ),
         ));
     }
-    Ok(net)
+    Ok(unmap(net))
 }
 
 /// `30s`, `1m`, `1h`: a whole number of seconds, minutes or hours, up to a day.

@@ -106,3 +106,18 @@ fn evaluation_futures_are_send_and_policy_is_shareable() {
     let mut parts = req("GET", "/", &[]);
     send(&p.on_http_request(&mut parts, None, &ctx));
 }
+
+#[test]
+fn ipv4_mapped_cidrs_are_matched_as_ipv4() {
+    let p = parse("on_tcp_connect:\n  - actions: [{type: restrict-ips, config: {allow: [\"::ffff:10.0.0.0/104\", \"::ffff:192.0.2.1\"]}}]\n").unwrap();
+    assert!(
+        p.to_json()
+            .contains(r#""allow":["10.0.0.0/8","192.0.2.1/32"]"#),
+        "{}",
+        p.to_json()
+    );
+    for peer in ["10.1.2.3", "::ffff:10.1.2.3", "192.0.2.1"] {
+        assert_eq!(p.on_tcp_connect(peer.parse().unwrap()), Ok(()), "{peer}");
+    }
+    assert!(p.on_tcp_connect("11.0.0.1".parse().unwrap()).is_err());
+}
