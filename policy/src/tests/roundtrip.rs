@@ -211,3 +211,15 @@ fn tab_indented_json_with_escapes_parses() {
         p.to_json()
     );
 }
+
+#[test]
+fn crlf_and_byte_order_mark_are_accepted_with_lines_intact() {
+    let doc = "\u{feff}on_http_request:\r\n  - actions:\r\n      - type: deny\r\n        config: {status: 200}\r\n";
+    let e = parse(doc).unwrap_err();
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("on_http_request[0].actions[0].config.status", Some(4)),
+        "{e}"
+    );
+    assert!(parse(&doc.replace("200", "404")).is_ok());
+}
