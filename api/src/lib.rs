@@ -20,6 +20,7 @@
 //! - [`console`]: the ops web page.
 //! - [`openapi`]: the OpenAPI document of the REST API, `GET /openapi.json`.
 //! - [`relays`]: relay discovery (Redis) and `RelayControl` calls.
+//! - [`redis_conn`]: the Redis connection, made late and remade after outages.
 //! - [`temporal`]: the lazily connected Temporal client.
 //! - [`seed`]: the dev account and credentials for the local stack.
 #![forbid(unsafe_code)]
@@ -38,6 +39,7 @@ pub mod names;
 pub mod openapi;
 pub mod ops;
 pub mod plans;
+pub mod redis_conn;
 pub mod policies;
 pub mod relays;
 pub mod seed;
@@ -66,8 +68,8 @@ pub struct AppState {
     pub temporal: Arc<temporal::Temporal>,
     /// Relays.
     pub relays: Arc<relays::Relays>,
-    /// Redis, when configured and reachable at start.
-    pub redis: Option<redis::aio::ConnectionManager>,
+    /// Redis (discovery, replay-all lock), connected whenever it answers.
+    pub redis: Arc<redis_conn::RedisConn>,
 }
 
 /// Why the api could not start.
@@ -119,38 +121,6 @@ fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
         _ => url.to_owned(),
-    }
-}
-
-async fn connect_redis(url: &str) -> Option<redis::aio::ConnectionManager> {
-    if url.is_empty() {
-        return None;
-    }
-    let attempt = async {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-        // redis' default reconnect schedule backs off to a minute and more between attempts
-        // (factor 100 on a 1 s base), and every command waits for it: after an outage the api
-        // would hang its Redis routes for minutes. Few short retries and timed-out commands
-        // fail fast while Redis is down (503) and reconnect on the next call once it is back.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_max_delay(500)
-            .set_connection_timeout(std::time::Duration::from_secs(1))
-            .set_response_timeout(std::time::Duration::from_secs(1));
-        tokio::time::timeout(
-            std::time::Duration::from_secs(3),
-            redis::aio::ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| e.to_string())
-    };
-    match attempt.await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::warn!(error = %e, "redis unavailable: relay discovery and replay-all lock disabled");
-            None
-        }
     }
 }
 
@@ -313,7 +283,7 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
         }
     });
     tracing::info!(addr = %grpc_addr, "RelayFeed gRPC listening");
-    let redis = connect_redis(&config.redis_url).await;
+    let redis = Arc::new(redis_conn::RedisConn::connect(&config.redis_url).await);
     let state = AppState {
         db,
         temporal: Arc::new(temporal::Temporal::new(

@@ -364,7 +364,7 @@ async fn start_replay_all(
 /// so a run only ever extends or deletes its own lock. Without Redis there is no lock (the
 /// replays themselves stay safe: each is a compare-and-set on the parked state).
 struct ReplayAllLock {
-    redis: Option<redis::aio::ConnectionManager>,
+    redis: std::sync::Arc<crate::redis_conn::RedisConn>,
     key: String,
     token: String,
 }
@@ -373,7 +373,7 @@ impl ReplayAllLock {
     const TTL_SECS: u64 = 30;
 
     async fn acquire(&self) -> bool {
-        let Some(mut redis) = self.redis.clone() else {
+        let Some(mut redis) = self.redis.get().await else {
             return true;
         };
         let got: redis::RedisResult<Option<String>> = redis::cmd("SET")
@@ -390,7 +390,7 @@ impl ReplayAllLock {
 
     /// Runs `script` (KEYS[1] = key, ARGV[1] = token, ARGV[2] = TTL) if the lock is still ours.
     async fn if_ours(&self, action: &str) {
-        let Some(mut redis) = self.redis.clone() else {
+        let Some(mut redis) = self.redis.get().await else {
             return;
         };
         let script = format!(

@@ -6,9 +6,9 @@ use burrow_proto::relay::{
     KickSessionRequest, ListSessionsRequest, ListSessionsResponse, kick_session_request::Target,
     relay_control_client::RelayControlClient,
 };
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::AsyncCommands;
 use serde::Deserialize;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tonic::service::interceptor::InterceptedService;
 
 /// Errors reaching relays.
@@ -46,7 +46,7 @@ struct Announcement {
 
 /// Finds relays and calls them.
 pub struct Relays {
-    redis: Option<ConnectionManager>,
+    redis: Arc<crate::redis_conn::RedisConn>,
     prefix: String,
     /// The internal key, sent as bearer on every `RelayControl` call.
     bearer: Option<Bearer>,
@@ -56,7 +56,7 @@ type Client = RelayControlClient<InterceptedService<tonic::transport::Channel, B
 
 impl Relays {
     /// Relays discovered through `redis` under `prefix`, called with `internal_key`.
-    pub fn new(redis: Option<ConnectionManager>, prefix: &str, internal_key: &str) -> Self {
+    pub fn new(redis: Arc<crate::redis_conn::RedisConn>, prefix: &str, internal_key: &str) -> Self {
         Self {
             redis,
             prefix: prefix.to_owned(),
@@ -65,10 +65,12 @@ impl Relays {
     }
 
     async fn discover(&self) -> Result<Vec<Announcement>, RelayError> {
-        let mut conn = self
-            .redis
-            .clone()
-            .ok_or_else(|| RelayError::Discovery("redis is not configured".into()))?;
+        let mut conn = self.redis.get().await.ok_or_else(|| {
+            RelayError::Discovery(match self.redis.configured() {
+                true => "redis is unreachable".into(),
+                false => "redis is not configured".into(),
+            })
+        })?;
         let ids: Vec<String> = conn
             .smembers(format!("{}relays", self.prefix))
             .await

@@ -446,3 +446,52 @@ async fn websockets_and_https_visitors_are_forwarded_to_the_holding_relay() {
     assert_eq!(answer.body, "proto=https");
     assert_eq!(answer.headers[SERVED_BY], "relay-b");
 }
+
+#[tokio::test]
+async fn an_api_and_a_relay_started_while_redis_is_down_join_when_it_returns() {
+    let mut redis = PrivateRedis::start().await.unwrap();
+    redis.stop().await;
+    let stack = Stack::start_with(StackOptions {
+        redis_url: Some(redis.url()),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let name = unique("early");
+    let (port, _) = echo().await;
+    let (_agent, _) = stack
+        .online_agent(port, Some(&name), &stack.creds.authtoken)
+        .await
+        .unwrap();
+    let host = format!("{name}.{}", stack.domain);
+    let served = get(&visitor(), &stack.relay, &host).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    let (status, body) = stack
+        .call(
+            reqwest::Method::GET,
+            "/v1/ops/sessions",
+            &stack.creds.ops_api_key,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.to_string().contains("redis is unreachable"), "{body}");
+
+    redis.restart().await.unwrap();
+    burrow_e2e::wait::until("the api to list the session", T, || async {
+        let (status, body) = stack
+            .call(
+                reqwest::Method::GET,
+                "/v1/ops/sessions",
+                &stack.creds.ops_api_key,
+                None,
+            )
+            .await
+            .ok()?;
+        (status == StatusCode::OK && body.to_string().contains(&name)).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(lease(&stack, &name).await.as_deref(), Some("relay-local"));
+}
