@@ -45,6 +45,7 @@ pub struct Account {
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     /// Display name.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Initial plan (default `free`).
     #[serde(default)]

@@ -21,14 +21,15 @@ use serde_json::json;
 use uuid::Uuid;
 
 /// A list of keys.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyList {
     /// Oldest first.
     pub api_keys: Vec<ApiKey>,
 }
 
 /// `GET /v1/api-keys` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct KeyQuery {
     /// Only keys of this account.
@@ -53,6 +54,17 @@ async fn select(state: &AppState, q: &KeyQuery) -> ApiResult<ApiKeyList> {
 }
 
 /// `GET /v1/api-keys` (admin).
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "api-keys",
+    security(("api_key" = [])),
+    params(KeyQuery),
+    responses(
+        (status = 200, description = "Keys (never secrets), platform keys included.", body = ApiKeyList),
+        (status = 403, description = "Not an admin key.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     actor: Actor,
@@ -80,6 +92,17 @@ pub async fn list(
 }
 
 /// `GET /v1/accounts/{id}/api-keys` (admin, or a developer of the account).
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/api-keys",
+    tag = "api-keys",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account's keys (never secrets).", body = ApiKeyList),
+        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list_for_account(
     State(state): State<AppState>,
     actor: Actor,
@@ -123,6 +146,18 @@ pub async fn list_for_account(
 }
 
 /// `DELETE /v1/api-keys/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    tag = "api-keys",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "API key id")),
+    responses(
+        (status = 200, description = "Revoked (its first `revoked_at` kept); it stops authenticating at once.", body = ApiKey),
+        (status = 403, description = "Not admin, or a platform key revoked by a developer.", body = crate::error::ErrorBody),
+        (status = 404, description = "No such key (or another account's).", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     actor: Actor,

@@ -220,6 +220,7 @@ pub struct AuditQuery {
     /// Exclusive end (RFC 3339).
     pub until: Option<DateTime<Utc>>,
     /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Only rows with a smaller id (the previous page's `next_before`).
     pub before: Option<i64>,

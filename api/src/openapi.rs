@@ -18,7 +18,9 @@
 //! documented here but not routed.
 
 use crate::error::ErrorBody;
-use crate::{accounts, audit, auth, domains, names, ops, plans, policies, usage, webhooks};
+use crate::{
+    accounts, api_keys, audit, auth, domains, names, ops, plans, policies, usage, users, webhooks,
+};
 use axum::response::{IntoResponse, Response};
 use utoipa::{
     Modify, OpenApi,
@@ -48,6 +50,14 @@ use utoipa::{
         accounts::list_authtokens,
         accounts::revoke_authtoken,
         accounts::create_api_key,
+        api_keys::list,
+        api_keys::list_for_account,
+        api_keys::revoke,
+        users::create_user,
+        users::list_users,
+        users::list_account_users,
+        users::disable_user,
+        users::create_user_api_key,
         accounts::verify_authtoken,
         accounts::authtoken_status,
         auth::me,
@@ -74,7 +84,7 @@ use utoipa::{
         webhooks::receive,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&SecuritySchemes, &CommonErrors),
+    modifiers(&SecuritySchemes, &OptionalBodies, &CommonErrors),
     tags(
         (name = "accounts", description = "Accounts (admin creates; developers read their own)."),
         (name = "authtokens", description = "Authtokens agents connect with (`bt_...`); the secret is shown once."),
@@ -132,6 +142,58 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// An optional JSON body (`body: Option<Json<T>>`) may be left out, but when sent it must be
+/// a `T`: utoipa writes `Option<T>` as "`T` or `null`" (and a `null` body is a 400), so the
+/// schema becomes `T` and the body stays not required.
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            Required, Type,
+            schema::{Schema, SchemaType},
+        };
+        let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+        for op in operations(doc) {
+            let Some(body) = op.request_body.as_mut() else {
+                continue;
+            };
+            if body.required == Some(Required::True) {
+                continue;
+            }
+            for content in body.content.values_mut() {
+                let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else {
+                    continue;
+                };
+                let not_null: Vec<_> = one_of
+                    .items
+                    .iter()
+                    .filter(|s| !is_null(s))
+                    .cloned()
+                    .collect();
+                if let [only] = not_null.as_slice() {
+                    content.schema = Some(only.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Every operation of the document.
+fn operations(doc: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    doc.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
 /// Adds the errors every operation of a kind can answer (see the module docs) where the
 /// handler did not list them itself.
 struct CommonErrors;
@@ -158,49 +220,38 @@ impl CommonErrors {
 
 impl Modify for CommonErrors {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        for item in doc.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
-                if secured {
-                    Self::add(
-                        op,
-                        "401",
-                        "`unauthorized`: no key, or an unknown or revoked one.",
-                    );
-                }
-                let reads_input = op.request_body.is_some()
-                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
-                if reads_input {
-                    Self::add(
-                        op,
-                        "400",
-                        "`invalid_path`, `invalid_query` or `invalid_json` (the message names \
-                         the field), or a code of this operation.",
-                    );
-                }
-                if op.request_body.is_some() {
-                    Self::add(
-                        op,
-                        "413",
-                        "`payload_too_large`: the body is over the api's limit.",
-                    );
-                }
-                Self::add(op, "500", "`internal`: a bug; the api logs hold the cause.");
+        for op in operations(doc) {
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            if secured {
                 Self::add(
                     op,
-                    "503",
-                    "`unavailable`: a dependency (database, Temporal, relays) is down; retry.",
+                    "401",
+                    "`unauthorized`: no key, or an unknown or revoked one.",
                 );
             }
+            let reads_input =
+                op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            if reads_input {
+                Self::add(
+                    op,
+                    "400",
+                    "`invalid_path`, `invalid_query` or `invalid_json` (the message names \
+                         the field), or a code of this operation.",
+                );
+            }
+            if op.request_body.is_some() {
+                Self::add(
+                    op,
+                    "413",
+                    "`payload_too_large`: the body is over the api's limit.",
+                );
+            }
+            Self::add(op, "500", "`internal`: a bug; the api logs hold the cause.");
+            Self::add(
+                op,
+                "503",
+                "`unavailable`: a dependency (database, Temporal, relays) is down; retry.",
+            );
         }
     }
 }
@@ -515,6 +566,23 @@ mod tests {
                     .as_object()
                     .is_some_and(|r| r.keys().any(|k| k.starts_with('2'))),
                 "{what}: no success response"
+            );
+        }
+    }
+
+    #[test]
+    fn optional_bodies_may_be_left_out_but_are_not_null() {
+        let doc = document();
+        for (path, method) in [
+            ("/v1/accounts/{id}/authtokens", "post"),
+            ("/v1/ops/dead-letters/replay-all", "post"),
+            ("/v1/users/{id}/api-keys", "post"),
+        ] {
+            let body = &doc["paths"][path][method]["requestBody"];
+            assert_ne!(body["required"], true, "{method} {path}: {body}");
+            assert!(
+                body["content"]["application/json"]["schema"]["$ref"].is_string(),
+                "{method} {path}: {body}"
             );
         }
     }

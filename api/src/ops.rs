@@ -226,6 +226,7 @@ pub struct ReplayAll {
     /// Only this kind.
     pub kind: Option<String>,
     /// Signals per second (capped by `replay_all_max_rate_per_sec`).
+    #[schema(minimum = 1)]
     pub rate_per_sec: Option<u32>,
 }
 

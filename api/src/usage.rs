@@ -417,6 +417,7 @@ fn may_read_usage(principal: &Principal, account_id: Uuid) -> Result<(), ApiErro
         (status = 200, description = "Totals per endpoint and for the account over `[since, until)`.", body = AccountUsage),
         (status = 400, description = "`invalid_query` (a bad instant, or `since` not before `until`).", body = ErrorBody),
         (status = 403, description = "Not finance, admin or a developer key of this account.", body = ErrorBody),
+        (status = 404, description = "No such account.", body = ErrorBody),
     )
 )]
 pub async fn account_usage(

@@ -30,7 +30,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 /// A user as the API shows it.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     /// Id.
     pub id: Uuid,
@@ -51,7 +51,7 @@ pub struct User {
 const USER_COLUMNS: &str = "id, account_id, email, name, role, created_at, disabled_at";
 
 /// `POST /v1/users` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// Email address (unique, case-insensitive).
@@ -98,6 +98,20 @@ impl NewUser {
 }
 
 /// `POST /v1/users`.
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    security(("api_key" = [])),
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created.", body = User),
+        (status = 400, description = "`invalid_email`, `missing_account` (a developer needs one), `unexpected_account` (staff have none), `invalid_json`.", body = crate::error::ErrorBody),
+        (status = 403, description = "A developer key creating anything but a developer of its own account; or ops/finance.", body = crate::error::ErrorBody),
+        (status = 404, description = "No such account.", body = crate::error::ErrorBody),
+        (status = 409, description = "A user with this email exists.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn create_user(
     State(state): State<AppState>,
     actor: Actor,
@@ -150,7 +164,8 @@ pub async fn create_user(
 }
 
 /// `GET /v1/users` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
     /// Only users of this account.
@@ -159,7 +174,7 @@ pub struct UserQuery {
 }
 
 /// `GET /v1/users` answer (and `GET /v1/accounts/{id}/users`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserList {
     /// Oldest first.
     pub users: Vec<User>,
@@ -177,6 +192,17 @@ async fn select_users(state: &AppState, account: Option<Uuid>) -> ApiResult<User
 }
 
 /// `GET /v1/users[?account_id=]` (admin).
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    security(("api_key" = [])),
+    params(UserQuery),
+    responses(
+        (status = 200, description = "Users, disabled ones included.", body = UserList),
+        (status = 403, description = "Not an admin key.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list_users(
     State(state): State<AppState>,
     actor: Actor,
@@ -196,6 +222,17 @@ pub async fn list_users(
 }
 
 /// `GET /v1/accounts/{id}/users` (admin, or a developer of the account).
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{id}/users",
+    tag = "users",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account's users, disabled ones included.", body = UserList),
+        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list_account_users(
     State(state): State<AppState>,
     actor: Actor,
@@ -260,6 +297,19 @@ async fn managed_user(state: &AppState, actor: &Actor, id: Uuid, what: &str) -> 
 }
 
 /// `DELETE /v1/users/{id}`: disables the user and revokes its API keys.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{id}",
+    tag = "users",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    responses(
+        (status = 200, description = "Disabled (again, if it was); its API keys revoked.", body = User),
+        (status = 403, description = "Not admin or a developer key of the user's account.", body = crate::error::ErrorBody),
+        (status = 404, description = "No such user (or another account's).", body = crate::error::ErrorBody),
+        (status = 409, description = "A user cannot disable itself.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn disable_user(
     State(state): State<AppState>,
     actor: Actor,
@@ -313,7 +363,7 @@ pub async fn disable_user(
 }
 
 /// `POST /v1/users/{id}/api-keys` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUserKey {
     /// Free text.
@@ -322,6 +372,20 @@ pub struct NewUserKey {
 }
 
 /// `POST /v1/users/{id}/api-keys`: a key with the user's role and account (admin, or the user).
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/api-keys",
+    tag = "users",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    request_body(content = Option<NewUserKey>, description = "Optional."),
+    responses(
+        (status = 201, description = "Created with the user's role and account; `token` is shown only now.", body = CreatedSecret<ApiKey>),
+        (status = 403, description = "Not admin or a key of this user.", body = crate::error::ErrorBody),
+        (status = 404, description = "No such user.", body = crate::error::ErrorBody),
+        (status = 409, description = "The user is disabled.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn create_user_api_key(
     State(state): State<AppState>,
     actor: Actor,
