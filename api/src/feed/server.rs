@@ -167,7 +167,11 @@ pub async fn serve(
         shutdown: shutdown.clone(),
     };
     let auth = move |request: Request<()>| check_key(&internal_key, &request).map(|()| request);
+    // Pings notice a relay that vanished without closing its connection (its stream task and
+    // broadcast receiver are freed) within about 25 s.
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(RelayFeedServer::with_interceptor(service, auth))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
