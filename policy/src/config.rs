@@ -9,7 +9,10 @@ use jsonwebtoken::Algorithm;
 use sha2::Digest;
 
 use crate::jwks::JwtConfig;
-use crate::model::*;
+use crate::model::{
+    Action, AddHeaders, BasicAuth, CustomResponse, Deny, RateKey, RateLimit, Redirect,
+    RemoveHeaders, RestrictIps,
+};
 use crate::read::{Fields, Result, fail, list, string, uint};
 use crate::values::{MAX_ITEMS, body, cidr, header_name, header_pairs, ranged, status, window};
 use crate::webhook::{Scheme, WebhookConfig};
@@ -78,12 +81,12 @@ pub(crate) fn action(
                 Some((n, p)) => header_pairs(n, &p, false)?,
                 None => Vec::new(),
             };
-            CustomResponse {
+            // `status` is required (checked above), so the default is never used.
+            Action::CustomResponse(CustomResponse {
                 status: status(&f, "status", 200)?.unwrap_or(200),
                 body: body(&f)?,
                 headers,
-            }
-            .into()
+            })
         }
         "redirect" => Action::Redirect(redirect(need()?)?),
         _ => {
@@ -94,12 +97,6 @@ pub(crate) fn action(
             ));
         }
     })
-}
-
-impl From<CustomResponse> for Action {
-    fn from(c: CustomResponse) -> Self {
-        Action::CustomResponse(c)
-    }
 }
 
 fn restrict_ips((node, path): (&Node, &str)) -> Result<RestrictIps> {
