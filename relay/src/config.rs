@@ -25,6 +25,10 @@ pub struct RelayConfig {
     /// private network). Announced in Redis as `peer_url`. Empty disables it: this relay then
     /// still forwards to others, but nobody forwards to it.
     pub peer_listen: String,
+    /// URL other relays reach `peer_listen` at (`http://10.0.0.5:7445`); empty announces
+    /// `http://<the address peer_listen bound>`, which is wrong for a wildcard bind
+    /// (`0.0.0.0`).
+    pub peer_url: String,
     /// Base domain: endpoint `demo` is served at `demo.<domain>`.
     pub domain: String,
     /// Port printed in public URLs; 0 means the port `http_listen` bound.
@@ -91,6 +95,7 @@ impl Default for RelayConfig {
             control_listen: "127.0.0.1:7090".into(),
             ops_listen: "127.0.0.1:7082".into(),
             peer_listen: "127.0.0.1:7445".into(),
+            peer_url: String::new(),
             domain: "burrow.localhost".into(),
             public_http_port: 0,
             public_https_port: 0,
@@ -156,6 +161,15 @@ impl Config for RelayConfig {
         if !self.peer_listen.is_empty() {
             burrow_common::config::check_socket_addr("peer_listen", &self.peer_listen)?;
         }
+        if !self.peer_url.is_empty()
+            && (!self.peer_url.starts_with("http://")
+                || self.peer_url.parse::<http::Uri>().is_err())
+        {
+            return Err(format!(
+                "`peer_url` {:?} must be http://host:port (the peer link is plain HTTP)",
+                self.peer_url
+            ));
+        }
         if self.header_read_timeout_secs == 0 {
             return Err("`header_read_timeout_secs` must be at least 1".into());
         }
@@ -180,5 +194,18 @@ mod tests {
         let cfg: RelayConfig = burrow_common::config::load_file(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(cfg.domain, "burrow.localhost");
+    }
+
+    #[test]
+    fn peer_url_must_be_plain_http() {
+        let mut cfg = RelayConfig {
+            internal_key: Secret::new("k"),
+            ..RelayConfig::default()
+        };
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.peer_url = "http://10.0.0.5:7445".into();
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.peer_url = "https://10.0.0.5:7445".into();
+        assert!(cfg.validate().unwrap_err().contains("`peer_url`"));
     }
 }

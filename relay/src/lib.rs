@@ -282,10 +282,11 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
             relay_id: config.relay_id.clone(),
             control_url: format!("http://{}", addrs.control),
             http_ingress: addrs.http.to_string(),
-            peer_url: addrs
-                .peer
-                .map(|a| format!("http://{a}"))
-                .unwrap_or_default(),
+            peer_url: match (addrs.peer, config.peer_url.as_str()) {
+                (None, _) => String::new(),
+                (Some(a), "") => format!("http://{a}"),
+                (Some(_), url) => url.to_owned(),
+            },
         },
     );
     let edge = Arc::new(edge::EdgeState::default());
