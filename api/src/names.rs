@@ -40,6 +40,7 @@ pub struct ReservedName {
 #[serde(deny_unknown_fields)]
 pub struct NewName {
     /// The label to reserve.
+    #[schema(min_length = 1, max_length = 63, example = "demo")]
     pub name: String,
 }
 

@@ -588,6 +588,15 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_batch_size_is_the_enforced_one() {
+        let schemas = &document()["components"]["schemas"];
+        assert_eq!(
+            schemas["UsageBatch"]["properties"]["records"]["maxItems"],
+            usage::MAX_RECORDS
+        );
+    }
+
+    #[test]
     fn the_policy_put_documents_its_text_content_types() {
         let doc = document();
         let body = &doc["paths"]["/v1/accounts/{id}/endpoints/{endpoint}/policy"]["put"]["requestBody"]

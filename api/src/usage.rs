@@ -42,6 +42,7 @@ pub const MAX_RECORDS: usize = 10_000;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct UsageBatch {
     /// Relay that counted it.
+    #[schema(min_length = 1, max_length = 200)]
     pub relay_id: String,
     /// Idempotency key of the batch.
     pub batch_id: Uuid,
@@ -50,6 +51,7 @@ pub struct UsageBatch {
     /// End of the counting period.
     pub period_end: DateTime<Utc>,
     /// One row per (account, endpoint, proto).
+    #[schema(max_items = 10_000)]
     pub records: Vec<UsageRecord>,
 }
 
@@ -57,18 +59,25 @@ pub struct UsageBatch {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct UsageRecord {
     /// Account that held the endpoint.
+    #[schema(min_length = 1, max_length = 64)]
     pub account_id: String,
     /// Endpoint name (`demo`, `tcp:20000`).
+    #[schema(min_length = 1, max_length = 255)]
     pub endpoint: String,
     /// `http`, `tcp`, ...
+    #[schema(min_length = 1, max_length = 32)]
     pub proto: String,
     /// Bytes visitor → agent.
+    #[schema(minimum = 0)]
     pub bytes_in: i64,
     /// Bytes agent → visitor.
+    #[schema(minimum = 0)]
     pub bytes_out: i64,
     /// HTTP requests.
+    #[schema(minimum = 0)]
     pub requests: i64,
     /// Visitor connections.
+    #[schema(minimum = 0)]
     pub connections: i64,
 }
 

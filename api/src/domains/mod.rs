@@ -93,6 +93,7 @@ impl From<Row> for Domain {
 #[serde(deny_unknown_fields)]
 pub struct NewDomain {
     /// The hostname.
+    #[schema(min_length = 1, max_length = 253, example = "app.example.com")]
     pub domain: String,
 }
 
