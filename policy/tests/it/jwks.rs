@@ -283,7 +283,10 @@ async fn unreachable_jwks_answers_503_and_bad_tokens_401() {
 async fn https_jwks_urls_are_fetched_over_tls() {
     // Nothing listens on port 9: the fetch must fail connecting, not for lack of TLS support.
     let cache = JwksCache::new(reqwest::Client::new(), Duration::from_secs(300));
-    let cfg = JwtConfig { jwks_url: "https://127.0.0.1:9/jwks".into(), ..config("") };
+    let cfg = JwtConfig {
+        jwks_url: "https://127.0.0.1:9/jwks".into(),
+        ..config("")
+    };
     let token = ec_key("k1").token(claims());
     match cache.validate(&cfg, &token, at(NOW)).await {
         Err(JwtError::KeysUnavailable(why)) => assert!(!why.contains("scheme"), "{why}"),
