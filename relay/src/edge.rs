@@ -14,7 +14,10 @@ use burrow_policy::Policy;
 use burrow_proto::relay::{FeedEvent, Snapshot, feed_event::Event};
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{
+        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 /// The policy key of registry endpoint `name`: `tcp:20001` → `tcp-20001`, `tls:vault` →
@@ -74,14 +77,57 @@ struct Inner {
 }
 
 /// The edge state; see the module docs.
-#[derive(Default)]
 pub struct EdgeState {
     inner: RwLock<Inner>,
     /// Bandwidth buckets per account, their rates following the issued plans.
     pub shapers: Arc<Shapers>,
+    /// Whether the state reflects the api: set by the first snapshot (or at once without a
+    /// feed). Until then the relay refuses binds, which could otherwise take reserved names.
+    synced: AtomicBool,
+}
+
+impl Default for EdgeState {
+    /// A state for a relay without a feed: nothing issued, and nothing to wait for.
+    fn default() -> Self {
+        Self::new(false)
+    }
 }
 
 impl EdgeState {
+    /// An empty state; with `feed`, not synced until the feed's first snapshot.
+    pub fn new(feed: bool) -> Self {
+        Self {
+            inner: RwLock::default(),
+            shapers: Arc::default(),
+            synced: AtomicBool::new(!feed),
+        }
+    }
+
+    /// Whether the api's state has arrived (see the field docs).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Why `account` may no longer serve registry endpoint `name`, if so: a reserved name now
+    /// held by another account, or a custom domain no longer verified for it.
+    pub fn unentitled(&self, account: &str, name: &str) -> Option<String> {
+        let bare = name.strip_prefix("tls:").unwrap_or(name);
+        if name.starts_with("tcp:") {
+            return None;
+        }
+        let inner = self.read();
+        if bare.contains('.') {
+            (inner.domains.get(bare).map(String::as_str) != Some(account))
+                .then(|| format!("the custom domain {bare} is no longer verified for this account"))
+        } else {
+            inner
+                .names
+                .get(bare)
+                .filter(|holder| *holder != account)
+                .map(|_| format!("the name {bare:?} is now reserved by another account"))
+        }
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -134,6 +180,15 @@ impl EdgeState {
             Some(Event::Snapshot(s)) => self.replace(s),
             Some(Event::Policy(p)) => {
                 let key = (p.account_id.clone(), p.endpoint.clone());
+                // A change older than what a later snapshot delivered is stale.
+                if self
+                    .read()
+                    .policies
+                    .get(&key)
+                    .is_some_and(|held| held.version > p.version)
+                {
+                    return;
+                }
                 let compiled = compile(&p);
                 let mut inner = self.write();
                 match compiled {
@@ -209,6 +264,7 @@ impl EdgeState {
         next.agent_policies = std::mem::take(&mut inner.agent_policies);
         *inner = next;
         metrics::gauge!("burrow_relay_edge_policies").set(inner.policies.len() as f64);
+        self.synced.store(true, Ordering::Release);
     }
 }
 
@@ -270,6 +326,18 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_with_a_feed_is_synced_by_its_first_snapshot() {
+        let edge = EdgeState::new(true);
+        assert!(!edge.is_synced());
+        edge.apply(ev(Event::Snapshot(Snapshot::default())));
+        assert!(edge.is_synced());
+        assert!(
+            EdgeState::default().is_synced(),
+            "no feed, nothing to wait for"
+        );
+    }
+
+    #[test]
     fn snapshot_then_changes_then_a_new_snapshot() {
         let edge = EdgeState::default();
         edge.apply(ev(Event::Snapshot(Snapshot {
@@ -307,8 +375,32 @@ mod tests {
         })));
         assert_eq!(edge.name_holder("demo"), None);
 
+        // A change older than the policy held is ignored.
+        edge.apply(ev(Event::Policy(policy("a", "demo", 3, DENY))));
+        edge.apply(ev(Event::Policy(policy("a", "demo", 2, ""))));
+        assert_eq!(edge.policies("a", "demo").api.unwrap().version, 3);
+
+        assert_eq!(edge.unentitled("a", "app.example.com"), None);
+        assert_eq!(edge.unentitled("a", "tls:app.example.com"), None);
+        assert!(edge.unentitled("b", "app.example.com").is_some());
+        edge.apply(ev(Event::Name(NameClaim {
+            name: "shop".into(),
+            account_id: "b".into(),
+        })));
+        assert!(
+            edge.unentitled("a", "shop")
+                .unwrap()
+                .contains("reserved by another")
+        );
+        assert_eq!(edge.unentitled("b", "tls:shop"), None);
+        assert_eq!(edge.unentitled("a", "random"), None);
+
         edge.apply(ev(Event::Snapshot(Snapshot::default())));
         assert_eq!(edge.domain_holder("app.example.com"), None);
+        assert!(
+            edge.unentitled("a", "app.example.com").is_some(),
+            "removed domain"
+        );
         assert!(
             edge.policies("a", "tcp:20001").agent.is_some(),
             "a snapshot keeps agents' own policies"

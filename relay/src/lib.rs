@@ -289,7 +289,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
             },
         },
     );
-    let edge = Arc::new(edge::EdgeState::default());
+    let edge = Arc::new(edge::EdgeState::new(!config.feed_url.is_empty()));
     let relay = Arc::new(Relay {
         registry: registry::Registry::new(Duration::from_secs(config.offline_grace_secs)),
         verifier: auth::Verifier::new(
@@ -376,7 +376,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
     tasks.spawn(auth::recheck_sessions(relay.clone(), shutdown.clone()));
     if !relay.config.feed_url.is_empty() {
         tasks.spawn(feed::follow(
-            relay.edge.clone(),
+            relay.clone(),
             relay.config.feed_url.clone(),
             relay.config.internal_key.clone(),
             relay.config.relay_id.clone(),
@@ -413,9 +413,12 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         tasks.spawn(async move {
             let ready: burrow_common::ops::ReadinessCheck = Arc::new(move || {
                 let draining = ready_relay.drain.is_draining();
+                let synced = ready_relay.edge.is_synced();
                 Box::pin(async move {
                     if draining {
                         Err("draining for shutdown".to_owned())
+                    } else if !synced {
+                        Err("waiting for the api's relay feed (reservations, policies)".to_owned())
                     } else {
                         Ok(())
                     }

@@ -129,6 +129,13 @@ async fn handle(
         conn.abort();
         return Err(e.into());
     }
+    // Only a bind that happened replaces an endpoint's agent policy (a refused Hello must not
+    // touch the live one).
+    for (endpoint, policy) in info.endpoints.iter().zip(welcome.policies) {
+        relay
+            .edge
+            .set_agent_policy(&info.account_id, &endpoint.name, policy);
+    }
     relay.presence.bound(&info.endpoints).await;
     let result = match announce_bound(&mut control, &info.endpoints).await {
         Ok(()) => {
@@ -158,6 +165,12 @@ async fn handle(
     }
     conn.abort();
     let released = relay.registry.unbind(&session_id);
+    // Endpoints no session serves any more drop the policy their agent sent.
+    for endpoint in &released {
+        relay
+            .edge
+            .set_agent_policy(&info.account_id, &endpoint.name, None);
+    }
     relay.presence.unbound(&released).await;
     tracing::info!(%session_id, "agent session closed");
     result
@@ -247,6 +260,8 @@ struct Admission {
     account_id: String,
     authtoken_id: String,
     endpoints: Vec<BoundEndpoint>,
+    /// The agent's own policy per endpoint (same order), applied once the bind succeeded.
+    policies: Vec<Option<burrow_policy::Policy>>,
     /// Registry names bound as pools.
     pooled: Vec<String>,
 }
@@ -272,6 +287,12 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
             AuthError::Rejected(m) => (RejectCode::AuthFailed, m),
             AuthError::Unavailable(m) => (RejectCode::Unavailable, m),
         })?;
+    if !relay.edge.is_synced() {
+        return Err((
+            RejectCode::Unavailable,
+            "this relay has not yet received the api's reservations and policies; retrying".into(),
+        ));
+    }
     let mut principal = principal;
     // The plan the feed issued last is fresher than the authtoken cache's copy.
     if let Some((plan, limits)) = relay.edge.plan(&principal.account_id) {
@@ -327,9 +348,6 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
         policies.push(policy);
         endpoints.push(endpoint);
     }
-    for (endpoint, policy) in endpoints.iter().zip(policies) {
-        relay.edge.set_agent_policy(account, &endpoint.name, policy);
-    }
     let names: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
     relay
         .registry
@@ -344,6 +362,7 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
         account_id: principal.account_id,
         authtoken_id: principal.authtoken_id,
         endpoints,
+        policies,
         pooled,
     })
 }

@@ -1,5 +1,6 @@
 //! What the api issues through the feed, enforced by the relay at bind and on live sessions:
-//! reserved names (another account's bind is refused), custom domains (only once verified for
+//! reserved names (another account's bind is refused, and its live session closed when the
+//! name is reserved under it), custom domains (only once verified for
 //! the account, then served by host), and bandwidth shaped at the plan's rate, following a
 //! plan change without a reconnect.
 
@@ -60,6 +61,39 @@ async fn a_reserved_name_binds_only_for_its_account() {
         .agent_with(&["http", &port, "--name", &name], &a_token)
         .unwrap();
     holder.wait_line("Forwarding", T).await.unwrap();
+
+    // A name another account is serving when it gets reserved: that session is closed, and
+    // its agent is told why.
+    let taken = format!("late{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut serving = stack
+        .agent_with(&["http", &port, "--name", &taken], &b_token)
+        .unwrap();
+    serving.wait_line("Forwarding", T).await.unwrap();
+    // free allows one reserved name; the holder moves to pro for a second.
+    let (status, body) = stack
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{a}/plan"),
+            &stack.creds.admin_api_key,
+            Some(json!({"plan": "pro"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/accounts/{a}/reserved-names"),
+            &stack.creds.admin_api_key,
+            Some(json!({"name": taken})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    serving
+        .expect_exit(1, "is now reserved by another account")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
