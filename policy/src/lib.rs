@@ -14,6 +14,20 @@
 //!
 //! The document reference (every action and its configuration) is `docs/policy.md`.
 //!
+//! # Evaluating (the relay's side)
+//! 1. A visitor connects: [`Policy::on_tcp_connect`]; `Err(Denied)` closes the connection.
+//! 2. A request head arrives: capture [`Policy::request_facts`] (before anything edits the
+//!    request); when [`Policy::request_body_limit`] is `Some(n)`, buffer up to `n` body bytes
+//!    (answer 413 past it); then [`Policy::on_http_request`] with a [`RequestContext`]
+//!    (peer, `<account>/<endpoint>` scope, a shared [`limit::RateLimiter`] and
+//!    [`JwksCache`], the clock). `Respond(res)` is sent as is; `Continue` forwards the request
+//!    with the headers the policy set or removed.
+//! 3. The service answers: [`Policy::on_http_response`] with the captured facts edits the
+//!    response head in place, or returns a replacement response.
+//!
+//! Everything that can be compiled is compiled by [`parse`]; evaluation allocates little
+//! (see `docs/BENCHMARKS.md`: about 1 µs per request for a four-action policy).
+//!
 //! # Layout
 //! - [`parse`] and [`Policy`]: the entry points; `Policy` holds the compiled document.
 //! - `yaml`: the submitted text as a tree of nodes that know their line (YAML and JSON).
