@@ -11,7 +11,7 @@ mod local;
 mod redis;
 
 pub use local::LocalLimiter;
-pub use redis::RedisLimiter;
+pub use redis::{PROBE_INTERVAL, REDIS_TIMEOUT, RedisLimiter};
 
 /// The answer to one hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
