@@ -121,3 +121,27 @@ fn ipv4_mapped_cidrs_are_matched_as_ipv4() {
     }
     assert!(p.on_tcp_connect("11.0.0.1".parse().unwrap()).is_err());
 }
+
+#[tokio::test]
+async fn later_rules_match_on_headers_earlier_rules_set() {
+    let doc = "on_http_request:
+  - actions: [{type: add-headers, config: {headers: {x-tier: free}}}]
+  - match: {headers: {x-tier: free}}
+    actions: [{type: deny, config: {status: 402}}]
+";
+    let p = parse(doc).unwrap();
+    let env = Env::new();
+    let r = run(
+        &p,
+        &env,
+        "::1",
+        &mut req("GET", "/", &[("x-tier", "gold")]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.map(|r| r.status().as_u16()),
+        Some(402),
+        "the visitor's own x-tier was replaced first"
+    );
+}
