@@ -177,7 +177,7 @@ async fn check_holder(
         ),
         EndpointKind::Domain => (
             domains::held_by_other(&mut *tx, endpoint, account_id).await?,
-            "domain was added",
+            "domain is verified",
         ),
         EndpointKind::Tcp => (false, ""),
     };

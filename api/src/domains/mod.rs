@@ -158,14 +158,15 @@ fn new_token() -> String {
     format!("burrow-verify-{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
-/// Whether an account other than `account_id` added `domain` (pending or verified).
+/// Whether an account other than `account_id` holds `domain` verified.
 pub async fn held_by_other(
     db: impl sqlx::PgExecutor<'_>,
     domain: &str,
     account_id: Uuid,
 ) -> ApiResult<bool> {
     Ok(sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM custom_domains WHERE domain = $1 AND account_id <> $2)",
+        "SELECT EXISTS (SELECT 1 FROM custom_domains
+                        WHERE domain = $1 AND account_id <> $2 AND status = 'verified')",
     )
     .bind(domain)
     .bind(account_id)
@@ -204,19 +205,20 @@ pub async fn add(
         let domain = normalize(&body.domain, &state.config.base_domain)?;
         let mut tx = state.db.begin().await?;
         let (plan, limits) = plans::lock_account_plan(&mut tx, account_id).await?;
-        let holder: Option<Uuid> =
-            sqlx::query_scalar("SELECT account_id FROM custom_domains WHERE domain = $1")
+        // Other accounts' pending claims do not count: whoever proves ownership first holds
+        // the domain.
+        let claims: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT account_id, status FROM custom_domains WHERE domain = $1")
                 .bind(&domain)
-                .fetch_optional(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
-        match holder {
-            Some(a) if a == account_id => {
-                return Err(ApiError::Conflict(format!(
-                    "this account already added {domain:?}"
-                )));
-            }
-            Some(_) => return Err(taken(&domain)),
-            None => {}
+        if claims.iter().any(|(a, _)| *a == account_id) {
+            return Err(ApiError::Conflict(format!(
+                "this account already added {domain:?}"
+            )));
+        }
+        if claims.iter().any(|(_, status)| status == "verified") {
+            return Err(taken(&domain));
         }
         if let Some(limit) = limits.max_custom_domains {
             let have: i64 =
@@ -265,7 +267,7 @@ pub async fn add(
 
 fn taken(domain: &str) -> ApiError {
     ApiError::Conflict(format!(
-        "the domain {domain:?} was added by another account"
+        "the domain {domain:?} is verified for another account"
     ))
 }
 
@@ -349,7 +351,12 @@ pub async fn verify(
         .bind(&domain)
         .bind(account_id)
         .fetch_optional(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| match &e {
+            // The unique index on verified domains: someone else proved it first.
+            sqlx::Error::Database(d) if d.is_unique_violation() => taken(&domain),
+            _ => e.into(),
+        })?;
         let Some(row) = row else {
             // Verified (or removed) by a concurrent call meanwhile.
             tx.rollback().await?;

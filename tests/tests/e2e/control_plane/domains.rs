@@ -62,9 +62,14 @@ async fn a_domain_is_verified_through_a_txt_record_on_a_real_dns_server() {
     let token = added["txt_record"]["value"].as_str().unwrap().to_owned();
     assert!(token.len() >= 32, "{token}");
 
-    // Anyone else adding it: 409; B's key on A's routes: 403.
+    // A pending claim blocks nobody: B adds the same domain with its own token (whoever
+    // proves ownership first holds it); adding it twice is 409. B's key on A's routes: 403.
     let path_b = format!("/v1/accounts/{}/domains", b.id);
     set_plan(&stack, &b.id, "pro").await;
+    let (status, b_claim) = add(&b.key, &path_b, "app.burrow-e2e.test").await;
+    assert_eq!(status, StatusCode::CREATED, "{b_claim}");
+    let b_token = b_claim["txt_record"]["value"].as_str().unwrap().to_owned();
+    assert_ne!(b_token, token);
     let (status, e) = add(&b.key, &path_b, "app.burrow-e2e.test").await;
     assert_eq!(status, StatusCode::CONFLICT, "{e}");
     assert!(!e.to_string().contains(&a.id), "{e}");
@@ -113,7 +118,10 @@ async fn a_domain_is_verified_through_a_txt_record_on_a_real_dns_server() {
         domains_of(a.id.clone()).await,
         ["app.burrow-e2e.test \"pending\""]
     );
-    assert!(domains_of(b.id.clone()).await.is_empty());
+    assert_eq!(
+        domains_of(b.id.clone()).await,
+        ["app.burrow-e2e.test \"pending\""]
+    );
 
     // No TXT record yet: 422 naming the record, the expected value and what was found.
     let (status, e) = stack
@@ -184,6 +192,36 @@ async fn a_domain_is_verified_through_a_txt_record_on_a_real_dns_server() {
     .await
     .unwrap();
     assert_eq!(events, [("domain.verified".to_owned(), a.id.clone())]);
+
+    // B publishes its own token too, but A proved it first: B's verification is a 409 and
+    // nobody else can add it any more.
+    dns.set_txt(
+        "_burrow-challenge.app.burrow-e2e.test",
+        &[token.as_str(), b_token.as_str()],
+    )
+    .await
+    .unwrap();
+    let (status, e) = stack
+        .call(
+            Method::POST,
+            &format!("{path_b}/app.burrow-e2e.test/verify"),
+            &b.key,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("verified for another account")
+    );
+    let c = tenant(&stack, "domains-c").await;
+    set_plan(&stack, &c.id, "pro").await;
+    let path_c = format!("/v1/accounts/{}/domains", c.id);
+    let (status, e) = add(&c.key, &path_c, "app.burrow-e2e.test").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
 
     // Verifying again is a no-op answer.
     let (status, again) = stack
