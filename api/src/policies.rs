@@ -158,7 +158,22 @@ fn parse_document(headers: &HeaderMap, body: &[u8]) -> ApiResult<(String, serde_
         field: e.field.clone(),
         line: e.line,
     })?;
-    let document = serde_json::from_str(&policy.to_json())
+    let canonical = policy.to_json();
+    // Relays parse the canonical form, which can be longer than what was sent (bare IPs
+    // become CIDRs, flow style becomes JSON): refuse what they could not take.
+    if canonical.len() > burrow_policy::MAX_DOCUMENT_BYTES {
+        return Err(ApiError::InvalidPolicy {
+            message: format!(
+                "the document is {} bytes once normalized to JSON, over the {} bytes relays \
+                 accept; split it across endpoints or shorten its lists",
+                canonical.len(),
+                burrow_policy::MAX_DOCUMENT_BYTES
+            ),
+            field: String::new(),
+            line: None,
+        });
+    }
+    let document = serde_json::from_str(&canonical)
         .map_err(|e| ApiError::Internal(format!("policy JSON does not parse: {e}")))?;
     Ok((source.to_owned(), document))
 }
@@ -420,6 +435,31 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_too_large_once_normalized_is_refused() {
+        // 20 rules of 1000 bare IPs: about 245 KB as sent, over 256 KiB as canonical JSON
+        // (each IP becomes a quoted "/32" CIDR), which relays would refuse to parse.
+        let mut yaml = String::from("on_tcp_connect:\n");
+        for r in 0..20 {
+            let ips: Vec<String> = (0..1000)
+                .map(|i| format!("10.{r}.{}.{}", i / 250, i % 250))
+                .collect();
+            yaml.push_str(&format!(
+                "  - actions: [{{type: restrict-ips, config: {{allow: [{}]}}}}]\n",
+                ips.join(", ")
+            ));
+        }
+        assert!(yaml.len() < MAX_POLICY_BYTES, "{}", yaml.len());
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/yaml".parse().unwrap());
+        match parse_document(&headers, yaml.as_bytes()) {
+            Err(ApiError::InvalidPolicy { message, .. }) => {
+                assert!(message.contains("once normalized"), "{message}")
+            }
+            other => panic!("expected invalid_policy, got {other:?}"),
+        }
+    }
 
     #[test]
     fn endpoints_are_labels_domains_or_tcp_ports() {

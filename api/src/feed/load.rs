@@ -66,7 +66,12 @@ fn policy(row: &PgRow) -> EndpointPolicy {
         account_id: row.get::<Uuid, _>("account_id").to_string(),
         endpoint: row.get("endpoint"),
         version: row.get::<i64, _>("version").max(0) as u64,
-        document: row.get::<Option<String>, _>("document").unwrap_or_default(),
+        // Compact JSON, as `Policy::to_json` wrote it: PostgreSQL's `jsonb::text` adds spaces,
+        // which could push a document the api accepted past the size relays parse.
+        document: row
+            .get::<Option<serde_json::Value>, _>("document")
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -85,7 +90,7 @@ pub async fn snapshot(db: &PgPool) -> Result<Snapshot, sqlx::Error> {
         .execute(&mut *tx)
         .await?;
     let policies = sqlx::query(
-        "SELECT account_id, endpoint, version, document::text AS document FROM endpoint_policies
+        "SELECT account_id, endpoint, version, document FROM endpoint_policies
          ORDER BY account_id, endpoint",
     )
     .fetch_all(&mut *tx)
@@ -149,7 +154,7 @@ pub async fn events(db: &PgPool, change: Change) -> Result<Vec<FeedEvent>, sqlx:
             endpoint,
             version,
         } => sqlx::query(
-            "SELECT account_id, endpoint, version, document::text AS document
+            "SELECT account_id, endpoint, version, document
              FROM endpoint_policy_versions
              WHERE account_id = $1 AND endpoint = $2 AND version = $3",
         )
