@@ -19,6 +19,11 @@ struct Cli {
     /// (defaults to ~/.config/burrow/burrow.toml when it exists).
     #[arg(long, global = true, env = "BURROW_CONFIG")]
     config: Option<std::path::PathBuf>,
+    /// Relay agent address `host:port`, or several relays of one platform comma-separated
+    /// (tried in order; the agent moves to the next when a session is lost). Overrides
+    /// `BURROW_RELAY` and the file's `relay`.
+    #[arg(long, global = true, value_name = "HOST:PORT[,...]")]
+    relay: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -209,7 +214,14 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let file = cli.config.or_else(burrow_agent::config::default_file);
-    let cfg: AgentConfig = config::load(file.as_deref(), "BURROW_").unwrap_or_else(|e| fail(e));
+    let mut cfg: AgentConfig =
+        config::load(file.as_deref(), "BURROW_").unwrap_or_else(|e| fail(e));
+    if let Some(relay) = cli.relay {
+        cfg.relay = relay;
+        if let Err(e) = config::Config::validate(&cfg) {
+            fail(format!("--relay: {e}"));
+        }
+    }
     let specs: Vec<TunnelSpec> = endpoints(cli.command, &cfg)
         .into_iter()
         .map(|(key, e)| {
