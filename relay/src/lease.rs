@@ -1,9 +1,10 @@
 //! Endpoint leases: which relay holds which HTTP endpoint, shared through Redis so any relay
 //! can forward a visitor to the one holding it (see [`crate::peer`]).
 //!
-//! Key `<prefix>lease:<name>` = relay id, expiring after [`LEASE_TTL`]; the holder refreshes its
-//! leases every [`REFRESH_EVERY`], so a relay that dies loses them within [`LEASE_TTL`] and
-//! relays stop forwarding to it. The rules:
+//! Key `<prefix>lease:<name>` = `<relay id> <account id>` ([`value`]), expiring after
+//! [`LEASE_TTL`]; the holder refreshes its leases every [`REFRESH_EVERY`], so a relay that dies
+//! loses them within [`LEASE_TTL`] and relays stop forwarding to it. The account lets another
+//! relay refuse the name to other accounts at bind. The rules:
 //! - **bind** sets the lease unconditionally: the newest binder wins, as in the registry (an
 //!   agent that moved to another relay takes its names along while the old relay may not yet
 //!   have noticed the lost session);
@@ -20,7 +21,7 @@ use crate::redis_link::timed;
 use burrow_proto::tunnel::{BoundEndpoint, EndpointProto};
 use redis::aio::ConnectionManager;
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     sync::{Mutex, PoisonError},
     time::Duration,
 };
@@ -54,34 +55,59 @@ pub fn leased_names(endpoints: &[BoundEndpoint]) -> Vec<String> {
         .collect()
 }
 
-/// The names this relay holds leases for.
+/// The value of a lease: the holding relay and the account whose endpoint it is, so another
+/// relay can refuse that name to other accounts.
+pub fn value(relay_id: &str, account_id: &str) -> String {
+    format!("{relay_id} {account_id}")
+}
+
+/// A lease value read back: the relay id, and the account when the value names one.
+pub fn parse(value: &str) -> (&str, Option<&str>) {
+    match value.split_once(' ') {
+        Some((relay, account)) => (relay, Some(account)),
+        None => (value, None),
+    }
+}
+
+/// The names this relay holds leases for, each with its lease value.
 #[derive(Debug, Default)]
-pub struct Held(Mutex<BTreeSet<String>>);
+pub struct Held(Mutex<BTreeMap<String, String>>);
 
 impl Held {
-    /// Adds `names`.
-    pub fn hold(&self, names: &[String]) {
-        self.lock().extend(names.iter().cloned());
-    }
-
-    /// Removes `names`; returns the ones that were held.
-    pub fn release(&self, names: &[String]) -> Vec<String> {
+    /// Holds `names` with lease value `value`.
+    pub fn hold(&self, names: &[String], value: &str) {
         let mut held = self.lock();
-        names
-            .iter()
-            .filter(|n| held.remove(n.as_str()))
-            .cloned()
-            .collect()
+        for n in names {
+            held.insert(n.clone(), value.to_owned());
+        }
     }
 
-    /// Every held name.
-    pub fn names(&self) -> Vec<String> {
-        self.lock().iter().cloned().collect()
+    /// Removes `names`; returns the ones that were held, grouped by lease value.
+    pub fn release(&self, names: &[String]) -> Vec<(String, Vec<String>)> {
+        let mut held = self.lock();
+        group(
+            names
+                .iter()
+                .filter_map(|n| held.remove(n).map(|v| (n.clone(), v))),
+        )
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    /// Every held name, grouped by lease value.
+    pub fn by_value(&self) -> Vec<(String, Vec<String>)> {
+        group(self.lock().iter().map(|(n, v)| (n.clone(), v.clone())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn group(entries: impl Iterator<Item = (String, String)>) -> Vec<(String, Vec<String>)> {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in entries {
+        groups.entry(value).or_default().push(name);
+    }
+    groups.into_iter().collect()
 }
 
 /// Takes the leases of `names` for relay `id` (unconditionally: the newest binder wins).
@@ -182,15 +208,34 @@ mod tests {
     }
 
     #[test]
-    fn held_names_are_released_once() {
+    fn held_names_are_released_once_and_grouped_by_value() {
         let held = Held::default();
-        held.hold(&["a".into(), "b".into()]);
+        held.hold(&["a".into(), "b".into()], "relay-1 acct-x");
+        held.hold(&["c".into()], "relay-1 acct-y");
         // A pool member binding the same name again does not make it held twice.
-        held.hold(&["a".into()]);
-        assert_eq!(held.names(), ["a", "b"]);
-        assert_eq!(held.release(&["a".into(), "c".into()]), ["a"]);
-        assert_eq!(held.release(&["a".into()]), Vec::<String>::new());
-        assert_eq!(held.names(), ["b"]);
+        held.hold(&["a".into()], "relay-1 acct-x");
+        assert_eq!(
+            held.by_value(),
+            [
+                (
+                    "relay-1 acct-x".to_owned(),
+                    vec!["a".to_owned(), "b".to_owned()]
+                ),
+                ("relay-1 acct-y".to_owned(), vec!["c".to_owned()]),
+            ]
+        );
+        assert_eq!(
+            held.release(&["a".into(), "d".into()]),
+            [("relay-1 acct-x".to_owned(), vec!["a".to_owned()])]
+        );
+        assert!(held.release(&["a".into()]).is_empty());
+        assert_eq!(held.by_value().len(), 2);
+    }
+
+    #[test]
+    fn values_name_the_relay_and_the_account() {
+        assert_eq!(parse(&value("relay-a", "acct")), ("relay-a", Some("acct")));
+        assert_eq!(parse("relay-old"), ("relay-old", None));
     }
 
     #[test]

@@ -67,26 +67,29 @@ impl Presence {
         &self.announcement.relay_id
     }
 
-    /// Records that this relay now holds `endpoints` (leases its HTTP ones).
-    pub async fn bound(&self, endpoints: &[BoundEndpoint]) {
+    /// Records that this relay now holds `endpoints` of `account_id` (leases its HTTP ones).
+    pub async fn bound(&self, endpoints: &[BoundEndpoint], account_id: &str) {
         let names = lease::leased_names(endpoints);
-        self.held.hold(&names);
+        let value = lease::value(self.relay_id(), account_id);
+        self.held.hold(&names, &value);
         let Some(mut conn) = self.link.get().await else {
             return;
         };
-        if let Err(e) = lease::acquire(&mut conn, &self.prefix, self.relay_id(), &names).await {
+        if let Err(e) = lease::acquire(&mut conn, &self.prefix, &value, &names).await {
             tracing::warn!(error = %e, ?names, "redis: taking endpoint leases failed (retried every 5 s)");
         }
     }
 
     /// Records that this relay no longer holds `endpoints` (releases their leases).
     pub async fn unbound(&self, endpoints: &[BoundEndpoint]) {
-        let names = self.held.release(&lease::leased_names(endpoints));
+        let groups = self.held.release(&lease::leased_names(endpoints));
         let Some(mut conn) = self.link.get().await else {
             return;
         };
-        if let Err(e) = lease::release(&mut conn, &self.prefix, self.relay_id(), &names).await {
-            tracing::warn!(error = %e, ?names, "redis: releasing endpoint leases failed (they expire)");
+        for (value, names) in groups {
+            if let Err(e) = lease::release(&mut conn, &self.prefix, &value, &names).await {
+                tracing::warn!(error = %e, ?names, "redis: releasing endpoint leases failed (they expire)");
+            }
         }
     }
 
@@ -94,13 +97,7 @@ impl Presence {
     /// peer link. `None` when nobody (or this relay) holds it, or Redis cannot tell.
     pub async fn holder(&self, name: &str) -> Option<RelayAnnouncement> {
         let mut conn = self.link.get().await?;
-        let id = match lease::holder(&mut conn, &self.prefix, name).await {
-            Ok(id) => id?,
-            Err(e) => {
-                tracing::debug!(error = %e, %name, "redis: reading a lease failed");
-                return None;
-            }
-        };
+        let (id, _) = self.lease(&mut conn, name).await?;
         if id == self.announcement.relay_id {
             return None;
         }
@@ -110,6 +107,33 @@ impl Presence {
             .ok()?;
         raw.and_then(|r| serde_json::from_str::<RelayAnnouncement>(&r).ok())
             .filter(|a| !a.peer_url.is_empty())
+    }
+
+    /// The relay holding `name`'s lease and the account it serves it for, when another relay
+    /// holds it for a known account. `None` when nobody or this relay holds it, or Redis cannot
+    /// tell (binds then go ahead: only this relay's registry is checked).
+    pub async fn held_elsewhere(&self, name: &str) -> Option<(String, String)> {
+        let mut conn = self.link.get().await?;
+        let (relay_id, account) = self.lease(&mut conn, name).await?;
+        (relay_id != self.announcement.relay_id).then_some((relay_id, account?))
+    }
+
+    async fn lease(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        name: &str,
+    ) -> Option<(String, Option<String>)> {
+        match lease::holder(conn, &self.prefix, name).await {
+            Ok(value) => {
+                let value = value?;
+                let (relay, account) = lease::parse(&value);
+                Some((relay.to_owned(), account.map(str::to_owned)))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %name, "redis: reading a lease failed");
+                None
+            }
+        }
     }
 
     /// Announces the relay and refreshes its leases every few seconds until `shutdown`, then
@@ -136,9 +160,10 @@ impl Presence {
                 if let Err(e) = announced {
                     tracing::warn!(error = %e, "redis: announcing relay failed");
                 }
-                let names = self.held.names();
-                if let Err(e) = lease::refresh(&mut conn, &self.prefix, id, &names).await {
-                    tracing::warn!(error = %e, "redis: refreshing endpoint leases failed");
+                for (value, names) in self.held.by_value() {
+                    if let Err(e) = lease::refresh(&mut conn, &self.prefix, &value, &names).await {
+                        tracing::warn!(error = %e, "redis: refreshing endpoint leases failed");
+                    }
                 }
             }
             tokio::select! {
@@ -147,8 +172,9 @@ impl Presence {
             }
         }
         if let Some(mut conn) = self.link.get().await {
-            let names = self.held.names();
-            let _ = lease::release(&mut conn, &self.prefix, id, &names).await;
+            for (value, names) in self.held.by_value() {
+                let _ = lease::release(&mut conn, &self.prefix, &value, &names).await;
+            }
             let _: redis::RedisResult<()> = timed(
                 redis::pipe()
                     .del(&key)

@@ -136,7 +136,10 @@ async fn handle(
             .edge
             .set_agent_policy(&info.account_id, &endpoint.name, policy);
     }
-    relay.presence.bound(&info.endpoints).await;
+    relay
+        .presence
+        .bound(&info.endpoints, &info.account_id)
+        .await;
     let result = match announce_bound(&mut control, &info.endpoints).await {
         Ok(()) => {
             tracing::info!(%session_id, account_id = %info.account_id, endpoints = ?info.endpoints.iter().map(|e| &e.name).collect::<Vec<_>>(), "agent session up");
@@ -349,6 +352,22 @@ async fn admit(relay: &Arc<Relay>, hello: &Hello) -> Result<Admission, (RejectCo
         endpoints.push(endpoint);
     }
     let names: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
+    // Another relay serving the name for another account (its lease says so): refused, as
+    // the registry refuses it on one relay.
+    for endpoint in endpoints.iter().filter(|e| e.proto == EndpointProto::Http) {
+        if let Some((elsewhere, holder)) = relay.presence.held_elsewhere(&endpoint.name).await
+            && holder != principal.account_id
+        {
+            return Err((
+                RejectCode::NameTaken,
+                format!(
+                    "the name {:?} is already in use by another account (on relay \
+                     {elsewhere}); pick another --name",
+                    endpoint.name
+                ),
+            ));
+        }
+    }
     relay
         .registry
         .check_bindable(&principal.account_id, &names)

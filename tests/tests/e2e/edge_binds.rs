@@ -251,3 +251,39 @@ async fn a_custom_domain_binds_once_verified_and_only_for_its_account() {
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("hello-from-burrow.txt"));
 }
+
+#[tokio::test]
+async fn a_name_served_on_one_relay_is_refused_to_other_accounts_on_another() {
+    let stack = Stack::start().await.unwrap();
+    let second = stack.spawn_extra_relay("b").await.unwrap();
+    let (_, a_token) = account(&stack, "relay-holder").await;
+    let (_, b_token) = account(&stack, "relay-other").await;
+    let name = format!("xr{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let port = free_port().to_string();
+    let (_holder, _) = stack
+        .online_agent(port.parse().unwrap(), Some(&name), &a_token)
+        .await
+        .unwrap();
+    // B on the other relay: refused, naming the relay that serves it (its lease says so).
+    let mut other = stack
+        .agent_via(
+            &second.addrs.agent,
+            &["http", &port, "--name", &name],
+            &b_token,
+        )
+        .unwrap();
+    let out = other
+        .expect_exit(1, "already in use by another account (on relay")
+        .await
+        .unwrap();
+    assert!(out.contains(&name), "{out}");
+    // The same account may serve it from the other relay too (it takes the name over there).
+    let mut same = stack
+        .agent_via(
+            &second.addrs.agent,
+            &["http", &port, "--name", &name],
+            &a_token,
+        )
+        .unwrap();
+    same.wait_line("Forwarding", T).await.unwrap();
+}

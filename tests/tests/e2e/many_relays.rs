@@ -82,11 +82,13 @@ async fn until_status(
     .unwrap()
 }
 
+/// The relay holding `name`'s lease (the value is `<relay id> <account id>`).
 async fn lease(stack: &Stack, name: &str) -> Option<String> {
     let (url, prefix) = stack.redis();
     private_redis::command(url, &["GET", &format!("{prefix}lease:{name}")])
         .await
         .unwrap()
+        .map(|v| v.split(' ').next().unwrap_or_default().to_owned())
 }
 
 fn unique(prefix: &str) -> String {
