@@ -239,11 +239,26 @@ fn check_jwks_url(url: &str) -> std::result::Result<(), String> {
     let host = uri.host().unwrap_or_default();
     match uri.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
-        Some("http") if matches!(host, "localhost" | "[::1]") || host.starts_with("127.") => Ok(()),
+        Some("http") if is_loopback_host(host) => Ok(()),
         _ => Err(format!(
-            "`{url}` must be an https:// URL (http:// only for localhost)"
+            "`{url}` must be an https:// URL (http:// only for localhost, 127.0.0.0/8 or [::1])"
         )),
     }
+}
+
+/// `localhost`, or an IP address literal in 127.0.0.0/8 or `::1`. A name is never taken
+/// for an address by its look (`127.evil.example` is a name anyone can point anywhere).
+fn is_loopback_host(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    literal
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn rate_limit((node, path): (&Node, &str)) -> Result<RateLimit> {

@@ -23,6 +23,10 @@ use crate::matching::normalize_path;
 use crate::model::{Action, BasicAuth, RateKey, RateLimit, Rule, window_text};
 use crate::respond::answer;
 
+/// The 503 body when the signing keys of a `jwt-validation` cannot be fetched.
+const KEYS_UNAVAILABLE: &str =
+    "the signing keys of this endpoint's JWT issuer cannot be fetched right now";
+
 /// What an on_http_request evaluation needs besides the request.
 pub struct RequestContext<'a> {
     /// The visitor's address (IPv4-mapped IPv6 addresses are treated as IPv4).
@@ -117,6 +121,52 @@ impl Policy {
         RequestVerdict::Continue
     }
 
+    /// How much of the body of the request with head `req` the relay must buffer before
+    /// [`Policy::on_http_request`]: `Some(1 MiB)` (answer 413 beyond it) when a rule with a
+    /// `verify-webhook` action applies to this request, `None` otherwise (the body streams).
+    ///
+    /// Matchers are evaluated as [`Policy::on_http_request`] will: in order, each seeing the
+    /// headers earlier matching rules set or removed. An earlier action that answers would
+    /// end evaluation before the webhook rule; that is not foreseen, so the answer may be
+    /// `Some` for a request that never reaches the verification (buffered for nothing).
+    pub fn request_body_limit(&self, req: &request::Parts) -> Option<usize> {
+        let rules = &self.doc.on_http_request[..self.webhook_rules];
+        if rules.is_empty() {
+            return None;
+        }
+        let path = normalize_path(req.uri.path());
+        // Cloned only when a rule before the webhook rule edits headers.
+        let mut headers = std::borrow::Cow::Borrowed(&req.headers);
+        for rule in rules {
+            if rule
+                .matcher
+                .as_ref()
+                .is_some_and(|m| !m.matches(&req.method, &path, &headers, None))
+            {
+                continue;
+            }
+            for action in &rule.actions {
+                match action {
+                    Action::VerifyWebhook(_) => return Some(crate::WEBHOOK_BODY_LIMIT),
+                    Action::AddHeaders(a) => {
+                        let headers = headers.to_mut();
+                        for (k, v) in &a.headers {
+                            headers.insert(k, v.clone());
+                        }
+                    }
+                    Action::RemoveHeaders(r) => {
+                        let headers = headers.to_mut();
+                        for k in &r.headers {
+                            headers.remove(k);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+
     async fn request_action(
         &self,
         rule: &Rule,
@@ -158,11 +208,18 @@ impl Policy {
                     Some(t) => ctx.jwks.validate(cfg, t, ctx.now).await,
                 };
                 let err = result.err()?;
-                if let JwtError::KeysUnavailable(_) = err {
-                    let mut res = why(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("cannot validate the token: {err}"),
+                if let JwtError::KeysUnavailable(detail) = &err {
+                    // The detail (statuses, connect errors, addresses) is for the operator's
+                    // log only: visitors learn nothing about what the relay can reach. The
+                    // failed fetch itself was logged as a warning (once per attempt, so a
+                    // flood of requests during an outage does not flood the log).
+                    tracing::debug!(
+                        rule = %label(rule),
+                        jwks_url = %cfg.jwks_url,
+                        error = %detail,
+                        "jwt-validation: signing keys unavailable; answered 503"
                     );
+                    let mut res = why(StatusCode::SERVICE_UNAVAILABLE, KEYS_UNAVAILABLE.into());
                     res.headers_mut()
                         .insert(RETRY_AFTER, HeaderValue::from_static("10"));
                     return Some(res);

@@ -17,7 +17,8 @@
 //! # Evaluating (the relay's side)
 //! 1. A visitor connects: [`Policy::on_tcp_connect`]; `Err(Denied)` closes the connection.
 //! 2. A request head arrives: capture [`Policy::request_facts`] (before anything edits the
-//!    request); when [`Policy::request_body_limit`] is `Some(n)`, buffer up to `n` body bytes
+//!    request); when [`Policy::request_body_limit`] of the request head is `Some(n)` (a
+//!    rule that verifies webhooks applies to this request), buffer up to `n` body bytes
 //!    (answer 413 past it); then [`Policy::on_http_request`] with a [`RequestContext`]
 //!    (peer, `<account>/<endpoint>` scope, a shared [`limit::RateLimiter`] and
 //!    [`JwksCache`], the clock). `Respond(res)` is sent as is; `Continue` forwards the request
@@ -62,7 +63,8 @@ pub use jwks::JwksCache;
 pub use parse::MAX_DOCUMENT_BYTES;
 pub use respond::POLICY_HEADER;
 
-/// Body size the relay buffers (and answers 413 beyond) when a policy verifies webhooks.
+/// Body size the relay buffers (and answers 413 beyond) when a rule that verifies webhooks
+/// applies to the request (see [`Policy::request_body_limit`]).
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Why a document was refused: the field (a path such as `on_http_request[0].actions[1].config.allow`),
@@ -102,8 +104,9 @@ impl PolicyError {
 #[derive(Debug, Clone)]
 pub struct Policy {
     doc: model::Document,
-    /// `Some` when an `on_http_request` rule verifies webhooks.
-    body_limit: Option<usize>,
+    /// How many `on_http_request` rules [`Policy::request_body_limit`] looks at: up to the
+    /// last one with a `verify-webhook` action (0 when none has one).
+    webhook_rules: usize,
     /// Request headers `on_http_response` matchers read.
     response_headers: Vec<HeaderName>,
 }
@@ -120,14 +123,18 @@ impl PartialEq for Policy {
 /// actions outside the phases that allow them are refused.
 pub fn parse(text: &str) -> Result<Policy, PolicyError> {
     let doc = parse::document(text)?;
-    let verifies = doc.on_http_request.iter().any(|r| {
-        r.actions
-            .iter()
-            .any(|a| matches!(a, model::Action::VerifyWebhook(_)))
-    });
+    let webhook_rules = doc
+        .on_http_request
+        .iter()
+        .rposition(|r| {
+            r.actions
+                .iter()
+                .any(|a| matches!(a, model::Action::VerifyWebhook(_)))
+        })
+        .map_or(0, |last| last + 1);
     let response_headers = Policy::headers_for_responses(&doc.on_http_response);
     Ok(Policy {
-        body_limit: verifies.then_some(WEBHOOK_BODY_LIMIT),
+        webhook_rules,
         response_headers,
         doc,
     })
@@ -139,12 +146,6 @@ impl Policy {
     pub fn to_json(&self) -> String {
         // The model holds only strings, numbers, lists and string-keyed maps.
         serde_json::to_string(&self.doc).unwrap_or_default()
-    }
-
-    /// How much of a request body the relay must buffer before [`Policy::on_http_request`]:
-    /// `Some(1 MiB)` when a rule verifies webhook signatures (answer 413 beyond it).
-    pub fn request_body_limit(&self) -> Option<usize> {
-        self.body_limit
     }
 
     /// Whether `on_tcp_connect` has rules (the relay can skip the call otherwise).

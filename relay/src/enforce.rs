@@ -41,6 +41,7 @@ impl Enforcer {
             jwks: JwksCache::new(
                 reqwest::Client::builder()
                     .timeout(Duration::from_secs(5))
+                    .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .unwrap_or_default(),
                 JWKS_TTL,
@@ -58,9 +59,9 @@ impl Enforcer {
     }
 
     /// Runs the request phase. `Ok` carries the request to forward (its body buffered when a
-    /// policy verifies webhook signatures) and what the response phase needs (one entry per
-    /// policy, captured before any policy changed the request); `Err` the answer to send
-    /// instead.
+    /// rule that verifies webhook signatures applies to it, judged from the head as the
+    /// visitor sent it) and what the response phase needs (one entry per policy, captured
+    /// before any policy changed the request); `Err` the answer to send instead.
     pub async fn request(
         &self,
         policies: &Policies,
@@ -74,7 +75,10 @@ impl Enforcer {
         }
         let (mut parts, body) = req.into_parts();
         let facts: Vec<RequestFacts> = policies.iter().map(|p| p.request_facts(&parts)).collect();
-        let limit = policies.iter().filter_map(|p| p.request_body_limit()).max();
+        let limit = policies
+            .iter()
+            .filter_map(|p| p.request_body_limit(&parts))
+            .max();
         let (body, buffered) = match limit {
             Some(limit) => match http_body_util::Limited::new(body, limit).collect().await {
                 Ok(collected) => {

@@ -6,6 +6,14 @@
 //! load generator against the identity provider. A failed refresh keeps serving the old keys.
 //! Fetches are serialized per URL (one request in flight however many visitors wait).
 //!
+//! Memory is bounded: at most [`MAX_URLS`] URLs are cached (a new one evicts the least
+//! recently used), and a URL unused for [`IDLE_TTLS`] times `ttl` is dropped.
+//!
+//! Redirects are never followed: the URL was validated when the policy was submitted (https,
+//! or plain http to a loopback address), and a redirect could lead anywhere. Give
+//! [`JwksCache::new`] a client built with `redirect(reqwest::redirect::Policy::none())`; a
+//! 3xx answer, or keys a client reached through a redirect anyway, are refused.
+//!
 //! Signatures are checked by `jsonwebtoken` (asymmetric algorithms only: a JWKS publishes
 //! public keys, and accepting `HS*` would invite algorithm confusion); `exp` (required),
 //! `nbf`, `iss` and `aud` are checked here against the evaluation's clock with the leeway.
@@ -30,6 +38,12 @@ pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Bound on one JWKS fetch.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most URLs cached at once (normally; see [`JwksCache::with_max_urls`]).
+pub const MAX_URLS: usize = 1024;
+/// A URL unused for this many times `ttl` is dropped from the cache.
+pub const IDLE_TTLS: u32 = 4;
+/// Least time between two sweeps for idle URLs.
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Algorithms accepted when the action lists none.
 pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
@@ -83,13 +97,26 @@ struct UrlEntry {
     fetching: tokio::sync::Mutex<()>,
 }
 
+/// A cached URL and when it was last asked for.
+struct Slot {
+    entry: Arc<UrlEntry>,
+    used: Instant,
+}
+
+struct Urls {
+    slots: HashMap<String, Slot>,
+    last_sweep: Instant,
+}
+
 /// Cache of JWKS documents by URL, shared by every policy on a relay.
 pub struct JwksCache {
     http: reqwest::Client,
     ttl: Duration,
     /// Minimum time between fetches of one URL (normally [`REFETCH_INTERVAL`]).
     refetch_interval: Duration,
-    urls: Mutex<HashMap<String, Arc<UrlEntry>>>,
+    /// Most URLs kept (normally [`MAX_URLS`]).
+    max_urls: usize,
+    urls: Mutex<Urls>,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -102,13 +129,36 @@ impl std::fmt::Debug for JwksCache {
 
 impl JwksCache {
     /// A cache that fetches with `http` and keeps each key set for `ttl`.
+    ///
+    /// `http` should not follow redirects (`redirect(reqwest::redirect::Policy::none())`):
+    /// keys reached through a redirect are refused, but a following client has already sent
+    /// the request wherever the redirect pointed.
     pub fn new(http: reqwest::Client, ttl: Duration) -> Self {
         JwksCache {
             http,
             ttl,
             refetch_interval: REFETCH_INTERVAL,
-            urls: Mutex::new(HashMap::new()),
+            max_urls: MAX_URLS,
+            urls: Mutex::new(Urls {
+                slots: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
         }
+    }
+
+    /// Changes how many URLs are cached at once (normally [`MAX_URLS`]; at least 1).
+    pub fn with_max_urls(mut self, max: usize) -> Self {
+        self.max_urls = max.max(1);
+        self
+    }
+
+    /// How many URLs are cached now.
+    pub fn cached_urls(&self) -> usize {
+        self.urls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .slots
+            .len()
     }
 
     /// Changes the minimum time between two fetches of one URL (tests use zero).
@@ -168,10 +218,7 @@ impl JwksCache {
 
     /// The key set of `url`, fetched or refreshed as needed.
     async fn keys(&self, url: &str, kid: Option<&str>) -> Result<Arc<Vec<Key>>, JwtError> {
-        let entry = {
-            let mut urls = self.urls.lock().unwrap_or_else(PoisonError::into_inner);
-            urls.entry(url.to_owned()).or_default().clone()
-        };
+        let entry = self.entry(url);
         if let Some(keys) = self.fresh(&entry, kid) {
             return Ok(keys);
         }
@@ -216,6 +263,44 @@ impl JwksCache {
         }
     }
 
+    /// The entry of `url`, created when missing: marks it used, drops URLs idle for
+    /// [`IDLE_TTLS`] × `ttl` (looked for at most once per `ttl`, and per second), and evicts the least recently used URL
+    /// when the cache is full.
+    fn entry(&self, url: &str) -> Arc<UrlEntry> {
+        let now = Instant::now();
+        let mut urls = self.urls.lock().unwrap_or_else(PoisonError::into_inner);
+        if now.duration_since(urls.last_sweep) >= self.ttl.max(MIN_SWEEP_INTERVAL) {
+            urls.last_sweep = now;
+            let idle = self.ttl.saturating_mul(IDLE_TTLS);
+            urls.slots
+                .retain(|_, slot| now.duration_since(slot.used) <= idle);
+        }
+        if let Some(slot) = urls.slots.get_mut(url) {
+            slot.used = now;
+            return slot.entry.clone();
+        }
+        if urls.slots.len() >= self.max_urls {
+            // A scan, only when a new URL arrives at a full cache (each then costs a fetch).
+            let oldest = urls
+                .slots
+                .iter()
+                .min_by_key(|(_, slot)| slot.used)
+                .map(|(url, _)| url.clone());
+            if let Some(oldest) = oldest {
+                urls.slots.remove(&oldest);
+            }
+        }
+        let entry = Arc::new(UrlEntry::default());
+        urls.slots.insert(
+            url.to_owned(),
+            Slot {
+                entry: entry.clone(),
+                used: now,
+            },
+        );
+        entry
+    }
+
     /// The cached set when it is within `ttl` and knows `kid` (or no `kid` is asked for).
     fn fresh(&self, entry: &UrlEntry, kid: Option<&str>) -> Option<Arc<Vec<Key>>> {
         let snap = entry
@@ -229,14 +314,25 @@ impl JwksCache {
     }
 
     async fn fetch(&self, url: &str) -> Result<Vec<Key>, String> {
-        let mut res = self
+        let res = self
             .http
             .get(url)
             .timeout(FETCH_TIMEOUT)
             .send()
             .await
-            .and_then(reqwest::Response::error_for_status)
             .map_err(|e| e.to_string())?;
+        // A redirect could send the relay anywhere the validated URL could not (plain http,
+        // internal addresses): never follow one, and refuse keys a client followed one to.
+        if res.status().is_redirection() {
+            return Err(format!(
+                "answered {} (redirects are not followed)",
+                res.status()
+            ));
+        }
+        if reqwest::Url::parse(url).ok().as_ref() != Some(res.url()) {
+            return Err("redirected (redirects are not followed)".into());
+        }
+        let mut res = res.error_for_status().map_err(|e| e.to_string())?;
         let mut body = Vec::new();
         while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {

@@ -8,10 +8,12 @@
 //! Redis must not become the relay's single point of failure: each call is bounded by a
 //! short timeout, and when it errors or times out the hit is decided by a [`LocalLimiter`]
 //! instead (per-relay counts: less exact, still a limit). A warning is logged once per outage;
-//! during an outage Redis is tried again at most once per [`PROBE_INTERVAL`], so a dead Redis
-//! costs requests nothing, and the first answer ends the outage.
+//! during an outage Redis is tried again at most once per [`PROBE_INTERVAL`] — by one request,
+//! which claims the probe by moving the retry deadline forward before it tries, while every
+//! other request decides locally at once — so a dead Redis costs requests nothing but that
+//! one probe, and the first answer ends the outage.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
@@ -24,13 +26,19 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// How often Redis is retried while it is failing.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// `retry_at` when Redis is not failing.
+const HEALTHY: u64 = 0;
+
 /// Rate limiter backed by Redis, falling back to memory when Redis fails.
 pub struct RedisLimiter {
     conn: ConnectionManager,
     prefix: String,
     fallback: LocalLimiter,
-    /// `Some(t)`: Redis is failing; do not try it again before `t`.
-    outage: Mutex<Option<Instant>>,
+    /// [`HEALTHY`], or Redis is failing: the time (nanoseconds after `epoch`, at least 1)
+    /// before which it is not tried again.
+    retry_at: AtomicU64,
+    /// The origin of `retry_at`.
+    epoch: Instant,
     timeout: Duration,
     /// How long to decide locally after a failure before trying Redis again.
     probe_interval: Duration,
@@ -52,7 +60,8 @@ impl RedisLimiter {
             conn,
             prefix,
             fallback: LocalLimiter::default(),
-            outage: Mutex::new(None),
+            retry_at: AtomicU64::new(HEALTHY),
+            epoch: Instant::now(),
             timeout: REDIS_TIMEOUT,
             probe_interval: PROBE_INTERVAL,
         }
@@ -66,10 +75,18 @@ impl RedisLimiter {
 
     /// Whether hits are currently decided locally because Redis failed.
     pub fn is_degraded(&self) -> bool {
-        self.outage
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        self.retry_at.load(Ordering::Acquire) != HEALTHY
+    }
+
+    /// Now, as nanoseconds after `epoch`.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The `retry_at` value one probe interval after `now` (never [`HEALTHY`]).
+    fn next_probe(&self, now: u64) -> u64 {
+        let interval = u64::try_from(self.probe_interval.as_nanos()).unwrap_or(u64::MAX);
+        now.saturating_add(interval).max(1)
     }
 
     async fn redis_hit(
@@ -103,30 +120,38 @@ impl RedisLimiter {
 #[async_trait::async_trait]
 impl RateLimiter for RedisLimiter {
     async fn hit(&self, key: &str, capacity: u64, window: Duration) -> RateDecision {
-        let retry_at = *self.outage.lock().unwrap_or_else(PoisonError::into_inner);
-        if retry_at.is_some_and(|t| Instant::now() < t) {
-            return self.fallback.hit_now(key, capacity, window);
+        let retry_at = self.retry_at.load(Ordering::Acquire);
+        if retry_at != HEALTHY {
+            let now = self.now();
+            // Not yet time to probe, or another request just claimed this probe: moving the
+            // deadline forward first means one request per interval tries Redis (and waits
+            // up to the timeout), not every request arriving before the first probe fails.
+            if now < retry_at
+                || self
+                    .retry_at
+                    .compare_exchange(
+                        retry_at,
+                        self.next_probe(now),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_err()
+            {
+                return self.fallback.hit_now(key, capacity, window);
+            }
         }
         match self.redis_hit(key, capacity, window).await {
             Ok(decision) => {
-                if self
-                    .outage
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take()
-                    .is_some()
-                {
+                if self.retry_at.swap(HEALTHY, Ordering::AcqRel) != HEALTHY {
                     tracing::info!(prefix = %self.prefix, "Redis rate limiting recovered");
                 }
                 decision
             }
             Err(error) => {
                 let was = self
-                    .outage
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .replace(Instant::now() + self.probe_interval);
-                if was.is_none() {
+                    .retry_at
+                    .swap(self.next_probe(self.now()), Ordering::AcqRel);
+                if was == HEALTHY {
                     tracing::warn!(%error, prefix = %self.prefix, "Redis rate limiting failed; limiting per relay until it answers");
                 }
                 self.fallback.hit_now(key, capacity, window)

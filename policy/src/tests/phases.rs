@@ -145,3 +145,66 @@ async fn later_rules_match_on_headers_earlier_rules_set() {
         "the visitor's own x-tier was replaced first"
     );
 }
+
+#[test]
+fn bodies_are_buffered_only_when_a_webhook_rule_applies() {
+    let some = Some(crate::WEBHOOK_BODY_LIMIT);
+    let p = parse(
+        "on_http_request:
+  - match: { path_prefix: /hooks/, methods: [POST] }
+    actions: [{type: verify-webhook, config: {scheme: stripe, secret: whsec_abc}}]
+",
+    )
+    .unwrap();
+    assert_eq!(
+        p.request_body_limit(&req("POST", "/hooks/stripe", &[])),
+        some
+    );
+    assert_eq!(
+        p.request_body_limit(&req("POST", "/%68ooks/x/../stripe", &[])),
+        some,
+        "the path is normalized as on_http_request matches it"
+    );
+    assert_eq!(
+        p.request_body_limit(&req("POST", "/upload", &[])),
+        None,
+        "other paths stream"
+    );
+    assert_eq!(
+        p.request_body_limit(&req("GET", "/hooks/stripe", &[])),
+        None,
+        "other methods stream"
+    );
+
+    // Matchers see the headers earlier rules set or removed, as in on_http_request.
+    let p = parse(
+        "on_http_request:
+  - match: { path_prefix: /in/ }
+    actions: [{type: add-headers, config: {headers: {x-hook: 'yes'}}}]
+  - match: { path_prefix: /out/ }
+    actions: [{type: remove-headers, config: {headers: [x-hook]}}]
+  - match: { headers: { x-hook: 'yes' } }
+    actions: [{type: verify-webhook, config: {scheme: stripe, secret: whsec_abc}}]
+  - actions: [{type: add-headers, config: {headers: {x-late: '1'}}}]
+",
+    )
+    .unwrap();
+    assert_eq!(p.request_body_limit(&req("POST", "/in/x", &[])), some);
+    assert_eq!(
+        p.request_body_limit(&req("POST", "/x", &[("x-hook", "yes")])),
+        some
+    );
+    assert_eq!(
+        p.request_body_limit(&req("POST", "/out/x", &[("x-hook", "yes")])),
+        None
+    );
+    assert_eq!(p.request_body_limit(&req("POST", "/x", &[])), None);
+    // The head itself is never edited.
+    let head = req("POST", "/in/x", &[]);
+    p.request_body_limit(&head);
+    assert!(head.headers.is_empty());
+
+    // Without a webhook rule nothing is buffered.
+    let p = parse("on_http_request:\n  - actions: [{type: deny}]\n").unwrap();
+    assert_eq!(p.request_body_limit(&req("POST", "/hooks/x", &[])), None);
+}

@@ -87,7 +87,11 @@ fn full_example_round_trips_and_is_canonical() {
     ] {
         assert!(json.contains(expect), "{expect} not in {json}");
     }
-    assert_eq!(p.request_body_limit(), Some(crate::WEBHOOK_BODY_LIMIT));
+    let head = |method: &str, path: &str| super::actions::req(method, path, &[]);
+    let limit = Some(crate::WEBHOOK_BODY_LIMIT);
+    assert_eq!(p.request_body_limit(&head("POST", "/hooks/stripe")), limit);
+    assert_eq!(p.request_body_limit(&head("GET", "/hooks/std/x")), limit);
+    assert_eq!(p.request_body_limit(&head("POST", "/teapot")), None);
     assert!(p.has_tcp_rules() && p.has_request_rules() && p.has_response_rules());
     let debug = format!("{p:?}");
     assert!(
@@ -100,7 +104,10 @@ fn full_example_round_trips_and_is_canonical() {
 fn empty_document_is_a_valid_policy() {
     let p = parse("{}").unwrap();
     assert_eq!(p.to_json(), r#"{"version":1}"#);
-    assert_eq!(p.request_body_limit(), None);
+    assert_eq!(
+        p.request_body_limit(&super::actions::req("POST", "/", &[])),
+        None
+    );
     assert_eq!(parse("version: 1\non_http_request: []\n").unwrap(), p);
 }
 

@@ -95,6 +95,37 @@ fn jwt_errors() {
         4,
         "https://",
     );
+    // Plain http only to a loopback address literal or `localhost`, never to a name that
+    // merely looks like one.
+    for url in [
+        "http://127.evil.example/jwks",
+        "http://127.0.0.1.evil.example/jwks",
+        "http://localhost.evil.example/jwks",
+        "http://127.0.0.1@evil.example/jwks",
+        "http://127.1/jwks",
+        "http://0x7f.0.0.1/jwks",
+        "http://[::ffff:10.0.0.1]/jwks",
+        "http://10.0.0.1/jwks",
+        "http://[fe80::1]/jwks",
+    ] {
+        refused(
+            &one("jwt-validation", &format!("{{jwks_url: \"{url}\"}}")),
+            &format!("{p}.jwks_url"),
+            4,
+            "https://",
+        );
+    }
+    for url in [
+        "http://127.0.0.1:8080/jwks",
+        "http://127.9.8.7/jwks",
+        "http://[::1]:8080/jwks",
+        "http://localhost/jwks",
+        "http://LOCALHOST:1/jwks",
+        "https://10.0.0.1/jwks",
+    ] {
+        let doc = one("jwt-validation", &format!("{{jwks_url: \"{url}\"}}"));
+        assert!(crate::parse(&doc).is_ok(), "{url} refused");
+    }
     refused(
         &one("jwt-validation", "{jwks_url: \"nope\"}"),
         &format!("{p}.jwks_url"),

@@ -78,6 +78,11 @@ impl Server {
                     axum::Json(s.set.lock().unwrap().clone())
                 }),
             )
+            // A redirect to the keys above (an attacker's would point somewhere internal).
+            .route(
+                "/moved",
+                axum::routing::get(|| async { axum::response::Redirect::temporary("/jwks") }),
+            )
             .with_state(server.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/jwks", listener.local_addr().unwrap());
@@ -277,6 +282,102 @@ async fn unreachable_jwks_answers_503_and_bad_tokens_401() {
         panic!("no keys, yet passed")
     };
     assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "10");
+    // The visitor learns nothing of the fetch error (addresses, statuses, connect errors).
+    let body = std::str::from_utf8(r.body()).unwrap();
+    assert_eq!(
+        body, "the signing keys of this endpoint's JWT issuer cannot be fetched right now\n",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let k1 = ec_key("k1");
+    let (server, url) = Server::start(&[&k1]).await;
+    let moved = url.replace("/jwks", "/moved");
+    let token = k1.token(claims());
+    // The client the relay uses: never follows a redirect.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cache = JwksCache::new(client, Duration::from_secs(300));
+    match cache.validate(&config(&moved), &token, at(NOW)).await {
+        Err(JwtError::KeysUnavailable(why)) => assert!(why.contains("redirect"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.fetches(), 0, "the redirect target was not fetched");
+    // A client that follows redirects: the keys it was led to are refused all the same.
+    let cache = JwksCache::new(reqwest::Client::new(), Duration::from_secs(300));
+    match cache.validate(&config(&moved), &token, at(NOW)).await {
+        Err(JwtError::KeysUnavailable(why)) => assert!(why.contains("redirect"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        cache.validate(&config(&url), &token, at(NOW)).await,
+        Ok(()),
+        "the URL itself works"
+    );
+}
+
+#[tokio::test]
+async fn least_recently_used_urls_are_evicted() {
+    let k1 = ec_key("k1");
+    let (server, url) = Server::start(&[&k1]).await;
+    // Four URLs of one key set (the server ignores the query).
+    let urls: Vec<String> = (0..4).map(|i| format!("{url}?u={i}")).collect();
+    let cache = JwksCache::new(reqwest::Client::new(), Duration::from_secs(300)).with_max_urls(2);
+    let token = k1.token(claims());
+    let check = |i: usize| {
+        let (cache, cfg, token) = (&cache, config(&urls[i]), &token);
+        async move { cache.validate(&cfg, token, at(NOW)).await }
+    };
+    assert_eq!(check(0).await, Ok(()));
+    assert_eq!(check(1).await, Ok(()));
+    assert_eq!(check(0).await, Ok(()));
+    assert_eq!(server.fetches(), 2);
+    assert_eq!(
+        check(2).await,
+        Ok(()),
+        "evicts url 1, the least recently used"
+    );
+    assert_eq!(cache.cached_urls(), 2);
+    assert_eq!(server.fetches(), 3);
+    assert_eq!(check(0).await, Ok(()));
+    assert_eq!(server.fetches(), 3, "url 0 is still cached");
+    assert_eq!(check(1).await, Ok(()));
+    assert_eq!(
+        server.fetches(),
+        4,
+        "url 1 was evicted and is fetched again"
+    );
+    assert_eq!(cache.cached_urls(), 2);
+
+    // Many URLs (failing ones too) never grow the cache past its bound.
+    for i in 0..20 {
+        let dead = config(&format!("http://127.0.0.1:9/jwks?u={i}"));
+        let _ = cache.validate(&dead, &token, at(NOW)).await;
+        assert!(cache.cached_urls() <= 2);
+    }
+}
+
+#[tokio::test]
+async fn urls_unused_for_a_few_ttls_are_dropped() {
+    let k1 = ec_key("k1");
+    let (_server, url) = Server::start(&[&k1]).await;
+    let ttl = Duration::from_millis(100);
+    let cache = JwksCache::new(reqwest::Client::new(), ttl);
+    let token = k1.token(claims());
+    let first = config(&format!("{url}?u=1"));
+    assert_eq!(cache.validate(&first, &token, at(NOW)).await, Ok(()));
+    assert_eq!(cache.cached_urls(), 1);
+    // Past the idle limit and the sweep interval: the next lookup drops the idle URL.
+    let idle = ttl * burrow_policy::jwks::IDLE_TTLS;
+    tokio::time::sleep(idle.max(Duration::from_secs(1)) + Duration::from_millis(200)).await;
+    let second = config(&format!("{url}?u=2"));
+    assert_eq!(cache.validate(&second, &token, at(NOW)).await, Ok(()));
+    assert_eq!(cache.cached_urls(), 1, "the idle URL was dropped");
 }
 
 #[tokio::test]

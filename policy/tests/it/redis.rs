@@ -178,6 +178,109 @@ async fn closed_port_limits_locally_and_warns_once_per_outage() {
     );
 }
 
+#[tokio::test]
+async fn one_request_probes_a_failing_redis_per_interval() {
+    let host = redis_url()
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let hole = BlackHole::start(host).await;
+    let probe_interval = Duration::from_millis(300);
+    let limiter = Arc::new(
+        RedisLimiter::new(
+            manager(&format!("redis://{}", hole.addr)).await,
+            unique_prefix(),
+        )
+        .with_probe_interval(probe_interval),
+    );
+    let window = Duration::from_secs(3600);
+    assert!(limiter.hit("k", 100, window).await.allowed);
+    assert!(!limiter.is_degraded());
+
+    // Redis stops answering: the hit waits out the timeout and starts the outage.
+    hole.swallow();
+    assert!(limiter.hit("k", 100, window).await.allowed);
+    assert!(limiter.is_degraded());
+    tokio::time::sleep(probe_interval + Duration::from_millis(100)).await;
+
+    // Due for a probe, many requests at once: one of them tries Redis (and waits for the
+    // timeout), the others decide locally at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let limiter = limiter.clone();
+        tasks.spawn(async move { limiter.hit("k", 100, window).await.allowed });
+    }
+    while let Some(allowed) = tasks.join_next().await {
+        assert!(allowed.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        hole.swallowed_hits(),
+        2,
+        "the hit that started the outage and one probe reached Redis"
+    );
+}
+
+/// A TCP proxy in front of Redis that, once told to, swallows what clients send (Redis never
+/// answers: every call runs into the limiter's timeout), counting the rate-limit hits.
+struct BlackHole {
+    addr: std::net::SocketAddr,
+    swallowing: Arc<std::sync::atomic::AtomicBool>,
+    swallowed: Arc<Mutex<Vec<u8>>>,
+}
+
+impl BlackHole {
+    async fn start(upstream: String) -> BlackHole {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hole = BlackHole {
+            addr: listener.local_addr().unwrap(),
+            swallowing: Arc::default(),
+            swallowed: Arc::default(),
+        };
+        let (swallowing, swallowed) = (hole.swallowing.clone(), hole.swallowed.clone());
+        tokio::spawn(async move {
+            while let Ok((visitor, _)) = listener.accept().await {
+                let Ok(redis) = TcpStream::connect(upstream.clone()).await else {
+                    continue;
+                };
+                let (mut from_visitor, mut to_visitor) = visitor.into_split();
+                let (mut from_redis, mut to_redis) = redis.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_redis, &mut to_visitor).await;
+                });
+                let (swallowing, swallowed) = (swallowing.clone(), swallowed.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = from_visitor.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if swallowing.load(Ordering::SeqCst) {
+                            swallowed.lock().unwrap().extend_from_slice(&buf[..n]);
+                        } else if to_redis.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        hole
+    }
+
+    fn swallow(&self) {
+        self.swallowing.store(true, Ordering::SeqCst);
+    }
+
+    /// `INCR` commands sent since [`BlackHole::swallow`].
+    fn swallowed_hits(&self) -> usize {
+        let bytes = self.swallowed.lock().unwrap();
+        bytes.windows(4).filter(|w| w == b"INCR").count()
+    }
+}
+
 /// Counts WARN events from this crate.
 struct CountWarnings(Arc<AtomicUsize>);
 
