@@ -333,38 +333,27 @@ pub async fn list_authtokens(
     Path(account_id): Path<Uuid>,
 ) -> ApiResult<Json<Vec<Authtoken>>> {
     let target = account_id.to_string();
-    if let Err(e) = actor
-        .principal
-        .require_account(account_id, "listing authtokens")
-    {
-        return Err(audit::failed(
-            &state.db,
-            &actor,
-            "authtoken.list",
-            Some(&target),
-            json!({}),
-            e,
+    let read = async {
+        actor
+            .principal
+            .require_account(account_id, "listing authtokens")?;
+        Ok(sqlx::query_as::<_, Authtoken>(
+            "SELECT id, account_id, description, created_at, revoked_at, last_used_at
+             FROM authtokens WHERE account_id = $1 ORDER BY created_at",
         )
-        .await);
-    }
-    let tokens = sqlx::query_as::<_, Authtoken>(
-        "SELECT id, account_id, description, created_at, revoked_at, last_used_at FROM authtokens
-         WHERE account_id = $1 ORDER BY created_at",
+        .bind(account_id)
+        .fetch_all(&state.db)
+        .await?)
+    };
+    let tokens = audit::read(
+        &state.db,
+        &actor,
+        "authtoken.list",
+        Some(&target),
+        json!({}),
+        read,
     )
-    .bind(account_id)
-    .fetch_all(&state.db)
     .await?;
-    if actor.principal.role != Role::Developer {
-        audit::record(
-            &state.db,
-            &actor,
-            "authtoken.list",
-            Some(&target),
-            "ok",
-            json!({}),
-        )
-        .await?;
-    }
     Ok(Json(tokens))
 }
 

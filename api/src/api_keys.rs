@@ -71,24 +71,12 @@ pub async fn list(
     Query(query): Query<KeyQuery>,
 ) -> ApiResult<Json<ApiKeyList>> {
     let detail = json!({"account_id": query.account_id, "user_id": query.user_id});
-    let listed = async {
+    let read = async {
         actor.principal.require(&[], "listing every API key")?;
-        let list = select(&state, &query).await?;
-        audit::record(
-            &state.db,
-            &actor,
-            "api_key.list",
-            None,
-            "ok",
-            detail.clone(),
-        )
-        .await?;
-        Ok(list)
-    }
-    .await;
-    Ok(Json(
-        audit::or_failed(&state.db, &actor, "api_key.list", None, detail, listed).await?,
-    ))
+        select(&state, &query).await
+    };
+    let list = audit::read(&state.db, &actor, "api_key.list", None, detail, read).await?;
+    Ok(Json(list))
 }
 
 /// `GET /v1/accounts/{id}/api-keys` (admin, or a developer of the account).
@@ -109,7 +97,7 @@ pub async fn list_for_account(
     Path(account_id): Path<Uuid>,
 ) -> ApiResult<Json<ApiKeyList>> {
     let target = account_id.to_string();
-    let listed = async {
+    let read = async {
         actor
             .principal
             .require_account(account_id, "listing this account's API keys")?;
@@ -117,32 +105,18 @@ pub async fn list_for_account(
             account_id: Some(account_id),
             user_id: None,
         };
-        let list = select(&state, &query).await?;
-        if actor.principal.role != Role::Developer {
-            audit::record(
-                &state.db,
-                &actor,
-                "api_key.list",
-                Some(&target),
-                "ok",
-                json!({}),
-            )
-            .await?;
-        }
-        Ok(list)
-    }
-    .await;
-    Ok(Json(
-        audit::or_failed(
-            &state.db,
-            &actor,
-            "api_key.list",
-            Some(&target),
-            json!({}),
-            listed,
-        )
-        .await?,
-    ))
+        select(&state, &query).await
+    };
+    let list = audit::read(
+        &state.db,
+        &actor,
+        "api_key.list",
+        Some(&target),
+        json!({}),
+        read,
+    )
+    .await?;
+    Ok(Json(list))
 }
 
 /// `DELETE /v1/api-keys/{id}`.

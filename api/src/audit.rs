@@ -182,6 +182,29 @@ pub async fn failed(
     error
 }
 
+/// An audited read: runs `read` (which checks the caller may read, then reads); on success
+/// records `action` as `ok` unless a developer read (its own account's data, the only kind a
+/// developer key can read; not recorded, see the module docs); on error records the refusal
+/// or failure and hands the error back.
+pub async fn read<T>(
+    db: &sqlx::PgPool,
+    actor: &Actor,
+    action: &str,
+    target: Option<&str>,
+    detail: serde_json::Value,
+    read: impl std::future::Future<Output = ApiResult<T>>,
+) -> ApiResult<T> {
+    let result = async {
+        let value = read.await?;
+        if actor.principal.role != Role::Developer {
+            record(db, actor, action, target, "ok", detail.clone()).await?;
+        }
+        Ok(value)
+    }
+    .await;
+    or_failed(db, actor, action, target, detail, result).await
+}
+
 /// Hands `result` back, recording `action` as refused or failed first when it is an error
 /// (see [`failed`]).
 pub async fn or_failed<T>(

@@ -209,16 +209,12 @@ pub async fn list_users(
     Query(query): Query<UserQuery>,
 ) -> ApiResult<Json<UserList>> {
     let detail = json!({"account_id": query.account_id});
-    let listed = async {
+    let read = async {
         actor.principal.require(&[], "listing every user")?;
-        let list = select_users(&state, query.account_id).await?;
-        audit::record(&state.db, &actor, "user.list", None, "ok", detail.clone()).await?;
-        Ok(list)
-    }
-    .await;
-    Ok(Json(
-        audit::or_failed(&state.db, &actor, "user.list", None, detail, listed).await?,
-    ))
+        select_users(&state, query.account_id).await
+    };
+    let list = audit::read(&state.db, &actor, "user.list", None, detail, read).await?;
+    Ok(Json(list))
 }
 
 /// `GET /v1/accounts/{id}/users` (admin, or a developer of the account).
@@ -239,36 +235,22 @@ pub async fn list_account_users(
     Path(account_id): Path<Uuid>,
 ) -> ApiResult<Json<UserList>> {
     let target = account_id.to_string();
-    let listed = async {
+    let read = async {
         actor
             .principal
             .require_account(account_id, "listing this account's users")?;
-        let list = select_users(&state, Some(account_id)).await?;
-        if actor.principal.role != Role::Developer {
-            audit::record(
-                &state.db,
-                &actor,
-                "user.list",
-                Some(&target),
-                "ok",
-                json!({}),
-            )
-            .await?;
-        }
-        Ok(list)
-    }
-    .await;
-    Ok(Json(
-        audit::or_failed(
-            &state.db,
-            &actor,
-            "user.list",
-            Some(&target),
-            json!({}),
-            listed,
-        )
-        .await?,
-    ))
+        select_users(&state, Some(account_id)).await
+    };
+    let list = audit::read(
+        &state.db,
+        &actor,
+        "user.list",
+        Some(&target),
+        json!({}),
+        read,
+    )
+    .await?;
+    Ok(Json(list))
 }
 
 /// The user `id`, if the actor may manage it (admin, or a developer of its account); another
