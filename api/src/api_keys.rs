@@ -57,6 +57,7 @@ async fn select(state: &AppState, q: &KeyQuery) -> ApiResult<ApiKeyList> {
 #[utoipa::path(
     get,
     path = "/v1/api-keys",
+    operation_id = "list_api_keys",
     tag = "api-keys",
     security(("api_key" = [])),
     params(KeyQuery),
@@ -83,6 +84,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/v1/accounts/{id}/api-keys",
+    operation_id = "list_account_api_keys",
     tag = "api-keys",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id")),
@@ -123,6 +125,7 @@ pub async fn list_for_account(
 #[utoipa::path(
     delete,
     path = "/v1/api-keys/{id}",
+    operation_id = "revoke_api_key",
     tag = "api-keys",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "API key id")),

@@ -391,6 +391,7 @@ pub struct AuditPage {
 #[utoipa::path(
     get,
     path = "/v1/audit",
+    operation_id = "list_audit",
     tag = "audit",
     security(("api_key" = [])),
     params(AuditQuery),

@@ -170,6 +170,7 @@ pub struct Me {
 #[utoipa::path(
     get,
     path = "/v1/me",
+    operation_id = "get_me",
     tag = "api-keys",
     security(("api_key" = [])),
     responses((status = 200, description = "The calling key.", body = Me))

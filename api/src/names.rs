@@ -80,6 +80,7 @@ pub async fn held_by_other(
 #[utoipa::path(
     post,
     path = "/v1/accounts/{id}/reserved-names",
+    operation_id = "reserve_name",
     tag = "names",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id")),
@@ -177,6 +178,7 @@ fn taken(name: &str) -> ApiError {
 #[utoipa::path(
     get,
     path = "/v1/accounts/{id}/reserved-names",
+    operation_id = "list_reserved_names",
     tag = "names",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id")),
@@ -217,6 +219,7 @@ pub async fn list(
 #[utoipa::path(
     delete,
     path = "/v1/accounts/{id}/reserved-names/{name}",
+    operation_id = "release_name",
     tag = "names",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id"), ("name" = String, Path, description = "The reserved label")),

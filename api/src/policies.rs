@@ -223,6 +223,7 @@ async fn next_version(
 #[utoipa::path(
     put,
     path = "/v1/accounts/{id}/endpoints/{endpoint}/policy",
+    operation_id = "put_policy",
     tag = "policies",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id"), ("endpoint" = String, Path, description = "A label under the base domain (`demo`), a custom domain or `tcp-<port>`")),
@@ -321,6 +322,7 @@ pub async fn put(
 #[utoipa::path(
     get,
     path = "/v1/accounts/{id}/endpoints/{endpoint}/policy",
+    operation_id = "get_policy",
     tag = "policies",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id"), ("endpoint" = String, Path, description = "A label under the base domain (`demo`), a custom domain or `tcp-<port>`")),
@@ -371,6 +373,7 @@ fn none(account_id: Uuid, endpoint: &str) -> ApiError {
 #[utoipa::path(
     delete,
     path = "/v1/accounts/{id}/endpoints/{endpoint}/policy",
+    operation_id = "delete_policy",
     tag = "policies",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id"), ("endpoint" = String, Path, description = "A label under the base domain (`demo`), a custom domain or `tcp-<port>`")),

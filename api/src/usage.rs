@@ -194,6 +194,7 @@ pub fn validate(batch: &UsageBatch) -> Result<(), ApiError> {
 #[utoipa::path(
     post,
     path = "/v1/internal/usage",
+    operation_id = "ingest_usage",
     tag = "internal",
     security(("internal_key" = [])),
     request_body = UsageBatch,

@@ -178,6 +178,7 @@ pub async fn held_by_other(
 #[utoipa::path(
     post,
     path = "/v1/accounts/{id}/domains",
+    operation_id = "add_domain",
     tag = "domains",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id")),
@@ -292,6 +293,7 @@ async fn fetch(db: &sqlx::PgPool, account_id: Uuid, domain: &str) -> ApiResult<R
 #[utoipa::path(
     post,
     path = "/v1/accounts/{id}/domains/{domain}/verify",
+    operation_id = "verify_domain",
     tag = "domains",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id"), ("domain" = String, Path, description = "The hostname")),
@@ -389,6 +391,7 @@ pub async fn verify(
 #[utoipa::path(
     get,
     path = "/v1/accounts/{id}/domains",
+    operation_id = "list_domains",
     tag = "domains",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id")),
@@ -430,6 +433,7 @@ pub async fn list(
 #[utoipa::path(
     delete,
     path = "/v1/accounts/{id}/domains/{domain}",
+    operation_id = "remove_domain",
     tag = "domains",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Account id"), ("domain" = String, Path, description = "The hostname")),

@@ -232,6 +232,26 @@ fn the_documented_batch_size_is_the_enforced_one() {
 }
 
 #[test]
+fn operation_ids_are_unique() {
+    let mut ids: Vec<String> = operations(&document())
+        .into_iter()
+        .map(|(path, method, op)| {
+            op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path}: no operationId"))
+                .to_owned()
+        })
+        .collect();
+    ids.sort();
+    let mut repeated = ids.clone();
+    repeated.dedup();
+    assert_eq!(
+        ids, repeated,
+        "operationIds repeat: give the handlers' #[utoipa::path] an `operation_id`"
+    );
+}
+
+#[test]
 fn the_policy_put_documents_its_text_content_types() {
     let doc = document();
     let body = &doc["paths"]["/v1/accounts/{id}/endpoints/{endpoint}/policy"]["put"]["requestBody"]

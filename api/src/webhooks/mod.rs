@@ -39,6 +39,7 @@ pub struct Accepted {
 #[utoipa::path(
     post,
     path = "/v1/webhooks/provider",
+    operation_id = "receive_provider_webhook",
     tag = "webhooks",
     params(("Stripe-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">`, with the webhook secret")),
     request_body(
