@@ -3,7 +3,8 @@
 //!
 //! - `GET /v1/accounts/{id}/api-keys`: admin, or a developer of the account.
 //! - `GET /v1/api-keys[?account_id=&user_id=]`: admin (platform keys included).
-//! - `DELETE /v1/api-keys/{id}`: admin, or a developer of the key's account; idempotent (a
+//! - `DELETE /v1/api-keys/{id}`: admin, or a developer of the key's account for its developer
+//!   keys (staff keys attached to an account are the admin's to revoke); idempotent (a
 //!   revoked key stays revoked, its first `revoked_at` kept). Another account's key is reported
 //!   as missing. The key stops authenticating at once (every request looks it up).
 
@@ -142,15 +143,25 @@ pub async fn revoke(
 ) -> ApiResult<Json<ApiKey>> {
     let target = id.to_string();
     let revoked = async {
-        let owner: Option<Option<Uuid>> =
-            sqlx::query_scalar("SELECT account_id FROM api_keys WHERE id = $1")
+        let owner: Option<(Option<Uuid>, String)> =
+            sqlx::query_as("SELECT account_id, role FROM api_keys WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&state.db)
                 .await?;
         let p = &actor.principal;
         match owner {
             Some(_) if p.role == Role::Admin => {}
-            Some(Some(account)) if p.role == Role::Developer && p.account_id == Some(account) => {}
+            // A developer revokes its account's developer keys; staff keys attached to the
+            // account (finance, ops) are the admin's to revoke.
+            Some((Some(account), role))
+                if p.role == Role::Developer && p.account_id == Some(account) =>
+            {
+                if role != Role::Developer.as_str() {
+                    return Err(ApiError::Forbidden(format!(
+                        "this is a {role} key: revoking it needs an admin key"
+                    )));
+                }
+            }
             Some(_) if p.role != Role::Developer => {
                 return Err(ApiError::Forbidden(
                     "revoking an API key needs an admin key or a developer key of its account"

@@ -11,9 +11,11 @@
 //!   `dead_letter.replay` (also one row per run a replay-all replays, with
 //!   `detail.via = "replay_all"`),
 //!   `dead_letter.replay_all`, `session.kick`, `name.reserve`, `name.release`, `domain.add`,
-//!   `domain.verify`, `domain.remove`, `policy.put`, `policy.delete`;
+//!   `domain.verify`, `domain.remove`, `policy.put`, `policy.delete`, `user.create`,
+//!   `user.disable`, `api_key.revoke`;
 //! - **reads with a platform-wide role** (admin, ops, finance) of customer or sensitive data:
-//!   `account.read`, `authtoken.list`, `usage.read`, `session.list`, `audit.read`. A developer
+//!   `account.read`, `authtoken.list`, `api_key.list`, `user.list`, `usage.read`,
+//!   `session.list`, `audit.read`. A developer
 //!   reading its own account is not recorded, and neither is `GET /v1/ops/workflows`
 //!   (the console polls it every 3 s; it holds workflow state, not customer data);
 //! - **refusals and failures** of all of these, `workflow.list` included: the outcome is the
@@ -234,7 +236,7 @@ pub fn unaudited(what: &str) -> ApiError {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// An API key id or a role name.
+    /// An API key id, a user id or a role name.
     pub actor: Option<String>,
     /// Exact action name.
     pub action: Option<String>,

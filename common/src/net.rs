@@ -30,3 +30,32 @@ pub async fn accept(
         }
     }
 }
+
+/// `url` with any credentials in it (`redis://:password@host`) replaced by `***`, for logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod redacted_tests {
+    use super::redacted;
+
+    #[test]
+    fn credentials_never_reach_logs() {
+        assert_eq!(
+            redacted("redis://:s3cret@db:6379/0"),
+            "redis://***@db:6379/0"
+        );
+        assert_eq!(redacted("redis://user:pw@db"), "redis://***@db");
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redacted("redis://db/path@x"), "redis://db/path@x");
+        assert_eq!(redacted("not a url"), "not a url");
+    }
+}

@@ -27,7 +27,7 @@ use burrow_proto::tunnel::ENDPOINT_HEADER;
 
 /// Largest request head accepted (HTTP/1.1 read buffer, HTTP/2 header list): beyond it the
 /// visitor gets 431 (HTTP/1.1) or a stream error, never unbounded buffering.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Serves visitors on the HTTP listener and, when given, the TLS one (see [`crate::https`])
 /// until `shutdown`, then drains in-flight requests for up to `grace`.
@@ -235,6 +235,11 @@ async fn forward(
     let visitor_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let headers = req.headers_mut();
     proxy::strip_hop_by_hop(headers);
+    // A visitor's own relay-link headers never reach the agent (forwarded requests had them
+    // checked and removed on arrival).
+    for name in crate::peer::PEER_HEADERS {
+        headers.remove(name);
+    }
     headers.remove(header::HOST);
     append_forwarded(headers, peer, &host, scheme);
     if let Ok(v) = HeaderValue::from_str(name) {

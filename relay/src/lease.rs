@@ -36,6 +36,17 @@ const REFRESH_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
      if v == false or v == ARGV[1] then \
        redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end \
      return 0";
+/// `SET` the lease if it is absent or held for the same account (ARGV[3]), on any relay: an
+/// account's agent moving between relays takes its names along; another account's never.
+const ACQUIRE_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
+     local suffix = ' ' .. ARGV[3] \
+     if v == false or v == ARGV[1] or string.sub(v, -string.len(suffix)) == suffix then \
+       redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end \
+     return 0";
+/// Extend the lease only if it is still ours (never re-create it): for names offline here.
+const EXTEND_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+       return redis.call('EXPIRE', KEYS[1], ARGV[2]) end \
+     return 0";
 /// `DEL` the lease if it is ours.
 const RELEASE_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
        return redis.call('DEL', KEYS[1]) end \
@@ -63,22 +74,35 @@ pub fn value(relay_id: &str, account_id: &str) -> String {
 
 /// A lease value read back: the relay id, and the account when the value names one.
 pub fn parse(value: &str) -> (&str, Option<&str>) {
-    match value.split_once(' ') {
+    // Account ids never hold a space; relay ids might.
+    match value.rsplit_once(' ') {
         Some((relay, account)) => (relay, Some(account)),
         None => (value, None),
     }
 }
 
-/// The names this relay holds leases for, each with its lease value.
+/// The names this relay holds leases for, each with its lease value and whether an agent
+/// serves it here now (`false` while the name is offline within its grace period: the lease is
+/// kept, so no other account takes the name meanwhile, but never re-created).
 #[derive(Debug, Default)]
-pub struct Held(Mutex<BTreeMap<String, String>>);
+pub struct Held(Mutex<BTreeMap<String, (String, bool)>>);
 
 impl Held {
-    /// Holds `names` with lease value `value`.
+    /// Holds `names`, online, with lease value `value`.
     pub fn hold(&self, names: &[String], value: &str) {
         let mut held = self.lock();
         for n in names {
-            held.insert(n.clone(), value.to_owned());
+            held.insert(n.clone(), (value.to_owned(), true));
+        }
+    }
+
+    /// Marks `names` offline (still held).
+    pub fn offline(&self, names: &[String]) {
+        let mut held = self.lock();
+        for n in names {
+            if let Some((_, online)) = held.get_mut(n) {
+                *online = false;
+            }
         }
     }
 
@@ -88,16 +112,26 @@ impl Held {
         group(
             names
                 .iter()
-                .filter_map(|n| held.remove(n).map(|v| (n.clone(), v))),
+                .filter_map(|n| held.remove(n).map(|(v, _)| (n.clone(), v))),
+        )
+    }
+
+    /// The held names that are `online` (or offline), grouped by lease value.
+    pub fn by_value(&self, online: bool) -> Vec<(String, Vec<String>)> {
+        group(
+            self.lock()
+                .iter()
+                .filter(|(_, (_, o))| *o == online)
+                .map(|(n, (v, _))| (n.clone(), v.clone())),
         )
     }
 
     /// Every held name, grouped by lease value.
-    pub fn by_value(&self) -> Vec<(String, Vec<String>)> {
-        group(self.lock().iter().map(|(n, v)| (n.clone(), v.clone())))
+    pub fn all(&self) -> Vec<(String, Vec<String>)> {
+        group(self.lock().iter().map(|(n, (v, _))| (n.clone(), v.clone())))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (String, bool)>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -110,11 +144,42 @@ fn group(entries: impl Iterator<Item = (String, String)>) -> Vec<(String, Vec<St
     groups.into_iter().collect()
 }
 
-/// Takes the leases of `names` for relay `id` (unconditionally: the newest binder wins).
+/// Takes the leases of `names` with `value` (see [`value`]) when they are free or held for the
+/// same account; returns the names another account holds (their leases are left alone).
 pub async fn acquire(
     conn: &mut ConnectionManager,
     prefix: &str,
-    id: &str,
+    value: &str,
+    names: &[String],
+) -> redis::RedisResult<Vec<String>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let account = parse(value).1.unwrap_or_default();
+    let mut pipe = redis::pipe();
+    for name in names {
+        pipe.cmd("EVAL")
+            .arg(ACQUIRE_SCRIPT)
+            .arg(1)
+            .arg(key(prefix, name))
+            .arg(value)
+            .arg(LEASE_TTL.as_secs())
+            .arg(account);
+    }
+    let done: Vec<i64> = timed(pipe.query_async(conn)).await?;
+    Ok(names
+        .iter()
+        .zip(done)
+        .filter(|(_, d)| *d != 1)
+        .map(|(n, _)| n.clone())
+        .collect())
+}
+
+/// Extends the leases of `names` still held with `value` (never re-creating one).
+pub async fn extend(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    value: &str,
     names: &[String],
 ) -> redis::RedisResult<()> {
     if names.is_empty() {
@@ -122,7 +187,12 @@ pub async fn acquire(
     }
     let mut pipe = redis::pipe();
     for name in names {
-        pipe.set_ex(key(prefix, name), id, LEASE_TTL.as_secs())
+        pipe.cmd("EVAL")
+            .arg(EXTEND_SCRIPT)
+            .arg(1)
+            .arg(key(prefix, name))
+            .arg(value)
+            .arg(LEASE_TTL.as_secs())
             .ignore();
     }
     timed(pipe.query_async(conn)).await
@@ -215,7 +285,7 @@ mod tests {
         // A pool member binding the same name again does not make it held twice.
         held.hold(&["a".into()], "relay-1 acct-x");
         assert_eq!(
-            held.by_value(),
+            held.by_value(true),
             [
                 (
                     "relay-1 acct-x".to_owned(),
@@ -224,17 +294,26 @@ mod tests {
                 ("relay-1 acct-y".to_owned(), vec!["c".to_owned()]),
             ]
         );
+        // Offline names stay held (and in `all`), but apart from the online ones.
+        held.offline(&["b".into()]);
+        assert_eq!(
+            held.by_value(false),
+            [("relay-1 acct-x".to_owned(), vec!["b".to_owned()])]
+        );
+        assert_eq!(held.by_value(true).len(), 2);
+        assert_eq!(held.all().len(), 2);
         assert_eq!(
             held.release(&["a".into(), "d".into()]),
             [("relay-1 acct-x".to_owned(), vec!["a".to_owned()])]
         );
         assert!(held.release(&["a".into()]).is_empty());
-        assert_eq!(held.by_value().len(), 2);
+        assert_eq!(held.all().len(), 2);
     }
 
     #[test]
     fn values_name_the_relay_and_the_account() {
         assert_eq!(parse(&value("relay-a", "acct")), ("relay-a", Some("acct")));
+        assert_eq!(parse(&value("relay a", "acct")), ("relay a", Some("acct")));
         assert_eq!(parse("relay-old"), ("relay-old", None));
     }
 
@@ -255,49 +334,45 @@ mod tests {
         };
         let prefix = format!("unit:{}:", uuid::Uuid::new_v4().simple());
         let names = vec!["demo".to_owned()];
-        acquire(&mut conn, &prefix, "relay-a", &names)
-            .await
-            .unwrap();
-        assert_eq!(
-            refresh(&mut conn, &prefix, "relay-a", &names)
+        let (a, b) = (value("relay-a", "acct-x"), value("relay-b", "acct-x"));
+        assert!(
+            acquire(&mut conn, &prefix, &a, &names)
                 .await
-                .unwrap(),
-            1
+                .unwrap()
+                .is_empty()
         );
-        // The agent moved: relay b binds, relay a's refresh leaves it alone.
-        acquire(&mut conn, &prefix, "relay-b", &names)
-            .await
-            .unwrap();
+        assert_eq!(refresh(&mut conn, &prefix, &a, &names).await.unwrap(), 1);
+        // Another account cannot take it, on any relay.
+        let other = value("relay-b", "acct-y");
         assert_eq!(
-            refresh(&mut conn, &prefix, "relay-a", &names)
-                .await
-                .unwrap(),
-            0
+            acquire(&mut conn, &prefix, &other, &names).await.unwrap(),
+            names
         );
-        release(&mut conn, &prefix, "relay-a", &names)
-            .await
-            .unwrap();
+        // The agent moved: relay b binds for the same account, relay a's refresh and extend
+        // leave it alone.
+        assert!(
+            acquire(&mut conn, &prefix, &b, &names)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(refresh(&mut conn, &prefix, &a, &names).await.unwrap(), 0);
+        extend(&mut conn, &prefix, &a, &names).await.unwrap();
+        release(&mut conn, &prefix, &a, &names).await.unwrap();
         let who = holder(&mut conn, &prefix, "demo").await.unwrap();
-        assert_eq!(who.as_deref(), Some("relay-b"));
+        assert_eq!(who.as_deref(), Some(b.as_str()));
         let ttl: i64 = redis::cmd("TTL")
             .arg(key(&prefix, "demo"))
             .query_async(&mut conn)
             .await
             .unwrap();
         assert!(ttl > 0 && ttl <= LEASE_TTL.as_secs() as i64, "ttl {ttl}");
-        release(&mut conn, &prefix, "relay-b", &names)
-            .await
-            .unwrap();
+        release(&mut conn, &prefix, &b, &names).await.unwrap();
         assert_eq!(holder(&mut conn, &prefix, "demo").await.unwrap(), None);
-        // A lease lost to a Redis restart comes back with the next refresh.
-        assert_eq!(
-            refresh(&mut conn, &prefix, "relay-b", &names)
-                .await
-                .unwrap(),
-            1
-        );
-        release(&mut conn, &prefix, "relay-b", &names)
-            .await
-            .unwrap();
+        // Extending never re-creates a lease; refreshing does (a Redis restart lost it).
+        extend(&mut conn, &prefix, &b, &names).await.unwrap();
+        assert_eq!(holder(&mut conn, &prefix, "demo").await.unwrap(), None);
+        assert_eq!(refresh(&mut conn, &prefix, &b, &names).await.unwrap(), 1);
+        release(&mut conn, &prefix, &b, &names).await.unwrap();
     }
 }

@@ -36,6 +36,7 @@ use hyper_util::{
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Carries [`credential`] on requests between relays.
 pub const AUTH_HEADER: &str = "x-burrow-peer-auth";
@@ -48,7 +49,8 @@ pub const PROTO_HEADER: &str = "x-burrow-peer-proto";
 /// On forwarded answers: the id of the relay that served the request.
 pub const SERVED_BY_HEADER: &str = "x-burrow-relay";
 
-const PEER_HEADERS: [&str; 4] = [AUTH_HEADER, HOP_HEADER, VISITOR_HEADER, PROTO_HEADER];
+/// The headers of the relay link: stripped from every request before it reaches an agent.
+pub const PEER_HEADERS: [&str; 4] = [AUTH_HEADER, HOP_HEADER, VISITOR_HEADER, PROTO_HEADER];
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The peer-link credential for `internal_key`: a hash, so the key the api also accepts is
@@ -154,10 +156,16 @@ pub async fn serve(relay: Arc<Relay>, listener: TcpListener, shutdown: Cancellat
                 async move { Ok::<_, std::convert::Infallible>(handle(&relay, req, remote).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
+            // The ingress's limits: a peer is trusted only after its headers were read.
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+                .header_read_timeout(header_timeout)
+                .max_buf_size(crate::ingress::MAX_HEADER_BYTES);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(crate::ingress::MAX_HEADER_BYTES as u32);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %remote, "peer connection error");
@@ -187,10 +195,11 @@ async fn handle(relay: &Relay, mut req: Request<Incoming>, remote: SocketAddr) -
         }
     };
     let span = tracing::debug_span!("peer", from = %arrival.from, visitor = %arrival.visitor);
-    let _entered = span.enter();
     req.extensions_mut()
         .insert(ArrivedFromPeer { from: arrival.from });
-    let mut resp = crate::ingress::route(relay, req, arrival.visitor, arrival.scheme).await;
+    let mut resp = crate::ingress::route(relay, req, arrival.visitor, arrival.scheme)
+        .instrument(span)
+        .await;
     if let Ok(v) = HeaderValue::from_str(relay.presence.relay_id()) {
         resp.headers_mut().insert(SERVED_BY_HEADER, v);
     }

@@ -68,16 +68,34 @@ impl Presence {
     }
 
     /// Records that this relay now holds `endpoints` of `account_id` (leases its HTTP ones).
-    pub async fn bound(&self, endpoints: &[BoundEndpoint], account_id: &str) {
+    /// Returns the names whose lease another account holds (taken between the bind check and
+    /// now, on another relay): the caller must not serve them.
+    pub async fn bound(&self, endpoints: &[BoundEndpoint], account_id: &str) -> Vec<String> {
         let names = lease::leased_names(endpoints);
         let value = lease::value(self.relay_id(), account_id);
-        self.held.hold(&names, &value);
         let Some(mut conn) = self.link.get().await else {
-            return;
+            self.held.hold(&names, &value);
+            return Vec::new();
         };
-        if let Err(e) = lease::acquire(&mut conn, &self.prefix, &value, &names).await {
-            tracing::warn!(error = %e, ?names, "redis: taking endpoint leases failed (retried every 5 s)");
+        match lease::acquire(&mut conn, &self.prefix, &value, &names).await {
+            Ok(refused) => {
+                let ours: Vec<String> =
+                    names.into_iter().filter(|n| !refused.contains(n)).collect();
+                self.held.hold(&ours, &value);
+                refused
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?names, "redis: taking endpoint leases failed (retried every 5 s)");
+                self.held.hold(&names, &value);
+                Vec::new()
+            }
         }
+    }
+
+    /// Records that `endpoints` went offline here: their leases are kept (extended, never
+    /// re-created) so no other account takes the names during the offline grace period.
+    pub fn offline(&self, endpoints: &[BoundEndpoint]) {
+        self.held.offline(&lease::leased_names(endpoints));
     }
 
     /// Records that this relay no longer holds `endpoints` (releases their leases).
@@ -160,9 +178,22 @@ impl Presence {
                 if let Err(e) = announced {
                     tracing::warn!(error = %e, "redis: announcing relay failed");
                 }
-                for (value, names) in self.held.by_value() {
-                    if let Err(e) = lease::refresh(&mut conn, &self.prefix, &value, &names).await {
-                        tracing::warn!(error = %e, "redis: refreshing endpoint leases failed");
+                for (value, names) in self.held.by_value(true) {
+                    match lease::refresh(&mut conn, &self.prefix, &value, &names).await {
+                        Ok(n) if n < names.len() => tracing::warn!(
+                            lost = names.len() - n,
+                            "endpoint leases held by another relay now (an agent moved, or \
+                             another relay took them during a Redis outage)"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "redis: refreshing endpoint leases failed")
+                        }
+                    }
+                }
+                for (value, names) in self.held.by_value(false) {
+                    if let Err(e) = lease::extend(&mut conn, &self.prefix, &value, &names).await {
+                        tracing::warn!(error = %e, "redis: extending offline leases failed");
                     }
                 }
             }
@@ -172,7 +203,7 @@ impl Presence {
             }
         }
         if let Some(mut conn) = self.link.get().await {
-            for (value, names) in self.held.by_value() {
+            for (value, names) in self.held.all() {
                 let _ = lease::release(&mut conn, &self.prefix, &value, &names).await;
             }
             let _: redis::RedisResult<()> = timed(

@@ -76,12 +76,12 @@ impl RedisLink {
         }
         match self.connect().await {
             Ok(conn) => {
-                tracing::info!(url = %self.url, "redis connected");
+                tracing::info!(url = %burrow_common::net::redacted(&self.url), "redis connected");
                 self.lock().conn = Some(conn.clone());
                 Some(conn)
             }
             Err(e) => {
-                tracing::warn!(error = %e, url = %self.url, "redis unavailable; retrying in the background");
+                tracing::warn!(error = %e, url = %burrow_common::net::redacted(&self.url), "redis unavailable; retrying in the background");
                 None
             }
         }

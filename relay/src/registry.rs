@@ -264,6 +264,11 @@ impl Registry {
         released
     }
 
+    /// How long a disconnected session's names stay reserved for it.
+    pub fn offline_grace(&self) -> Duration {
+        self.offline_grace
+    }
+
     /// Where `name` routes now.
     /// Names are unique across protocols (TCP endpoints are `tcp:<port>`), so a name is enough.
     pub fn lookup(&self, name: &str) -> Lookup {

@@ -4,7 +4,7 @@
 use crate::{
     Relay,
     auth::{AuthError, Principal, Usage},
-    registry::{BindError, Closer, SessionInfo},
+    registry::{BindError, Closer, Lookup, SessionInfo},
 };
 use burrow_common::proxy::{self, Body};
 use burrow_proto::tunnel::{
@@ -136,10 +136,21 @@ async fn handle(
             .edge
             .set_agent_policy(&info.account_id, &endpoint.name, policy);
     }
-    relay
+    let refused = relay
         .presence
         .bound(&info.endpoints, &info.account_id)
         .await;
+    if let Some(name) = refused.first() {
+        // Another account's agent took the name on another relay between our check and our
+        // lease: serving it here too would split one name between two tenants.
+        closer.close(
+            CloseCode::Kicked,
+            format!(
+                "the name {name:?} was just taken by another account on another relay; pick \
+                 another --name"
+            ),
+        );
+    }
     let result = match announce_bound(&mut control, &info.endpoints).await {
         Ok(()) => {
             tracing::info!(%session_id, account_id = %info.account_id, endpoints = ?info.endpoints.iter().map(|e| &e.name).collect::<Vec<_>>(), "agent session up");
@@ -174,7 +185,20 @@ async fn handle(
             .edge
             .set_agent_policy(&info.account_id, &endpoint.name, None);
     }
-    relay.presence.unbound(&released).await;
+    // The leases outlive the session for the offline grace period, as the route does here, so
+    // no other account takes the names on another relay while the agent reconnects.
+    relay.presence.offline(&released);
+    if !released.is_empty() {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(relay.registry.offline_grace()).await;
+            let expired: Vec<BoundEndpoint> = released
+                .into_iter()
+                .filter(|e| matches!(relay.registry.lookup(&e.name), Lookup::Unknown))
+                .collect();
+            relay.presence.unbound(&expired).await;
+        });
+    }
     tracing::info!(%session_id, "agent session closed");
     result
 }
