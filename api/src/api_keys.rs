@@ -132,7 +132,7 @@ pub async fn list_for_account(
     params(("id" = Uuid, Path, description = "API key id")),
     responses(
         (status = 200, description = "Revoked (its first `revoked_at` kept); it stops authenticating at once.", body = ApiKey),
-        (status = 403, description = "Not admin, or a platform key revoked by a developer.", body = crate::error::ErrorBody),
+        (status = 403, description = "An ops or finance key; or a developer key revoking a staff (ops, finance) key of its account.", body = crate::error::ErrorBody),
         (status = 404, description = "No such key (or another account's).", body = crate::error::ErrorBody),
     )
 )]
