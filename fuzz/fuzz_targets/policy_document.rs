@@ -14,6 +14,16 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again, policy, "round trip changed the policy");
             assert_eq!(again.to_json(), json, "canonical JSON is a fixed point");
             let _ = policy.on_tcp_connect(std::net::IpAddr::from([10, 1, 2, 3]));
+            // Which requests get their bodies buffered: decided from the head, never panics.
+            let head = http::Request::post("/hooks/%2e%2e/x")
+                .header("x-hook", "1")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            if let Some(limit) = policy.request_body_limit(&head) {
+                assert_eq!(limit, burrow_policy::WEBHOOK_BODY_LIMIT);
+            }
         }
         Err(e) => assert!(!e.field.is_empty()),
     }
