@@ -254,6 +254,10 @@ pub async fn start_relay(
     )
     .env("BURROW_RELAY_AGENT_LISTEN", "127.0.0.1:0")
     .env("BURROW_RELAY_HTTP_LISTEN", "127.0.0.1:0")
+    // Every listener on a free port: two burrow targets run side by side, and the machine may
+    // run other relays on the defaults.
+    .env("BURROW_RELAY_HTTPS_LISTEN", "127.0.0.1:0")
+    .env("BURROW_RELAY_PEER_LISTEN", "127.0.0.1:0")
     .env("BURROW_RELAY_CONTROL_LISTEN", "127.0.0.1:0")
     .env("BURROW_RELAY_OPS_LISTEN", "127.0.0.1:0")
     .env("BURROW_RELAY_DOMAIN", DOMAIN)
