@@ -165,7 +165,7 @@ async fn redis_manager(url: &str) -> Option<redis::aio::ConnectionManager> {
     match attempt.await {
         Ok(c) => Some(c),
         Err(e) => {
-            tracing::warn!(error = %e, %url, "redis unavailable: rate limits count per relay");
+            tracing::warn!(error = %e, url = %burrow_common::net::redacted(url), "redis unavailable: rate limits count per relay");
             None
         }
     }
