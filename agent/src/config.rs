@@ -172,9 +172,10 @@ impl EndpointConfig {
             None => None,
         };
         let traffic_policy = match &self.traffic_policy_file {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                format!("cannot read the traffic policy file {path}: {e}")
-            })?),
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read the traffic policy file {path}: {e}"))?,
+            ),
             None => None,
         };
         Ok(TunnelSpec {

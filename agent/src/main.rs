@@ -214,8 +214,7 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let file = cli.config.or_else(burrow_agent::config::default_file);
-    let mut cfg: AgentConfig =
-        config::load(file.as_deref(), "BURROW_").unwrap_or_else(|e| fail(e));
+    let mut cfg: AgentConfig = config::load(file.as_deref(), "BURROW_").unwrap_or_else(|e| fail(e));
     if let Some(relay) = cli.relay {
         cfg.relay = relay;
         if let Err(e) = config::Config::validate(&cfg) {
