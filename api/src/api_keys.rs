@@ -134,6 +134,7 @@ pub async fn list_for_account(
         (status = 200, description = "Revoked (its first `revoked_at` kept); it stops authenticating at once.", body = ApiKey),
         (status = 403, description = "An ops or finance key; or a developer key revoking a staff (ops, finance) key of its account.", body = crate::error::ErrorBody),
         (status = 404, description = "No such key (or another account's).", body = crate::error::ErrorBody),
+        (status = 409, description = "The key used for the call is the one to revoke.", body = crate::error::ErrorBody),
     )
 )]
 pub async fn revoke(
@@ -169,6 +170,13 @@ pub async fn revoke(
                 ));
             }
             _ => return Err(ApiError::NotFound(format!("no API key {id}"))),
+        }
+        if p.key_id == id {
+            return Err(ApiError::Conflict(
+                "an API key cannot revoke itself: use another key (this one would lock its \
+                 holder out)"
+                    .into(),
+            ));
         }
         let mut tx = state.db.begin().await?;
         let key = sqlx::query_as::<_, ApiKey>(&format!(

@@ -126,6 +126,11 @@ pub async fn record<'e>(
 ) -> ApiResult<()> {
     let p = &actor.principal;
     let source_ip = actor.source_ip.map(|ip| ip.to_string());
+    // PostgreSQL text and jsonb cannot hold U+0000: a caller putting one in a refused request
+    // must not keep the refusal out of the log.
+    let detail = without_nul(detail);
+    let target = target.map(|t| t.replace('\0', "\u{fffd}"));
+    let target = target.as_deref();
     let written = sqlx::query(
         "INSERT INTO audit_log (actor_key_id, actor_role, actor_account_id, action, target,
              source_ip, outcome, detail, actor_user_id)
@@ -153,6 +158,28 @@ pub async fn record<'e>(
         ));
     }
     Ok(())
+}
+
+/// `value` with every U+0000 in its strings (and keys) replaced by U+FFFD.
+fn without_nul(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let clean = |s: String| {
+        if s.contains('\0') {
+            s.replace('\0', "\u{fffd}")
+        } else {
+            s
+        }
+    };
+    match value {
+        Value::String(s) => Value::String(clean(s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (clean(k), without_nul(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// Writes the `ok` row of a database-only change inside its transaction `tx`, then commits:
@@ -457,6 +484,15 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_never_reach_the_database() {
+        let detail = json!({"email": "a\u{0}b", "nested": ["\u{0}"], "k\u{0}": 1, "n": 2});
+        let clean = without_nul(detail);
+        assert!(!clean.to_string().contains("\\u0000"), "{clean}");
+        assert_eq!(clean["email"], "a\u{fffd}b");
+        assert_eq!(clean["n"], 2);
+    }
 
     fn q(v: serde_json::Value) -> AuditQuery {
         serde_json::from_value(v).unwrap()

@@ -199,6 +199,19 @@ async fn users_keys_roles_and_tenant_isolation() {
         "Alice's key still works"
     );
 
+    // A key cannot revoke itself (its holder would be locked out).
+    let (_, alice_who) = me(&stack, &alice_key).await;
+    let (status, e) = stack
+        .call(
+            Method::DELETE,
+            &format!("/v1/api-keys/{}", alice_who["key_id"].as_str().unwrap()),
+            &alice_key,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+
     // Bob's key, revoked by Alice, stops working at once.
     let bob_key = user_key(&stack, &admin, &bob_id).await;
     assert_eq!(me(&stack, &bob_key).await.0, StatusCode::OK);
