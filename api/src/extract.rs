@@ -19,8 +19,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match <axum::Json<T> as FromRequest<S>>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
+        // Every body of this api is a JSON object; serde would otherwise also read a struct
+        // from an array (`[null, null]`) by position.
+        match <axum::Json<serde_json::Value> as FromRequest<S>>::from_request(req, state).await {
+            Ok(axum::Json(v)) if v.is_object() => {
+                serde_json::from_value(v).map(Json).map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_json",
+                        format!("Failed to deserialize the JSON body into the target type: {e}"),
+                    )
+                })
+            }
+            Ok(axum::Json(v)) => Err(ApiError::bad_request(
+                "invalid_json",
+                format!(
+                    "the body must be a JSON object, not {}",
+                    match v {
+                        serde_json::Value::Array(_) => "an array",
+                        serde_json::Value::String(_) => "a string",
+                        serde_json::Value::Number(_) => "a number",
+                        serde_json::Value::Bool(_) => "a boolean",
+                        _ => "null",
+                    }
+                ),
+            )),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::bad_request(
                 "invalid_json",
                 "send the body as JSON with `Content-Type: application/json`",

@@ -204,6 +204,32 @@ async fn check_holder(
     Ok(())
 }
 
+/// Most endpoints of one account with a policy: every relay holds every policy in memory and
+/// receives them all in one snapshot, so one account cannot grow that without bound.
+pub const MAX_POLICIES_PER_ACCOUNT: i64 = 1000;
+
+/// Refuses a new endpoint policy past [`MAX_POLICIES_PER_ACCOUNT`] (replacing one is fine).
+async fn check_policy_count(
+    tx: &mut sqlx::PgConnection,
+    account_id: Uuid,
+    endpoint: &str,
+) -> ApiResult<()> {
+    let others: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM endpoint_policies WHERE account_id = $1 AND endpoint <> $2",
+    )
+    .bind(account_id)
+    .bind(endpoint)
+    .fetch_one(&mut *tx)
+    .await?;
+    if others >= MAX_POLICIES_PER_ACCOUNT {
+        return Err(ApiError::Forbidden(format!(
+            "an account may hold traffic policies for at most {MAX_POLICIES_PER_ACCOUNT} \
+             endpoints; this one has {others} (delete one first)"
+        )));
+    }
+    Ok(())
+}
+
 async fn next_version(
     tx: &mut sqlx::PgConnection,
     account_id: Uuid,
@@ -240,7 +266,7 @@ async fn next_version(
     ),
     responses(
         (status = 200, description = "Stored as the endpoint's next version; relays get it over `RelayFeed`.", body = Stored),
-        (status = 403, description = "Not admin or a developer key of this account.", body = crate::error::ErrorBody),
+        (status = 403, description = "Not admin or a developer key of this account; or a new endpoint past 1000 policies per account.", body = crate::error::ErrorBody),
         (status = 404, description = "No such account.", body = crate::error::ErrorBody),
         (status = 409, description = "Another account holds the endpoint's name or domain.", body = crate::error::ErrorBody),
         (status = 413, description = "The document is over 256 KiB.", body = crate::error::ErrorBody),
@@ -266,6 +292,7 @@ pub async fn put(
         // The account row lock serializes version numbering of its endpoints.
         plans::lock_account_plan(&mut tx, account_id).await?;
         check_holder(&mut tx, account_id, &endpoint, kind).await?;
+        check_policy_count(&mut tx, account_id, &endpoint).await?;
         let version = next_version(&mut tx, account_id, &endpoint).await?;
         sqlx::query(
             "INSERT INTO endpoint_policy_versions

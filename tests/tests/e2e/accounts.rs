@@ -52,6 +52,19 @@ async fn accounts_and_tokens_rest_contract() {
         e["error"]["message"].as_str().unwrap().contains("nmae"),
         "{e}"
     );
+    // serde would read a struct from an array by position; the api wants objects.
+    let (status, e) = stack
+        .call(Method::POST, "/v1/accounts", &admin, Some(json!(["acme"])))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("must be a JSON object, not an array"),
+        "{e}"
+    );
     let (status, e) = stack
         .call(Method::GET, "/v1/accounts/not-a-uuid", &admin, None)
         .await

@@ -176,3 +176,48 @@ async fn policies_are_validated_versioned_and_kept_to_their_account() {
         assert!(put.iter().any(|o| o == outcome), "{outcome}: {put:?}");
     }
 }
+
+#[tokio::test]
+async fn an_account_holds_policies_for_at_most_a_thousand_endpoints() {
+    let stack = Stack::start().await.unwrap();
+    let a = tenant(&stack, "policy-cap").await;
+    // 1000 endpoints with a policy already (written straight to the table: the cap is what is
+    // tested, not a thousand PUTs).
+    let db = stack.db().await.unwrap();
+    sqlx::query(
+        "INSERT INTO endpoint_policies (account_id, endpoint, version, source, document)
+         SELECT $1::uuid, 'cap-' || n, 1, '{}', '{}'::jsonb FROM generate_series(1, 1000) n",
+    )
+    .bind(&a.id)
+    .execute(&db)
+    .await
+    .unwrap();
+    let (status, e) = put_policy(
+        &stack,
+        &a.id,
+        "one-more",
+        &a.key,
+        "application/yaml",
+        OFFICE_ONLY,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1000 endpoints; this one has 1000"),
+        "{e}"
+    );
+    // Replacing one of them is not a new endpoint.
+    let (status, e) = put_policy(
+        &stack,
+        &a.id,
+        "cap-7",
+        &a.key,
+        "application/yaml",
+        OFFICE_ONLY,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+}
