@@ -20,7 +20,6 @@
 //! - [`console`]: the ops web page.
 //! - [`openapi`]: the OpenAPI document of the REST API, `GET /openapi.json`.
 //! - [`relays`]: relay discovery (Redis) and `RelayControl` calls.
-//! - [`redis_conn`]: the Redis connection, made late and remade after outages.
 //! - [`temporal`]: the lazily connected Temporal client.
 //! - [`seed`]: the dev account and credentials for the local stack.
 #![forbid(unsafe_code)]
@@ -40,7 +39,6 @@ pub mod openapi;
 pub mod ops;
 pub mod plans;
 pub mod policies;
-pub mod redis_conn;
 pub mod relays;
 pub mod seed;
 pub mod temporal;
@@ -69,7 +67,7 @@ pub struct AppState {
     /// Relays.
     pub relays: Arc<relays::Relays>,
     /// Redis (discovery, replay-all lock), connected whenever it answers.
-    pub redis: Arc<redis_conn::RedisConn>,
+    pub redis: Arc<burrow_common::redis_link::RedisLink>,
 }
 
 /// Why the api could not start.
@@ -283,7 +281,12 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
         }
     });
     tracing::info!(addr = %grpc_addr, "RelayFeed gRPC listening");
-    let redis = Arc::new(redis_conn::RedisConn::connect(&config.redis_url).await);
+    let redis = Arc::new(burrow_common::redis_link::RedisLink::new(&config.redis_url));
+    if redis.configured() && redis.get().await.is_none() {
+        tracing::warn!(
+            "redis unavailable: relay discovery and the replay-all lock are off until it answers"
+        );
+    }
     let state = AppState {
         db,
         temporal: Arc::new(temporal::Temporal::new(

@@ -365,7 +365,7 @@ async fn start_replay_all(
 /// so a run only ever extends or deletes its own lock. Without Redis there is no lock (the
 /// replays themselves stay safe: each is a compare-and-set on the parked state).
 struct ReplayAllLock {
-    redis: std::sync::Arc<crate::redis_conn::RedisConn>,
+    redis: std::sync::Arc<burrow_common::redis_link::RedisLink>,
     key: String,
     token: String,
 }

@@ -46,7 +46,7 @@ struct Announcement {
 
 /// Finds relays and calls them.
 pub struct Relays {
-    redis: Arc<crate::redis_conn::RedisConn>,
+    redis: Arc<burrow_common::redis_link::RedisLink>,
     prefix: String,
     /// The internal key, sent as bearer on every `RelayControl` call.
     bearer: Option<Bearer>,
@@ -56,7 +56,11 @@ type Client = RelayControlClient<InterceptedService<tonic::transport::Channel, B
 
 impl Relays {
     /// Relays discovered through `redis` under `prefix`, called with `internal_key`.
-    pub fn new(redis: Arc<crate::redis_conn::RedisConn>, prefix: &str, internal_key: &str) -> Self {
+    pub fn new(
+        redis: Arc<burrow_common::redis_link::RedisLink>,
+        prefix: &str,
+        internal_key: &str,
+    ) -> Self {
         Self {
             redis,
             prefix: prefix.to_owned(),

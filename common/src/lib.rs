@@ -10,7 +10,8 @@
 //! - [`shutdown`]: a cancellation token fired by SIGINT/SIGTERM.
 //! - [`proxy`]: what the relay and agent HTTP proxies share (body type, hop-by-hop headers,
 //!   their own plain-text answers).
-//! - [`net`]: the accept loop step every listener uses.
+//! - [`net`]: the accept loop step every listener uses; URLs redacted for logs.
+//! - [`redis_link`]: a Redis connection that may come and go (nothing waits for it).
 //! - [`token`]: random credential generation and the one-way hash stored in place of a secret.
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod net;
 pub mod ops;
 pub mod proxy;
+pub mod redis_link;
 pub mod secret;
 pub mod service;
 pub mod shutdown;

@@ -6,12 +6,16 @@
 //! JWKS documents are fetched once and cached. Answers a policy gives (401, 403, 429, a
 //! redirect, a custom response) are sent by the relay; the agent never sees those requests.
 
-use crate::edge::{Policies, policy_key};
+use crate::{
+    edge::{Policies, policy_key},
+    limiter::SharedLimiter,
+};
 use burrow_common::proxy::{self, Body};
+use burrow_common::redis_link::RedisLink;
 use burrow_policy::{
     RequestContext, RequestFacts, RequestVerdict,
     jwks::JwksCache,
-    limit::{LocalLimiter, RateLimiter, RedisLimiter},
+    limit::{LocalLimiter, RateLimiter},
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -27,14 +31,13 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Counts rate limits in Redis at `redis_url` (keys under `prefix`), or locally when it is
-    /// empty or cannot be reached at start.
-    pub async fn connect(redis_url: &str, prefix: &str) -> Self {
-        let limiter: Arc<dyn RateLimiter> = match redis_manager(redis_url).await {
-            Some(conn) => Arc::new(RedisLimiter::new(conn, prefix.to_owned())),
-            None if redis_url.is_empty() => Arc::new(LocalLimiter::default()),
-            // Down at start: count locally until Redis answers, then share counts through it.
-            None => Arc::new(crate::redis_link::LateRedisLimiter::new(redis_url, prefix)),
+    /// Counts rate limits in Redis through `redis` (keys under `prefix`), locally while it is
+    /// unreachable, or locally for good without a Redis URL.
+    pub async fn connect(redis: Arc<RedisLink>, prefix: &str) -> Self {
+        let limiter: Arc<dyn RateLimiter> = if redis.configured() {
+            Arc::new(SharedLimiter::connect(redis, prefix).await)
+        } else {
+            Arc::new(LocalLimiter::default())
         };
         Self {
             limiter,
@@ -144,29 +147,4 @@ impl Enforcer {
 
 fn policy_answer(status: StatusCode, why: String) -> Response<Body> {
     proxy::text_response(status, format!("Burrow: {why}\n"), "relay")
-}
-
-async fn redis_manager(url: &str) -> Option<redis::aio::ConnectionManager> {
-    if url.is_empty() {
-        return None;
-    }
-    let attempt = async {
-        let client = redis::Client::open(url)?;
-        tokio::time::timeout(
-            Duration::from_secs(3),
-            redis::aio::ConnectionManager::new_with_config(
-                client,
-                crate::redis_link::manager_config(),
-            ),
-        )
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))?
-    };
-    match attempt.await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::warn!(error = %e, url = %burrow_common::net::redacted(url), "redis unavailable: rate limits count per relay");
-            None
-        }
-    }
 }

@@ -17,7 +17,7 @@
 //! Only HTTP endpoints (names and custom domains) are leased: TCP ports are per relay, and
 //! TLS passthrough is not forwarded between relays.
 
-use crate::redis_link::timed;
+use burrow_common::redis_link::timed;
 use burrow_proto::tunnel::{BoundEndpoint, EndpointProto};
 use redis::aio::ConnectionManager;
 use std::{
@@ -327,7 +327,7 @@ mod tests {
     async fn refresh_never_takes_a_lease_back_and_release_only_drops_ours() {
         let url = std::env::var("BURROW_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let link = crate::redis_link::RedisLink::new(&url);
+        let link = burrow_common::redis_link::RedisLink::new(&url);
         let Some(mut conn) = link.get().await else {
             eprintln!("skipped: no redis at {url}");
             return;

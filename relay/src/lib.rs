@@ -23,7 +23,7 @@
 //! - [`presence`]: relay announcement and endpoint leases in Redis.
 //! - [`lease`]: which relay holds which HTTP endpoint (Redis keys with a TTL).
 //! - [`peer`]: the relay-to-relay link: forwarding visitors to the relay holding the endpoint.
-//! - [`redis_link`]: the Redis connection that may come and go (relays never wait for it).
+//! - [`limiter`]: the rate limiter policies use, counting in Redis across relays.
 //! - [`edge`]: what the api issued for the edge: traffic policies, reserved names, verified
 //!   domains, plan limits (plus agents' own policy files).
 //! - [`feed`]: the `RelayFeed` subscription that keeps [`edge`] current.
@@ -43,10 +43,10 @@ pub mod feed;
 pub mod https;
 pub mod ingress;
 pub mod lease;
+pub mod limiter;
 pub mod metering;
 pub mod peer;
 pub mod presence;
-pub mod redis_link;
 pub mod registry;
 pub mod session;
 pub mod shaping;
@@ -275,8 +275,10 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         0 => addrs.http.port(),
         p => p,
     };
+    // One Redis connection for presence, leases and rate limits.
+    let redis = Arc::new(burrow_common::redis_link::RedisLink::new(&config.redis_url));
     let presence = presence::Presence::new(
-        Arc::new(redis_link::RedisLink::new(&config.redis_url)),
+        redis.clone(),
         &config.redis_prefix,
         presence::RelayAnnouncement {
             relay_id: config.relay_id.clone(),
@@ -307,7 +309,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         drain: drain::Drain::default(),
         meter: Arc::new(metering::Meter::with_shapers(edge.shapers.clone())),
         edge,
-        enforcer: enforce::Enforcer::connect(&config.redis_url, &config.redis_prefix).await,
+        enforcer: enforce::Enforcer::connect(redis, &config.redis_prefix).await,
         data: data::DataConns::default(),
         public_port,
         public_https_port: addrs.https.map(|a| match config.public_https_port {

@@ -13,10 +13,8 @@
 //! cannot forward to it); the next round after Redis returns writes everything again, without
 //! a restart, even when the relay started during the outage ([`RedisLink`]).
 
-use crate::{
-    lease,
-    redis_link::{RedisLink, timed},
-};
+use crate::lease;
+use burrow_common::redis_link::{RedisLink, timed};
 use burrow_proto::tunnel::BoundEndpoint;
 use serde::{Deserialize, Serialize};
 use std::{sync::Arc, time::Duration};

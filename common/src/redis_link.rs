@@ -1,14 +1,14 @@
-//! The relay's one connection to Redis, which may come and go.
+//! A Redis connection that may come and go, shared by the api and the relays.
 //!
-//! Redis only holds what can be rebuilt (presence, endpoint leases, shared rate-limit
-//! counters), so the relay never waits for it: [`RedisLink::get`] hands out a connection when
-//! there is one and `None` otherwise. A relay started while Redis is down keeps trying (at most
-//! once per [`RETRY_EVERY`], from whoever asks), instead of giving up for its lifetime; once
-//! connected, redis' `ConnectionManager` reconnects by itself after an outage. Connection
+//! Burrow keeps only rebuildable state in Redis (relay presence, endpoint leases, shared
+//! rate-limit counters, the replay-all lock), so no process waits for it: [`RedisLink::get`]
+//! hands out a connection when there is one and `None` otherwise (the caller degrades). A
+//! process started while Redis is down keeps trying (at most once per [`RETRY_EVERY`], from
+//! whoever asks) instead of giving up for its lifetime; once connected, redis'
+//! `ConnectionManager` reconnects by itself after an outage ([`manager_config`]). Connection
 //! attempts and commands time out quickly, so a dead Redis costs a request at most
-//! [`COMMAND_TIMEOUT`]. [`LateRedisLimiter`] does the same for rate limits.
+//! [`COMMAND_TIMEOUT`].
 
-use burrow_policy::limit::{LocalLimiter, RateDecision, RateLimiter, RedisLimiter};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::{
     sync::{Mutex, PoisonError},
@@ -16,12 +16,12 @@ use std::{
 };
 use tokio::time::Instant;
 
-/// How often a relay without a connection tries to make one.
+/// How often a process without a connection tries to make one.
 pub const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// Connecting, and each command, give up after this long.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A lazily (re)connected Redis handle shared by presence, leases and the rate limiter.
+/// A lazily (re)connected Redis handle.
 pub struct RedisLink {
     url: String,
     state: Mutex<State>,
@@ -76,12 +76,12 @@ impl RedisLink {
         }
         match self.connect().await {
             Ok(conn) => {
-                tracing::info!(url = %burrow_common::net::redacted(&self.url), "redis connected");
+                tracing::info!(url = %crate::net::redacted(&self.url), "redis connected");
                 self.lock().conn = Some(conn.clone());
                 Some(conn)
             }
             Err(e) => {
-                tracing::warn!(error = %e, url = %burrow_common::net::redacted(&self.url), "redis unavailable; retrying in the background");
+                tracing::warn!(error = %e, url = %crate::net::redacted(&self.url), "redis unavailable; retrying in the background");
                 None
             }
         }
@@ -102,10 +102,10 @@ impl RedisLink {
     }
 }
 
-/// How every relay `ConnectionManager` (re)connects: few, short retries, timed-out connects and
+/// How every `ConnectionManager` (re)connects: few, short retries, timed-out connects and
 /// commands. redis' defaults retry 6 times with a backoff whose delays reach a minute and more
 /// (factor 100 on a 1 s base), and every command awaits that reconnect: after an outage a
-/// relay would wait minutes for a Redis that is back. With these, a command fails fast while
+/// process would wait minutes for a Redis that is back. With these, a command fails fast while
 /// Redis is down (the caller degrades) and the next one reconnects.
 pub fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
@@ -127,56 +127,6 @@ pub async fn timed<T>(
                 "redis command timed out",
             )))
         })
-}
-
-/// A rate limiter for a relay that started while Redis was down: hits count in memory until
-/// Redis answers, then a [`RedisLimiter`] (shared counts, with its own fallback during later
-/// outages) takes over for good.
-pub struct LateRedisLimiter {
-    link: RedisLink,
-    prefix: String,
-    local: LocalLimiter,
-    redis: std::sync::OnceLock<RedisLimiter>,
-}
-
-impl LateRedisLimiter {
-    /// Counts locally until Redis at `url` answers; keys then go under `prefix`.
-    pub fn new(url: &str, prefix: &str) -> Self {
-        Self {
-            link: RedisLink::new(url),
-            prefix: prefix.to_owned(),
-            local: LocalLimiter::default(),
-            redis: std::sync::OnceLock::new(),
-        }
-    }
-}
-
-// Written out instead of `#[async_trait]` (the trait's macro form), which this crate does not
-// otherwise need.
-impl RateLimiter for LateRedisLimiter {
-    fn hit<'a, 'k, 'f>(
-        &'a self,
-        key: &'k str,
-        capacity: u64,
-        window: Duration,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = RateDecision> + Send + 'f>>
-    where
-        'a: 'f,
-        'k: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            if self.redis.get().is_none()
-                && let Some(conn) = self.link.get().await
-            {
-                let _ = self.redis.set(RedisLimiter::new(conn, self.prefix.clone()));
-            }
-            match self.redis.get() {
-                Some(redis) => redis.hit(key, capacity, window).await,
-                None => self.local.hit(key, capacity, window).await,
-            }
-        })
-    }
 }
 
 #[cfg(test)]
