@@ -144,6 +144,33 @@ fn group(entries: impl Iterator<Item = (String, String)>) -> Vec<(String, Vec<St
     groups.into_iter().collect()
 }
 
+/// Runs `script` once per name in one pipeline, with KEYS[1] the name's lease key and ARGV
+/// `value`, the TTL in seconds and the value's account; whether it acted, per name.
+async fn per_name(
+    conn: &mut ConnectionManager,
+    script: &str,
+    prefix: &str,
+    value: &str,
+    names: &[String],
+) -> redis::RedisResult<Vec<bool>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let account = parse(value).1.unwrap_or_default();
+    let mut pipe = redis::pipe();
+    for name in names {
+        pipe.cmd("EVAL")
+            .arg(script)
+            .arg(1)
+            .arg(key(prefix, name))
+            .arg(value)
+            .arg(LEASE_TTL.as_secs())
+            .arg(account);
+    }
+    let done: Vec<i64> = timed(pipe.query_async(conn)).await?;
+    Ok(done.into_iter().map(|d| d == 1).collect())
+}
+
 /// Takes the leases of `names` with `value` (see [`value`]) when they are free or held for the
 /// same account; returns the names another account holds (their leases are left alone).
 pub async fn acquire(
@@ -152,25 +179,11 @@ pub async fn acquire(
     value: &str,
     names: &[String],
 ) -> redis::RedisResult<Vec<String>> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let account = parse(value).1.unwrap_or_default();
-    let mut pipe = redis::pipe();
-    for name in names {
-        pipe.cmd("EVAL")
-            .arg(ACQUIRE_SCRIPT)
-            .arg(1)
-            .arg(key(prefix, name))
-            .arg(value)
-            .arg(LEASE_TTL.as_secs())
-            .arg(account);
-    }
-    let done: Vec<i64> = timed(pipe.query_async(conn)).await?;
+    let done = per_name(conn, ACQUIRE_SCRIPT, prefix, value, names).await?;
     Ok(names
         .iter()
         .zip(done)
-        .filter(|(_, d)| *d != 1)
+        .filter(|(_, taken)| !taken)
         .map(|(n, _)| n.clone())
         .collect())
 }
@@ -182,66 +195,33 @@ pub async fn extend(
     value: &str,
     names: &[String],
 ) -> redis::RedisResult<()> {
-    if names.is_empty() {
-        return Ok(());
-    }
-    let mut pipe = redis::pipe();
-    for name in names {
-        pipe.cmd("EVAL")
-            .arg(EXTEND_SCRIPT)
-            .arg(1)
-            .arg(key(prefix, name))
-            .arg(value)
-            .arg(LEASE_TTL.as_secs())
-            .ignore();
-    }
-    timed(pipe.query_async(conn)).await
+    per_name(conn, EXTEND_SCRIPT, prefix, value, names)
+        .await
+        .map(drop)
 }
 
-/// Extends the leases of `names` that are absent or still held by `id`; returns how many of
-/// `names` were refreshed (the rest are held by another relay now).
+/// Extends the leases of `names` that are absent or still held with `value`; returns how many
+/// of `names` were refreshed (the rest are held by another relay now).
 pub async fn refresh(
     conn: &mut ConnectionManager,
     prefix: &str,
-    id: &str,
+    value: &str,
     names: &[String],
 ) -> redis::RedisResult<usize> {
-    if names.is_empty() {
-        return Ok(0);
-    }
-    let mut pipe = redis::pipe();
-    for name in names {
-        pipe.cmd("EVAL")
-            .arg(REFRESH_SCRIPT)
-            .arg(1)
-            .arg(key(prefix, name))
-            .arg(id)
-            .arg(LEASE_TTL.as_secs());
-    }
-    let done: Vec<i64> = timed(pipe.query_async(conn)).await?;
-    Ok(done.iter().filter(|d| **d == 1).count())
+    let done = per_name(conn, REFRESH_SCRIPT, prefix, value, names).await?;
+    Ok(done.into_iter().filter(|d| *d).count())
 }
 
-/// Drops the leases of `names` that `id` still holds.
+/// Drops the leases of `names` still held with `value`.
 pub async fn release(
     conn: &mut ConnectionManager,
     prefix: &str,
-    id: &str,
+    value: &str,
     names: &[String],
 ) -> redis::RedisResult<()> {
-    if names.is_empty() {
-        return Ok(());
-    }
-    let mut pipe = redis::pipe();
-    for name in names {
-        pipe.cmd("EVAL")
-            .arg(RELEASE_SCRIPT)
-            .arg(1)
-            .arg(key(prefix, name))
-            .arg(id)
-            .ignore();
-    }
-    timed(pipe.query_async(conn)).await
+    per_name(conn, RELEASE_SCRIPT, prefix, value, names)
+        .await
+        .map(drop)
 }
 
 /// The relay holding `name`'s lease, if any.
