@@ -215,7 +215,12 @@ async fn one_request_probes_a_failing_redis_per_interval() {
     while let Some(allowed) = tasks.join_next().await {
         assert!(allowed.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Every hit has returned, so no more bytes are coming: wait for the proxy to have counted
+    // what was sent, then check that nothing beyond it was.
+    crate::eventually(Duration::from_secs(5), || async {
+        hole.swallowed_hits() >= 2
+    })
+    .await;
     assert_eq!(
         hole.swallowed_hits(),
         2,
