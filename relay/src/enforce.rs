@@ -7,7 +7,7 @@
 //! redirect, a custom response) are sent by the relay; the agent never sees those requests.
 
 use crate::{
-    edge::{Policies, policy_key},
+    edge::{EdgeState, Policies, policy_key},
     limiter::SharedLimiter,
 };
 use burrow_common::proxy::{self, Body};
@@ -59,6 +59,26 @@ impl Enforcer {
             p.on_tcp_connect(peer).map_err(|d| d.to_string())?;
         }
         Ok(())
+    }
+
+    /// Whether `account`'s endpoint `name` (as the registry names it) refuses a raw connection
+    /// (TCP port, TLS passthrough) from `peer`; counted and logged when it does.
+    pub fn refuses_connection(
+        &self,
+        edge: &EdgeState,
+        account: &str,
+        name: &str,
+        peer: IpAddr,
+    ) -> bool {
+        match self.connect_allowed(&edge.policies(account, name), peer) {
+            Ok(()) => false,
+            Err(why) => {
+                metrics::counter!("burrow_relay_policy_answers_total", "phase" => "connect")
+                    .increment(1);
+                tracing::debug!(%peer, endpoint = %name, why, "visitor connection refused by policy");
+                true
+            }
+        }
     }
 
     /// Runs the request phase. `Ok` carries the request to forward (its body buffered when a

@@ -100,13 +100,10 @@ pub async fn accept(
                 session_ids,
                 account_id,
             } => {
-                if let Err(why) = relay
+                if relay
                     .enforcer
-                    .connect_allowed(&relay.edge.policies(&account_id, &key), peer.ip())
+                    .refuses_connection(&relay.edge, &account_id, &key, peer.ip())
                 {
-                    metrics::counter!("burrow_relay_policy_answers_total", "phase" => "connect")
-                        .increment(1);
-                    tracing::debug!(%peer, endpoint = %key, why, "tls visitor refused by policy");
                     return None;
                 }
                 let meter = relay.meter.endpoint(&account_id, &key, "tls");

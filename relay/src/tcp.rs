@@ -136,13 +136,10 @@ async fn serve_port(relay: Arc<Relay>, listener: TcpListener, port: u16) {
                 session_ids,
                 account_id,
             } => {
-                if let Err(why) = relay
+                if relay
                     .enforcer
-                    .connect_allowed(&relay.edge.policies(&account_id, &name), peer.ip())
+                    .refuses_connection(&relay.edge, &account_id, &name, peer.ip())
                 {
-                    metrics::counter!("burrow_relay_policy_answers_total", "phase" => "connect")
-                        .increment(1);
-                    tracing::debug!(%peer, port, why, "tcp visitor refused by policy");
                     continue;
                 }
                 let meter = relay.meter.endpoint(&account_id, &name, "tcp");

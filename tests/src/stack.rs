@@ -561,6 +561,16 @@ impl Stack {
         Ok(body)
     }
 
+    /// Creates an account named `name` (a fresh provider customer) with one authtoken; returns
+    /// the account id and the authtoken's secret.
+    pub async fn account_with_token(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let customer = format!("cus_{}", uuid::Uuid::new_v4().simple());
+        let account = self.create_account(name, &customer).await?;
+        let id = account["id"].as_str().unwrap_or_default().to_owned();
+        let (_, token) = self.create_authtoken(&id).await?;
+        Ok((id, token))
+    }
+
     /// Creates an authtoken for `account_id` (admin key); returns its id and secret.
     pub async fn create_authtoken(&self, account_id: &str) -> anyhow::Result<(String, String)> {
         let path = format!("/v1/accounts/{account_id}/authtokens");

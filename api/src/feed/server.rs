@@ -8,7 +8,6 @@ use burrow_proto::relay::{
     relay_feed_server::{RelayFeed, RelayFeedServer},
 };
 use std::pin::Pin;
-use subtle::ConstantTimeEq;
 use tokio::sync::{
     broadcast::{self, error::RecvError},
     mpsc,
@@ -118,25 +117,6 @@ async fn stream<S, F>(
     tracing::info!("feed stream ended");
 }
 
-/// Accepts a request carrying `authorization: Bearer <key>`.
-fn check_key(key: &str, request: &Request<()>) -> Result<(), Status> {
-    let presented = request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(p) if bool::from(p.as_bytes().ct_eq(key.as_bytes())) => Ok(()),
-        Some(_) => Err(Status::unauthenticated(
-            "the internal key in `authorization` is not this api's internal key",
-        )),
-        None => Err(Status::unauthenticated(
-            "RelayFeed needs the relay internal key: send metadata `authorization: Bearer <key>`",
-        )),
-    }
-}
-
 /// Why the gRPC server stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -166,7 +146,7 @@ pub async fn serve(
         feed,
         shutdown: shutdown.clone(),
     };
-    let auth = move |request: Request<()>| check_key(&internal_key, &request).map(|()| request);
+    let auth = burrow_proto::grpc_auth::require_bearer(internal_key, "RelayFeed");
     // Pings notice a relay that vanished without closing its connection (its stream task and
     // broadcast receiver are freed) within about 25 s.
     tonic::transport::Server::builder()
@@ -244,22 +224,5 @@ mod tests {
             .expect("the stream ends on shutdown")
             .unwrap();
         assert!(received.recv().await.is_none());
-    }
-
-    fn request(auth: Option<&str>) -> Request<()> {
-        let mut r = Request::new(());
-        if let Some(a) = auth {
-            r.metadata_mut().insert("authorization", a.parse().unwrap());
-        }
-        r
-    }
-
-    #[test]
-    fn only_the_internal_key_passes() {
-        assert!(check_key("ik_1", &request(Some("Bearer ik_1"))).is_ok());
-        let wrong = check_key("ik_1", &request(Some("Bearer ik_2"))).unwrap_err();
-        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
-        let none = check_key("ik_1", &request(None)).unwrap_err();
-        assert!(none.message().contains("authorization"), "{none:?}");
     }
 }

@@ -10,14 +10,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-async fn account(stack: &Stack, name: &str) -> (String, String) {
-    let customer = format!("cus_{}", uuid::Uuid::new_v4().simple());
-    let account = stack.create_account(name, &customer).await.unwrap();
-    let id = account["id"].as_str().unwrap().to_owned();
-    let (_, token) = stack.create_authtoken(&id).await.unwrap();
-    (id, token)
-}
-
 /// Starts `burrow <args>` until it exits 1 saying `needle` (the feed may take a moment to
 /// deliver what makes the relay refuse); returns the output.
 async fn refused(stack: &Stack, args: &[&str], token: &str, needle: &str) -> String {
@@ -33,8 +25,8 @@ async fn refused(stack: &Stack, args: &[&str], token: &str, needle: &str) -> Str
 #[tokio::test]
 async fn a_reserved_name_binds_only_for_its_account() {
     let stack = Stack::start().await.unwrap();
-    let (a, a_token) = account(&stack, "holder").await;
-    let (_, b_token) = account(&stack, "squatter").await;
+    let (a, a_token) = stack.account_with_token("holder").await.unwrap();
+    let (_, b_token) = stack.account_with_token("squatter").await.unwrap();
     let name = format!("res{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let (status, body) = stack
         .call(
@@ -99,7 +91,7 @@ async fn a_reserved_name_binds_only_for_its_account() {
 #[tokio::test]
 async fn bandwidth_is_shaped_at_the_plan_rate_and_follows_a_plan_change_live() {
     let stack = Stack::start().await.unwrap();
-    let (id, token) = account(&stack, "shaped").await;
+    let (id, token) = stack.account_with_token("shaped").await.unwrap();
     // 3 MiB from the local service; the free plan moves 1 MiB/s (after a 1 MiB burst).
     const SIZE: usize = 3 * 1024 * 1024;
     let app = axum::Router::new().fallback(|| async { vec![b'x'; SIZE] });
@@ -169,8 +161,8 @@ async fn a_custom_domain_binds_once_verified_and_only_for_its_account() {
     })
     .await
     .unwrap();
-    let (a, a_token) = account(&stack, "domain-holder").await;
-    let (_, b_token) = account(&stack, "domain-other").await;
+    let (a, a_token) = stack.account_with_token("domain-holder").await.unwrap();
+    let (_, b_token) = stack.account_with_token("domain-other").await.unwrap();
     let admin = stack.creds.admin_api_key.clone();
     let (status, body) = stack
         .call(
@@ -256,8 +248,8 @@ async fn a_custom_domain_binds_once_verified_and_only_for_its_account() {
 async fn a_name_served_on_one_relay_is_refused_to_other_accounts_on_another() {
     let stack = Stack::start().await.unwrap();
     let second = stack.spawn_extra_relay("b").await.unwrap();
-    let (_, a_token) = account(&stack, "relay-holder").await;
-    let (_, b_token) = account(&stack, "relay-other").await;
+    let (_, a_token) = stack.account_with_token("relay-holder").await.unwrap();
+    let (_, b_token) = stack.account_with_token("relay-other").await.unwrap();
     let name = format!("xr{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let port = free_port().to_string();
     let (_holder, _) = stack

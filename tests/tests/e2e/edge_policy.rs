@@ -28,15 +28,6 @@ async fn echo_headers() -> u16 {
     port
 }
 
-/// An account with an authtoken; returns (account id, authtoken).
-async fn account(stack: &Stack, name: &str) -> (String, String) {
-    let customer = format!("cus_{}", uuid::Uuid::new_v4().simple());
-    let account = stack.create_account(name, &customer).await.unwrap();
-    let id = account["id"].as_str().unwrap().to_owned();
-    let (_, token) = stack.create_authtoken(&id).await.unwrap();
-    (id, token)
-}
-
 /// A stack with one account whose agent serves [`echo_headers`] on a fresh name.
 struct Live {
     stack: Stack,
@@ -52,7 +43,7 @@ struct Live {
 impl Live {
     async fn start(prefix: &str) -> Live {
         let stack = Stack::start().await.unwrap();
-        let (account_id, token) = account(&stack, prefix).await;
+        let (account_id, token) = stack.account_with_token(prefix).await.unwrap();
         let port = echo_headers().await;
         let name = format!(
             "{prefix}{}",
@@ -331,7 +322,7 @@ on_http_request:
 async fn a_rate_limit_is_shared_by_two_relays() {
     let stack = Stack::start().await.unwrap();
     let second = stack.spawn_extra_relay("b").await.unwrap();
-    let (account_id, token) = account(&stack, "ratelimit").await;
+    let (account_id, token) = stack.account_with_token("ratelimit").await.unwrap();
     let port = echo_headers().await;
     let name = format!("rl{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     // The same endpoint served through both relays (one agent on each).
@@ -387,7 +378,7 @@ on_http_request:
 #[tokio::test]
 async fn the_agents_policy_file_is_enforced_and_a_bad_one_is_refused_with_its_line() {
     let stack = Stack::start().await.unwrap();
-    let (_, token) = account(&stack, "agentpolicy").await;
+    let (_, token) = stack.account_with_token("agentpolicy").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("policy.yml");
     std::fs::write(
