@@ -65,12 +65,51 @@ impl Policies {
     }
 }
 
-type Key = (String, String);
+/// Values per account, then per endpoint: looked up with two `&str`s, so the per-request
+/// lookup allocates nothing.
+#[derive(Debug)]
+struct ByEndpoint<T>(HashMap<String, HashMap<String, T>>);
+
+impl<T> Default for ByEndpoint<T> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<T> ByEndpoint<T> {
+    fn get(&self, account: &str, endpoint: &str) -> Option<&T> {
+        self.0.get(account)?.get(endpoint)
+    }
+
+    fn insert(&mut self, account: &str, endpoint: &str, value: T) {
+        self.0
+            .entry(account.to_owned())
+            .or_default()
+            .insert(endpoint.to_owned(), value);
+    }
+
+    fn remove(&mut self, account: &str, endpoint: &str) {
+        if let Some(endpoints) = self.0.get_mut(account) {
+            endpoints.remove(endpoint);
+            if endpoints.is_empty() {
+                self.0.remove(account);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.0.values().map(HashMap::len).sum()
+    }
+}
 
 #[derive(Default)]
 struct Inner {
-    policies: HashMap<Key, Arc<Issued>>,
-    agent_policies: HashMap<Key, Arc<Policy>>,
+    policies: ByEndpoint<Arc<Issued>>,
+    agent_policies: ByEndpoint<Arc<Policy>>,
     names: HashMap<String, String>,
     domains: HashMap<String, String>,
     plans: HashMap<String, (String, Limits)>,
@@ -142,21 +181,21 @@ impl EdgeState {
         if inner.policies.is_empty() && inner.agent_policies.is_empty() {
             return Policies::default();
         }
-        let key = (account.to_owned(), policy_key(name).into_owned());
+        let endpoint = policy_key(name);
         Policies {
-            api: inner.policies.get(&key).cloned(),
-            agent: inner.agent_policies.get(&key).cloned(),
+            api: inner.policies.get(account, &endpoint).cloned(),
+            agent: inner.agent_policies.get(account, &endpoint).cloned(),
         }
     }
 
     /// Sets (or with `None` clears) the policy the agent bound `name` with.
     pub fn set_agent_policy(&self, account: &str, name: &str, policy: Option<Policy>) {
-        let key = (account.to_owned(), policy_key(name).into_owned());
+        let endpoint = policy_key(name);
         let mut inner = self.write();
         match policy {
-            Some(p) => inner.agent_policies.insert(key, Arc::new(p)),
-            None => inner.agent_policies.remove(&key),
-        };
+            Some(p) => inner.agent_policies.insert(account, &endpoint, Arc::new(p)),
+            None => inner.agent_policies.remove(account, &endpoint),
+        }
     }
 
     /// The account holding reserved name `name`, if any.
@@ -179,22 +218,24 @@ impl EdgeState {
         match event.event {
             Some(Event::Snapshot(s)) => self.replace(s),
             Some(Event::Policy(p)) => {
-                let key = (p.account_id.clone(), p.endpoint.clone());
+                let compiled = compile(&p);
+                let mut inner = self.write();
                 // A change older than what a later snapshot delivered is stale.
-                if self
-                    .read()
+                if inner
                     .policies
-                    .get(&key)
+                    .get(&p.account_id, &p.endpoint)
                     .is_some_and(|held| held.version > p.version)
                 {
                     return;
                 }
-                let compiled = compile(&p);
-                let mut inner = self.write();
                 match compiled {
-                    Some(issued) => inner.policies.insert(key, Arc::new(issued)),
-                    None => inner.policies.remove(&key),
-                };
+                    Some(issued) => {
+                        inner
+                            .policies
+                            .insert(&p.account_id, &p.endpoint, Arc::new(issued))
+                    }
+                    None => inner.policies.remove(&p.account_id, &p.endpoint),
+                }
                 metrics::gauge!("burrow_relay_edge_policies").set(inner.policies.len() as f64);
             }
             Some(Event::Name(n)) => {
@@ -226,14 +267,16 @@ impl EdgeState {
 
     fn replace(&self, s: Snapshot) {
         let mut next = Inner {
-            policies: s
-                .policies
-                .iter()
-                .filter_map(|p| {
-                    compile(p).map(|i| ((p.account_id.clone(), p.endpoint.clone()), Arc::new(i)))
-                })
-                .collect(),
-            agent_policies: HashMap::new(),
+            policies: {
+                let mut policies = ByEndpoint::default();
+                for p in &s.policies {
+                    if let Some(issued) = compile(p) {
+                        policies.insert(&p.account_id, &p.endpoint, Arc::new(issued));
+                    }
+                }
+                policies
+            },
+            agent_policies: ByEndpoint::default(),
             names: s
                 .names
                 .into_iter()
