@@ -21,11 +21,15 @@
 //! - [`dns`]: an authoritative DNS server whose TXT records a test sets (domain verification).
 //! - [`private_redis`]: a test's own `redis-server` it may stop and restart; reading keys.
 //! - [`tls`]: test certificates, TLS clients with chosen SNI/ALPN, and local TLS servers.
+//! - [`pebble`]: a real ACME CA (Debian's `pebble` + `pebble-challtestsrv`) for certificate tests.
+//! - [`ari`]: an ACME Renewal Information (RFC 9773) responder in front of pebble.
 
 pub mod agent;
+pub mod ari;
 pub mod dns;
 pub mod jwt;
 pub mod metrics;
+pub mod pebble;
 pub mod private_redis;
 pub mod procs;
 pub mod stack;

@@ -21,6 +21,8 @@ pub struct StackOptions {
     pub relay_env: Vec<(String, String)>,
     /// Extra `BURROW_API_*` settings for the api (e.g. `BURROW_API_DNS_RESOLVER`).
     pub api_env: Vec<(String, String)>,
+    /// Extra `BURROW_WORKER_*` settings for the worker (e.g. its ACME directory).
+    pub worker_env: Vec<(String, String)>,
     /// Attempts before a provider event parks (kept small so tests reach the DLQ fast).
     pub apply_maximum_attempts: u32,
     /// OTLP endpoint for api and worker traces; empty disables.
@@ -28,8 +30,8 @@ pub struct StackOptions {
     /// Temporal address to use instead of the suite's; when set, the stack does not wait for
     /// Temporal (the test may start it later).
     pub temporal_address: Option<String>,
-    /// Redis for the api and the relays instead of the suite's shared one (e.g. a private
-    /// [`crate::redis::PrivateRedis`] the test stops and restarts).
+    /// Redis for the api, the relays and the worker instead of the suite's shared one (e.g. a private
+    /// [`crate::private_redis::PrivateRedis`] the test stops and restarts).
     pub redis_url: Option<String>,
 }
 
@@ -38,6 +40,7 @@ impl Default for StackOptions {
         Self {
             relay_env: Vec::new(),
             api_env: Vec::new(),
+            worker_env: Vec::new(),
             apply_maximum_attempts: 3,
             otlp_endpoint: String::new(),
             temporal_address: None,
@@ -88,6 +91,17 @@ struct RelaySettings<'a> {
     domain: &'a str,
 }
 
+/// What the worker is started with.
+struct WorkerSettings<'a> {
+    temporal: &'a str,
+    task_queue: &'a str,
+    db_url: &'a str,
+    redis_url: &'a str,
+    redis_prefix: &'a str,
+    internal_key: &'a str,
+    otlp_endpoint: &'a str,
+}
+
 /// Seeded credentials.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Credentials {
@@ -127,6 +141,8 @@ pub struct Stack {
     pub relay_proc: Proc,
     /// The worker process.
     pub worker: Proc,
+    /// `127.0.0.1:port` of the worker's ops listener (`/healthz`, `/readyz`, `/metrics`).
+    pub worker_ops: String,
     internal_key: String,
     redis_prefix: String,
     redis_url: String,
@@ -236,22 +252,21 @@ impl Stack {
         .await?;
         wait_ready(&http, &format!("http://{}/readyz", relay.ops), &relay_proc).await?;
 
-        let worker_addr_file = dir.path().join("worker.json");
-        let mut worker_cmd = Command::new(bin("burrow-worker"));
-        worker_cmd
-            .env("BURROW_WORKER_TEMPORAL_ADDRESS", &temporal)
-            .env("BURROW_WORKER_TASK_QUEUE", &task_queue)
-            .env("BURROW_WORKER_DATABASE_URL", &db.url)
-            .env("BURROW_WORKER_OPS_LISTEN", "127.0.0.1:0")
-            .env("BURROW_WORKER_ADDR_FILE", &worker_addr_file)
-            .env("BURROW_WORKER_OTLP_ENDPOINT", &options.otlp_endpoint);
-        let worker = Proc::spawn("burrow-worker", worker_cmd, dir.path())?;
-        #[derive(Deserialize)]
-        struct W {
-            ops: String,
-        }
-        let w: W = read_addr_file(&worker_addr_file, &worker).await?;
-        wait_ready(&http, &format!("http://{}/readyz", w.ops), &worker).await?;
+        let (worker, worker_ops) = Self::spawn_worker(
+            dir.path(),
+            &http,
+            WorkerSettings {
+                temporal: &temporal,
+                task_queue: &task_queue,
+                db_url: &db.url,
+                redis_url: &redis_url,
+                redis_prefix: &redis_prefix,
+                internal_key: &internal_key,
+                otlp_endpoint: &options.otlp_endpoint,
+            },
+            &options.worker_env,
+        )
+        .await?;
 
         Ok(Stack {
             dir,
@@ -266,6 +281,7 @@ impl Stack {
             api,
             relay_proc,
             worker,
+            worker_ops,
             internal_key,
             redis_prefix,
             redis_url,
@@ -286,6 +302,73 @@ impl Stack {
             redis_prefix: &self.redis_prefix,
             domain: &self.domain,
         }
+    }
+
+    async fn spawn_worker(
+        dir: &std::path::Path,
+        http: &reqwest::Client,
+        settings: WorkerSettings<'_>,
+        extra_env: &[(String, String)],
+    ) -> anyhow::Result<(Proc, String)> {
+        let addr_file = dir.join("worker.json");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut cmd = Command::new(bin("burrow-worker"));
+        cmd.env("BURROW_WORKER_TEMPORAL_ADDRESS", settings.temporal)
+            .env("BURROW_WORKER_TASK_QUEUE", settings.task_queue)
+            .env("BURROW_WORKER_DATABASE_URL", settings.db_url)
+            // The relays' Redis and key prefix, and the key relays present: what the worker
+            // publishes (certificates) reaches the stack's relays.
+            .env("BURROW_WORKER_REDIS_URL", settings.redis_url)
+            .env("BURROW_WORKER_REDIS_PREFIX", settings.redis_prefix)
+            .env("BURROW_WORKER_INTERNAL_KEY", settings.internal_key)
+            .env("BURROW_WORKER_OPS_LISTEN", "127.0.0.1:0")
+            .env("BURROW_WORKER_ADDR_FILE", &addr_file)
+            .env("BURROW_WORKER_OTLP_ENDPOINT", settings.otlp_endpoint)
+            .envs(extra_env.iter().map(|(k, v)| (k, v)));
+        let worker = Proc::spawn("burrow-worker", cmd, dir)?;
+        #[derive(Deserialize)]
+        struct W {
+            ops: String,
+        }
+        let w: W = read_addr_file(&addr_file, &worker).await?;
+        wait_ready(http, &format!("http://{}/readyz", w.ops), &worker).await?;
+        Ok((worker, w.ops))
+    }
+
+    /// Kills the worker and starts a new one with the stack's settings, its
+    /// [`StackOptions::worker_env`] and then `extra_env` (later entries win); waits until it
+    /// is ready. Its log continues in the same file. Used when a setting is only known after
+    /// the stack started (e.g. an ACME directory validating against the relay's ports).
+    pub async fn restart_worker_with(
+        &mut self,
+        extra_env: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        self.worker.kill().await;
+        let env: Vec<(String, String)> = self
+            .options
+            .worker_env
+            .iter()
+            .chain(extra_env)
+            .cloned()
+            .collect();
+        let (worker, ops) = Self::spawn_worker(
+            self.dir.path(),
+            &self.http,
+            WorkerSettings {
+                temporal: &self.temporal,
+                task_queue: &self.task_queue,
+                db_url: &self.db.url,
+                redis_url: &self.redis_url,
+                redis_prefix: &self.redis_prefix,
+                internal_key: &self.internal_key,
+                otlp_endpoint: &self.options.otlp_endpoint,
+            },
+            &env,
+        )
+        .await?;
+        self.worker = worker;
+        self.worker_ops = ops;
+        Ok(())
     }
 
     /// Starts another relay of the platform (same api, Redis, domain and dev CA) on its own
@@ -422,7 +505,7 @@ impl Stack {
         &self.internal_key
     }
 
-    /// The Redis the stack's api and relays use, and the prefix of their keys.
+    /// The Redis the stack's api, relays and worker use, and the prefix of their keys.
     pub fn redis(&self) -> (&str, &str) {
         (&self.redis_url, &self.redis_prefix)
     }

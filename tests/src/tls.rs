@@ -148,6 +148,21 @@ where
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
+    serve_tls_on(listener, config, handle);
+    Ok(port)
+}
+
+/// Accepts TLS with `config` on `listener` and runs `handle` on each handshaken connection, in
+/// a task; aborting the returned handle stops accepting.
+pub fn serve_tls_on<F, Fut>(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    handle: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let handle = Arc::new(handle);
     tokio::spawn(async move {
@@ -159,8 +174,7 @@ where
                 }
             });
         }
-    });
-    Ok(port)
+    })
 }
 
 /// Serves HTTP (1.1, or h2 when ALPN picks it) over TLS on a free port, answering every request
