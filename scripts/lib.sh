@@ -74,6 +74,8 @@ ensure_tools() {
     case "$p" in
       chromium) command -v chromium >/dev/null || missing+=(chromium) ;;
       chromium-driver) command -v chromedriver >/dev/null || missing+=(chromium-driver) ;;
+      pebble) { command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null; } || missing+=(pebble) ;;
+      lego) command -v lego >/dev/null || missing+=(lego) ;;
       *) dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p") ;;
     esac
   done

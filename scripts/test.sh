@@ -4,7 +4,8 @@
 # and headless Chromium). Installs and starts what is missing; stops what it started.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ensure_tools chromium chromium-driver
+# pebble (+ pebble-challtestsrv): the ACME CA of the certificate tests; lego: an ACME client.
+ensure_tools chromium chromium-driver pebble lego
 STARTED_BEFORE=$(ls "$PIDS" 2>/dev/null || true)
 cleanup() {
   # Stop only the services this run started (not ones up.sh or the machine runs).
