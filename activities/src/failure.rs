@@ -12,6 +12,24 @@ pub const INVALID_PAYLOAD: &str = "InvalidPayload";
 /// Anything else (database unavailable, ...). Retryable.
 pub const INTERNAL: &str = "Internal";
 
+// Certificate lifecycle (see `burrow_workflows::certificate::CertState`).
+/// The CA could not validate a challenge (relay unreachable from the CA, wrong answer, DNS).
+pub const CHALLENGE_FAILED: &str = "ChallengeFailed";
+/// The CA said `rateLimited`, or Burrow's own order budget is spent.
+pub const RATE_LIMITED: &str = "RateLimited";
+/// The CA did not answer (connection refused, timeout, 5xx, bad nonce storms).
+pub const CA_UNREACHABLE: &str = "CaUnreachable";
+/// The CA refuses the name itself (`rejectedIdentifier`, `malformed`). Not retryable.
+pub const INVALID_DOMAIN: &str = "InvalidDomain";
+/// A CAA record forbids the CA from issuing for the name. Not retryable.
+pub const CAA_FORBIDDEN: &str = "CaaForbidden";
+/// The ACME account was deactivated or is unauthorized. Not retryable.
+pub const ACCOUNT_DEACTIVATED: &str = "AccountDeactivated";
+/// Some relays did not take the new certificate.
+pub const DISTRIBUTION_PARTIAL: &str = "DistributionPartial";
+/// Issuance failed for another reason (finalize, storage, configuration).
+pub const ISSUANCE_FAILED: &str = "IssuanceFailed";
+
 /// An activity error of failure type `kind`.
 pub fn error(kind: &'static str, message: String, retryable: bool) -> ActivityError {
     ActivityError::application(

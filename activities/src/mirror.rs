@@ -25,6 +25,14 @@ pub struct StateRecord {
     pub last_error: Option<String>,
     /// Times ops replayed this workflow so far.
     pub replays: u32,
+    /// Attempts of the current step, when the workflow counts them itself (the provider
+    /// workflow's activity counts its own).
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// Whether `state` is a failure (parked) state: counted by
+    /// `burrow_workflow_failure_states_total{kind,state}`.
+    #[serde(default)]
+    pub failure: bool,
 }
 
 /// Activities writing the `workflow_runs` projection.
@@ -49,12 +57,14 @@ impl MirrorActivities {
         record: StateRecord,
     ) -> Result<(), ActivityError> {
         sqlx::query(
-            "INSERT INTO workflow_runs (workflow_id, kind, subject, state, last_error, replays)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO workflow_runs (workflow_id, kind, subject, state, last_error, replays,
+                 attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, 0))
              ON CONFLICT (workflow_id) DO UPDATE
                SET state = EXCLUDED.state,
                    last_error = COALESCE(EXCLUDED.last_error, workflow_runs.last_error),
                    replays = EXCLUDED.replays,
+                   attempts = COALESCE($7, workflow_runs.attempts),
                    updated_at = now()",
         )
         .bind(&record.workflow_id)
@@ -63,9 +73,18 @@ impl MirrorActivities {
         .bind(&record.state)
         .bind(&record.last_error)
         .bind(record.replays as i32)
+        .bind(record.attempts.map(|a| a as i32))
         .execute(&self.pool)
         .await
         .map_err(|e| crate::failure::error(crate::failure::INTERNAL, e.to_string(), true))?;
+        metrics::counter!("burrow_workflow_transitions_total",
+            "kind" => record.kind.clone(), "state" => record.state.clone())
+        .increment(1);
+        if record.failure {
+            metrics::counter!("burrow_workflow_failure_states_total",
+                "kind" => record.kind.clone(), "state" => record.state.clone())
+            .increment(1);
+        }
         tracing::info!(workflow_id = %record.workflow_id, state = %record.state, "workflow state");
         Ok(())
     }

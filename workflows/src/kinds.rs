@@ -3,6 +3,7 @@
 //! The console links each failure state to `runbooks/<kind>/<state>.md`, and a test fails when
 //! a state has no page or a page names no state.
 
+use crate::certificate::CertState;
 use crate::provider_webhook::FailureState;
 
 /// A workflow kind and its failure states.
@@ -16,10 +17,16 @@ pub struct Kind {
 
 /// Every workflow kind Burrow runs.
 pub fn all() -> Vec<Kind> {
-    vec![Kind {
-        name: crate::provider_webhook::KIND,
-        failure_states: FailureState::ALL.iter().map(|f| f.as_str()).collect(),
-    }]
+    vec![
+        Kind {
+            name: crate::provider_webhook::KIND,
+            failure_states: FailureState::ALL.iter().map(|f| f.as_str()).collect(),
+        },
+        Kind {
+            name: crate::certificate::KIND,
+            failure_states: CertState::FAILURES.iter().map(|f| f.as_str()).collect(),
+        },
+    ]
 }
 
 /// Every failure state name of every kind (what "parked" means in queries).

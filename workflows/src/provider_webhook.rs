@@ -209,6 +209,8 @@ async fn record(
             state: state.to_owned(),
             last_error,
             replays,
+            attempts: None,
+            failure: FailureState::ALL.iter().any(|f| f.as_str() == state),
         },
         ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
             .retry_policy(

@@ -1,8 +1,17 @@
-//! The `burrow-worker` process: hosts every workflow and activity on one task queue.
+//! The `burrow-worker` process: hosts every workflow and activity on one task queue, registers
+//! the search attributes workflows set, and keeps the replication workflow running.
 
+use crate::certificate::CertificateWorkflow;
 use crate::provider_webhook::ProviderWebhookWorkflow;
-use burrow_activities::{MirrorActivities, ProviderActivities};
+use crate::replication::{ReplicationInput, ReplicationWorkflow};
+use burrow_activities::acme::{AcmeSettings, Challenge};
+use burrow_activities::seal::KeySealer;
+use burrow_activities::{
+    AcmeActivities, DistributionActivities, IncidentActivities, MirrorActivities,
+    ProviderActivities,
+};
 use burrow_common::config::Config;
+use burrow_common::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -28,6 +37,33 @@ pub struct WorkerConfig {
     pub otlp_endpoint: String,
     /// Log JSON lines.
     pub log_json: bool,
+    /// Redis shared with the relays (challenge answers, relay discovery).
+    pub redis_url: String,
+    /// Key prefix in Redis; the same as the relays' `redis_prefix`.
+    pub redis_prefix: String,
+    /// The platform's internal key: bearer on `RelayControl` calls.
+    pub internal_key: Secret,
+    /// ACME directory URL (`https://acme-v02.api.letsencrypt.org/directory`); empty disables
+    /// certificate issuance (certificate workflows park in `issuance_failed` saying so).
+    pub acme_directory_url: String,
+    /// PEM root the CA's API is verified with (test CAs such as Pebble); empty uses the
+    /// platform's roots.
+    pub acme_ca_file: String,
+    /// ACME account contact, e.g. `mailto:ops@example.com`.
+    pub acme_contact: String,
+    /// `http-01` (relays' HTTP listener) or `tls-alpn-01` (relays' HTTPS listener).
+    pub acme_challenge: Challenge,
+    /// New orders allowed per rolling 3 hours, all domains together (Let's Encrypt: 300).
+    pub acme_order_budget: u32,
+    /// Failed validations allowed per hostname per rolling hour (Let's Encrypt: 5).
+    pub acme_failed_authz_per_host_hour: u32,
+    /// How long the CA gets to validate challenges, seconds.
+    pub acme_validation_timeout_secs: u64,
+    /// 32 bytes, base64: seals certificate private keys and ACME credentials in PostgreSQL.
+    pub cert_encryption_key: Secret,
+    /// Time between replication passes (relays' certificates vs the latest), milliseconds;
+    /// 0 disables the replication workflow.
+    pub replication_interval_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -41,6 +77,18 @@ impl Default for WorkerConfig {
             addr_file: String::new(),
             otlp_endpoint: String::new(),
             log_json: false,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: "burrow:".into(),
+            internal_key: Secret::default(),
+            acme_directory_url: String::new(),
+            acme_ca_file: String::new(),
+            acme_contact: String::new(),
+            acme_challenge: Challenge::Http01,
+            acme_order_budget: 250,
+            acme_failed_authz_per_host_hour: 4,
+            acme_validation_timeout_secs: 90,
+            cert_encryption_key: Secret::default(),
+            replication_interval_ms: 60_000,
         }
     }
 }
@@ -51,6 +99,26 @@ impl Config for WorkerConfig {
     fn validate(&self) -> Result<(), String> {
         if self.task_queue.is_empty() {
             return Err("`task_queue` must not be empty".into());
+        }
+        if !self.cert_encryption_key.is_empty() {
+            KeySealer::from_base64(self.cert_encryption_key.expose()).map_err(|e| e.to_string())?;
+        }
+        if !self.acme_directory_url.is_empty() && self.cert_encryption_key.is_empty() {
+            return Err(
+                "`acme_directory_url` is set but `cert_encryption_key` is not: issued \
+                        private keys are only stored encrypted (generate one with \
+                        `openssl rand -base64 32`)"
+                    .into(),
+            );
+        }
+        if !self.acme_ca_file.is_empty() && !std::path::Path::new(&self.acme_ca_file).is_file() {
+            return Err(format!(
+                "`acme_ca_file` {:?} is not a readable file",
+                self.acme_ca_file
+            ));
+        }
+        if self.acme_order_budget == 0 {
+            return Err("`acme_order_budget` must be at least 1".into());
         }
         burrow_common::config::check_socket_addr("ops_listen", &self.ops_listen)
     }
@@ -140,14 +208,54 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             }
         }
     };
+    register_search_attributes(&client, &config.temporal_namespace).await;
+    let redis = Arc::new(burrow_common::redis_link::RedisLink::new(&config.redis_url));
+    let sealer = match config.cert_encryption_key.is_empty() {
+        true => None,
+        false => Some(Arc::new(
+            KeySealer::from_base64(config.cert_encryption_key.expose())
+                .map_err(|e| WorkerError::Sdk(e.to_string()))?,
+        )),
+    };
+    let directory = Arc::new(burrow_proto::directory::RelayDirectory::new(
+        redis.clone(),
+        &config.redis_prefix,
+        config.internal_key.expose(),
+    ));
+    let acme = AcmeSettings {
+        directory_url: config.acme_directory_url.clone(),
+        ca_file: config.acme_ca_file.clone(),
+        contact: config.acme_contact.clone(),
+        challenge: config.acme_challenge,
+        order_budget: config.acme_order_budget,
+        failed_authz_per_host_hour: config.acme_failed_authz_per_host_hour,
+        validation_timeout: std::time::Duration::from_secs(config.acme_validation_timeout_secs),
+        redis_prefix: config.redis_prefix.clone(),
+    };
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Sdk(e.to_string()))?;
+    let sdk = |e: &dyn std::fmt::Display| WorkerError::Sdk(e.to_string());
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<ProviderWebhookWorkflow>()
-        .map_err(|e| WorkerError::Sdk(e.to_string()))?
+        .map_err(|e| sdk(&e))?
+        .register_workflow::<CertificateWorkflow>()
+        .map_err(|e| sdk(&e))?
+        .register_workflow::<ReplicationWorkflow>()
+        .map_err(|e| sdk(&e))?
         .register_activities(ProviderActivities::new(pool.clone()))
-        .register_activities(MirrorActivities::new(pool))
+        .register_activities(MirrorActivities::new(pool.clone()))
+        .register_activities(IncidentActivities::new(pool.clone()))
+        .register_activities(AcmeActivities::new(
+            pool.clone(),
+            redis,
+            sealer.clone(),
+            acme,
+        ))
+        .register_activities(DistributionActivities::new(pool, directory, sealer))
         .build();
+    if config.replication_interval_ms > 0 {
+        start_replication(&client, &config).await;
+    }
     let mut worker =
         Worker::new(&runtime, client, options).map_err(|e| WorkerError::Sdk(e.to_string()))?;
     let stop = worker.shutdown_handle();
@@ -162,6 +270,55 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         .map_err(|e| WorkerError::Sdk(e.to_string()))?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Registers the search attributes Burrow's workflows set (idempotent; an attribute that
+/// exists already is fine). Without them, a workflow upserting one would fail its task.
+async fn register_search_attributes(client: &temporalio_client::Client, namespace: &str) {
+    use temporalio_common::protos::temporal::api::enums::v1::IndexedValueType;
+    use temporalio_common::protos::temporal::api::operatorservice::v1::AddSearchAttributesRequest;
+    let mut operator = client.connection().operator_service();
+    let request = AddSearchAttributesRequest {
+        search_attributes: [(
+            crate::certificate::STATE_ATTRIBUTE.to_owned(),
+            IndexedValueType::Keyword as i32,
+        )]
+        .into(),
+        namespace: namespace.to_owned(),
+    };
+    match operator
+        .add_search_attributes(tonic::Request::new(request))
+        .await
+    {
+        Ok(_) => tracing::info!("search attributes registered"),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+        Err(s) => tracing::warn!(error = %s.message(), code = ?s.code(),
+            "could not register search attributes; workflows setting them will fail their tasks"),
+    }
+}
+
+/// Starts this task queue's replication workflow unless it is running.
+async fn start_replication(client: &temporalio_client::Client, config: &WorkerConfig) {
+    use temporalio_client::{WorkflowIdConflictPolicy, WorkflowStartOptions};
+    let id = crate::replication::workflow_id(&config.task_queue);
+    let started = client
+        .start_workflow(
+            ReplicationWorkflow::run,
+            ReplicationInput {
+                interval_ms: config.replication_interval_ms,
+                passes_per_run: 500,
+            },
+            WorkflowStartOptions::new(config.task_queue.clone(), id.clone())
+                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .build(),
+        )
+        .await;
+    match started {
+        Ok(_) => tracing::info!(workflow_id = %id, "replication workflow running"),
+        Err(e) => {
+            tracing::warn!(workflow_id = %id, error = %e, "could not start the replication workflow")
+        }
+    }
 }
 
 #[cfg(test)]
