@@ -4,6 +4,8 @@
 //! - [`relay`]: the `RelayControl` (api → relay) and `RelayFeed` (relay ← api, server streaming)
 //!   gRPC services (tonic/prost, generated at build time by
 //!   `protox`, so no `protoc` is needed) through which the api drives relays.
+//! - [`directory`]: finding live relays (their Redis presence) and `RelayControl` clients to
+//!   them, shared by the api and the worker.
 //! - [`grpc_auth`]: the internal key as bearer metadata on internal gRPC calls.
 //! - [`client_hello`]: peeks the SNI and ALPN of a TLS ClientHello (relay routing, certificates).
 //! - [`proxy_protocol`]: PROXY protocol v2 headers (visitor address for TCP endpoints).
@@ -12,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client_hello;
+pub mod directory;
 pub mod grpc_auth;
 pub mod proxy_protocol;
 pub mod tunnel;

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct RelayConfig {
     /// Stable id of this relay, shown in `ListSessions` and in Redis presence.
     pub relay_id: String,
+    /// Region label (`[a-z0-9-]`, e.g. `eu-west`), announced in Redis and reported with
+    /// managed certificates, so the control plane can tell relays apart by location.
+    pub region: String,
     /// Where agents connect (TLS 1.3).
     pub agent_listen: String,
     /// Public HTTP ingress.
@@ -40,6 +43,11 @@ pub struct RelayConfig {
     pub cert_dir: String,
     /// How often `cert_dir` is checked for changes.
     pub cert_reload_secs: u64,
+    /// Where managed certificates (pushed over `RelayControl.InstallCertificate` by the
+    /// certificate workflows) are kept, one file per domain, so a restarted relay serves them
+    /// at once. Empty uses `<state_dir>/managed-certs`. Not for hand-placed files: use
+    /// `cert_dir`.
+    pub managed_cert_dir: String,
     /// Base URL of burrow-api, used to verify authtokens.
     pub api_url: String,
     /// Shared secret the relay presents to the api's internal endpoints.
@@ -89,6 +97,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             relay_id: "relay-local".into(),
+            region: "local".into(),
             agent_listen: "127.0.0.1:7443".into(),
             http_listen: "127.0.0.1:7081".into(),
             https_listen: "127.0.0.1:7444".into(),
@@ -101,6 +110,7 @@ impl Default for RelayConfig {
             public_https_port: 0,
             cert_dir: String::new(),
             cert_reload_secs: 2,
+            managed_cert_dir: String::new(),
             api_url: "http://127.0.0.1:7080".into(),
             internal_key: Secret::default(),
             feed_url: String::new(),
@@ -134,6 +144,17 @@ impl Config for RelayConfig {
                         presents it to the api to verify authtokens"
                     .into(),
             );
+        }
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!(
+                "`region` {:?} (BURROW_RELAY_REGION) must be non-empty and only a-z, 0-9 and `-`",
+                self.region
+            ));
         }
         crate::tcp::parse_range(&self.tcp_ports).map_err(|e| format!("`tcp_ports`: {e}"))?;
         if self.max_visitor_connections == 0 {
@@ -207,5 +228,20 @@ mod tests {
         assert_eq!(cfg.validate(), Ok(()));
         cfg.peer_url = "https://10.0.0.5:7445".into();
         assert!(cfg.validate().unwrap_err().contains("`peer_url`"));
+    }
+
+    #[test]
+    fn region_is_a_lowercase_label() {
+        let mut cfg = RelayConfig {
+            internal_key: Secret::new("k"),
+            ..RelayConfig::default()
+        };
+        assert_eq!(cfg.region, "local");
+        cfg.region = "eu-west-1".into();
+        assert_eq!(cfg.validate(), Ok(()));
+        for bad in ["", "EU", "eu west", "eu_west"] {
+            cfg.region = bad.into();
+            assert!(cfg.validate().unwrap_err().contains("`region`"), "{bad:?}");
+        }
     }
 }

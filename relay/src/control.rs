@@ -1,8 +1,13 @@
-//! The `RelayControl` gRPC server: how the api lists and closes this relay's agent sessions.
+//! The `RelayControl` gRPC server: how the api lists and closes this relay's agent sessions,
+//! and how the certificate workflows install, list and remove managed certificates (held by
+//! [`crate::certs::CertStore`]).
 
 use crate::Relay;
+use crate::certs::{Installed, ManagedError};
 use burrow_proto::relay::{
-    Endpoint, KickSessionRequest, KickSessionResponse, ListSessionsRequest, ListSessionsResponse,
+    Endpoint, InstallCertificateRequest, InstallCertificateResponse, KickSessionRequest,
+    KickSessionResponse, ListCertificatesRequest, ListCertificatesResponse, ListSessionsRequest,
+    ListSessionsResponse, ManagedCertificate, RemoveCertificateRequest, RemoveCertificateResponse,
     Session, kick_session_request::Target, relay_control_server::RelayControl,
 };
 use burrow_proto::tunnel::CloseCode;
@@ -16,6 +21,26 @@ fn reason_or(reason: &str, default: &str) -> String {
     }
 }
 use tonic::{Request, Response, Status};
+
+fn managed_status(e: ManagedError) -> Status {
+    match e {
+        ManagedError::Invalid(message) => Status::invalid_argument(message),
+        e @ ManagedError::NoDir => Status::failed_precondition(e.to_string()),
+        e @ ManagedError::Io { .. } => {
+            Status::internal(format!("storing the managed certificate failed: {e}"))
+        }
+    }
+}
+
+/// Runs blocking certificate-store work off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ManagedError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("certificate store task failed: {e}")))?
+        .map_err(managed_status)
+}
 
 /// Implements `RelayControl` over the relay's registry.
 pub struct ControlService {
@@ -99,5 +124,70 @@ impl RelayControl for ControlService {
         Ok(Response::new(KickSessionResponse {
             kicked: kicked as u32,
         }))
+    }
+
+    async fn install_certificate(
+        &self,
+        request: Request<InstallCertificateRequest>,
+    ) -> Result<Response<InstallCertificateResponse>, Status> {
+        let req = request.into_inner();
+        let store = self.relay.certs.clone();
+        let domain = req.domain.clone();
+        let outcome =
+            blocking(move || store.install(&req.domain, req.version, &req.chain_pem, &req.key_pem))
+                .await?;
+        let (version, installed) = match outcome {
+            Installed::Installed { version } => {
+                tracing::info!(%domain, version, "managed certificate installed");
+                (version, true)
+            }
+            Installed::Stale { held } => {
+                tracing::info!(%domain, held, "stale managed certificate refused");
+                (held, false)
+            }
+        };
+        Ok(Response::new(InstallCertificateResponse {
+            relay_id: self.relay.config.relay_id.clone(),
+            region: self.relay.config.region.clone(),
+            version,
+            installed,
+        }))
+    }
+
+    async fn list_certificates(
+        &self,
+        _request: Request<ListCertificatesRequest>,
+    ) -> Result<Response<ListCertificatesResponse>, Status> {
+        let certificates = self
+            .relay
+            .certs
+            .managed()
+            .into_iter()
+            .map(|m| ManagedCertificate {
+                domain: m.domain,
+                version: m.version,
+                serial: m.serial,
+                not_after: m.not_after,
+            })
+            .collect();
+        Ok(Response::new(ListCertificatesResponse {
+            relay_id: self.relay.config.relay_id.clone(),
+            region: self.relay.config.region.clone(),
+            certificates,
+        }))
+    }
+
+    async fn remove_certificate(
+        &self,
+        request: Request<RemoveCertificateRequest>,
+    ) -> Result<Response<RemoveCertificateResponse>, Status> {
+        let domain = request.into_inner().domain;
+        let store = self.relay.certs.clone();
+        let removed = {
+            let domain = domain.clone();
+            blocking(move || store.remove(&domain)).await?
+        };
+        tracing::info!(%domain, removed, "managed certificate removal requested");
+        Ok(Response::new(RemoveCertificateResponse { removed }))
     }
 }

@@ -5,6 +5,9 @@
 //! - SNI `<name>.<domain>` with a TLS endpoint bound as `<name>` (`burrow tls`): the connection
 //!   is relayed byte for byte, ClientHello included, to that agent — the local service
 //!   terminates TLS with its own certificate;
+//! - otherwise, a ClientHello offering only the ALPN protocol `acme-tls/1` is an ACME
+//!   TLS-ALPN-01 challenge, answered with the challenge certificate from Redis (see
+//!   [`crate::acme`]) and closed; only this case reads Redis;
 //! - otherwise the relay terminates TLS with the certificate the [`CertStore`] picks for the
 //!   SNI (ALPN `h2` or `http/1.1`) and serves the decrypted HTTP like the plain ingress, with
 //!   `X-Forwarded-Proto: https`;
@@ -132,12 +135,39 @@ pub async fn accept(
             crate::registry::Lookup::Unknown => {}
         }
     }
+    if crate::acme::is_tls_alpn_challenge(&hello.alpn) {
+        tls_alpn_challenge(relay, hello.server_name.as_deref(), prefix, tcp, peer).await;
+        return None;
+    }
     match acceptor.accept(Rewind::new(prefix, tcp)).await {
         Ok(tls) => Some(tls),
         Err(e) => {
             tracing::debug!(error = %e, %peer, "HTTPS handshake failed");
             None
         }
+    }
+}
+
+/// Answers a TLS-ALPN-01 challenge for `sni` with the certificate Redis holds for it, or
+/// refuses the handshake (closes) when there is none.
+async fn tls_alpn_challenge(
+    relay: &Relay,
+    sni: Option<&str>,
+    prefix: Bytes,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let Some(sni) = sni else {
+        tracing::debug!(%peer, "acme-tls/1 ClientHello without SNI refused");
+        return;
+    };
+    let Some(key) = relay.acme.alpn_certificate(sni).await else {
+        tracing::debug!(%peer, sni, "no TLS-ALPN-01 challenge for this name: handshake refused");
+        return;
+    };
+    match crate::acme::answer_tls_alpn(Rewind::new(prefix, tcp), key).await {
+        Ok(()) => tracing::info!(%peer, sni, "answered a TLS-ALPN-01 challenge"),
+        Err(e) => tracing::debug!(error = %e, %peer, sni, "TLS-ALPN-01 handshake failed"),
     }
 }
 

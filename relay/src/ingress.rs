@@ -1,6 +1,9 @@
 //! Public HTTP ingress: routes each request by `Host: <name>.<domain>` to the agent session
 //! that bound `<name>`, streaming bodies both ways.
 //!
+//! ACME HTTP-01 challenges (`/.well-known/acme-challenge/<token>`, any host) are answered
+//! from Redis when it holds the token (see [`crate::acme`]), and routed as usual otherwise.
+//!
 //! Answers the relay gives itself (never the agent's):
 //! - 400 when the request has no usable `Host`;
 //! - 404 naming the host when no tunnel is bound to it;
@@ -162,6 +165,12 @@ pub async fn route(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return resp;
     };
+    if req.method() == http::Method::GET
+        && req.uri().path().starts_with(crate::acme::HTTP01_PREFIX)
+        && let Some(answer) = relay.acme.http01(req.uri().path()).await
+    {
+        return answer;
+    }
     forward(relay, req, peer, scheme).await
 }
 

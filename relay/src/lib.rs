@@ -7,7 +7,9 @@
 //! # Layout
 //! - [`config`]: [`RelayConfig`], layered from defaults, file and `BURROW_RELAY_*`.
 //! - [`tls`]: rustls server config; dev CA generated on first start.
-//! - [`certs`]: the HTTPS certificate store (SNI → certificate), reloaded from `cert_dir`.
+//! - [`certs`]: the HTTPS certificate store (SNI → certificate): `cert_dir` files (reloaded on
+//!   change) and managed certificates pushed over `RelayControl` (persisted, versioned).
+//! - [`acme`]: ACME HTTP-01 and TLS-ALPN-01 challenge answers, read from Redis.
 //! - [`https`]: the TLS ingress: passthrough by SNI, or HTTPS terminated with the store.
 //! - [`auth`]: authtoken verification through the api, cached briefly.
 //! - [`registry`]: the route table (name → agent session) and session bookkeeping.
@@ -19,7 +21,7 @@
 //! - [`counted`]: streams and bodies that count into the meter and pace by [`shaping`].
 //! - [`shaping`]: bandwidth per account (token buckets at the plan's rate, changed live).
 //! - [`drain`]: requests in flight and the draining flag (503 + Retry-After on shutdown).
-//! - [`control`]: the `RelayControl` gRPC server (`ListSessions`, `KickSession`).
+//! - [`control`]: the `RelayControl` gRPC server (sessions, kicks, managed certificates).
 //! - [`presence`]: relay announcement and endpoint leases in Redis.
 //! - [`lease`]: which relay holds which HTTP endpoint (Redis keys with a TTL).
 //! - [`peer`]: the relay-to-relay link: forwarding visitors to the relay holding the endpoint.
@@ -30,6 +32,7 @@
 //! - [`enforce`]: traffic policy evaluation on connections, requests and responses.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod auth;
 pub mod certs;
 pub mod config;
@@ -107,6 +110,10 @@ pub struct Relay {
     pub edge: Arc<edge::EdgeState>,
     /// Evaluates traffic policies (rate limits shared through Redis, cached JWKS).
     pub enforcer: enforce::Enforcer,
+    /// Certificates of the HTTPS ingress (`cert_dir` and managed ones).
+    pub certs: Arc<certs::CertStore>,
+    /// ACME challenge answers (from Redis).
+    pub acme: acme::Challenges,
     /// Port printed in public URLs.
     public_port: u16,
     /// Port printed in `https://` and `tls://` URLs; `None` without a TLS listener.
@@ -254,9 +261,19 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&cert, &key)?);
     // HTTPS answers names the store does not hold with the relay's own certificate (in dev,
     // the dev CA's `*.<domain>` one).
-    let cert_store = Arc::new(certs::CertStore::new(Some(Arc::new(certs::load_pair(
-        &cert, &key,
-    )?))));
+    let managed_dir = match config.managed_cert_dir.as_str() {
+        "" => Path::new(&config.state_dir).join("managed-certs"),
+        dir => dir.into(),
+    };
+    let cert_store = Arc::new(
+        certs::CertStore::new(Some(Arc::new(certs::load_pair(&cert, &key)?)))
+            .with_managed_dir(&managed_dir),
+    );
+    // Managed certificates are served from the first handshake after a restart.
+    for (path, e) in cert_store.load_managed() {
+        tracing::warn!(path = %path.display(), error = %e, "skipping managed certificate file");
+    }
+    tracing::info!(dir = %managed_dir.display(), managed = cert_store.managed().len(), "managed certificates loaded");
     let cert_dir = match config.cert_dir.as_str() {
         "" => Path::new(&config.state_dir).join("certs"),
         dir => dir.into(),
@@ -283,6 +300,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         presence::RelayAnnouncement {
             relay_id: config.relay_id.clone(),
             control_url: format!("http://{}", addrs.control),
+            region: config.region.clone(),
             http_ingress: addrs.http.to_string(),
             peer_url: match (addrs.peer, config.peer_url.as_str()) {
                 (None, _) => String::new(),
@@ -309,7 +327,9 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         drain: drain::Drain::default(),
         meter: Arc::new(metering::Meter::with_shapers(edge.shapers.clone())),
         edge,
+        acme: acme::Challenges::new(redis.clone(), &config.redis_prefix),
         enforcer: enforce::Enforcer::connect(redis, &config.redis_prefix).await,
+        certs: cert_store.clone(),
         data: data::DataConns::default(),
         public_port,
         public_https_port: addrs.https.map(|a| match config.public_https_port {

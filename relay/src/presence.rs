@@ -27,12 +27,19 @@ pub struct RelayAnnouncement {
     pub relay_id: String,
     /// `http://host:port` of its `RelayControl` gRPC server.
     pub control_url: String,
+    /// The relay's region label (`local` when an older relay announced none).
+    #[serde(default = "default_region")]
+    pub region: String,
     /// `host:port` of its public HTTP ingress.
     pub http_ingress: String,
     /// `http://host:port` of its relay-to-relay listener; empty when it has none (then other
     /// relays do not forward to it).
     #[serde(default)]
     pub peer_url: String,
+}
+
+fn default_region() -> String {
+    burrow_proto::directory::DEFAULT_REGION.to_owned()
 }
 
 /// How often the announcement and the leases are written.
