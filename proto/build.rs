@@ -17,12 +17,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("burrow_descriptor.bin"),
         compiler.encode_file_descriptor_set(),
     )?;
+    // Two passes over the one package. RelayControl (unary only) is generated with default
+    // method stubs answering UNIMPLEMENTED, so adding an rpc does not break every other
+    // implementation of the service (test doubles included); its pass also generates every
+    // message. RelayFeed (server streaming, whose stubs would change its stream type) is
+    // generated without them, into `OUT_DIR/feed`, reusing those messages.
+    let without = |service: &str| {
+        let mut fds = compiler.file_descriptor_set();
+        for file in &mut fds.file {
+            file.service.retain(|s| s.name() != service);
+        }
+        fds
+    };
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // A method a server does not implement answers UNIMPLEMENTED, so adding an rpc does not
-        // break every other implementation of the service (test doubles included).
         .generate_default_stubs(true)
-        .compile_fds(compiler.file_descriptor_set())?;
+        .compile_fds(without("RelayFeed"))?;
+    let feed_out = out.join("feed");
+    std::fs::create_dir_all(&feed_out)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .out_dir(&feed_out)
+        .extern_path(".burrow.relay.v1", "crate::relay")
+        .compile_fds(without("RelayControl"))?;
     Ok(())
 }

@@ -1,33 +1,14 @@
-//! Talking to relays: discovery through Redis presence (keys written by `burrow-relay`'s
-//! presence module) and calls over `RelayControl`.
+//! Talking to relays: discovery through Redis presence ([`burrow_proto::directory`], reading
+//! the keys `burrow-relay`'s presence module writes) and calls over `RelayControl`.
 
-use burrow_proto::grpc_auth::Bearer;
+use burrow_proto::directory::RelayDirectory;
 use burrow_proto::relay::{
     KickSessionRequest, ListSessionsRequest, ListSessionsResponse, kick_session_request::Target,
-    relay_control_client::RelayControlClient,
 };
-use redis::AsyncCommands;
-use serde::Deserialize;
-use std::{sync::Arc, time::Duration};
-use tonic::service::interceptor::InterceptedService;
+use std::sync::Arc;
 
-/// Errors reaching relays.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// Redis is not configured or unreachable, so relays cannot be found.
-    #[error("relay discovery unavailable: {0}")]
-    Discovery(String),
-    /// A relay did not answer.
-    #[error("relay {relay_id} at {url}: {message}")]
-    Call {
-        /// Relay id.
-        relay_id: String,
-        /// Its control URL.
-        url: String,
-        /// Why.
-        message: String,
-    },
-}
+/// Errors reaching relays (discovery, or one relay's call).
+pub use burrow_proto::directory::DirectoryError as RelayError;
 
 /// Result of asking every relay to close sessions.
 #[derive(Debug, Default)]
@@ -38,21 +19,10 @@ pub struct KickOutcome {
     pub errors: Vec<RelayError>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Announcement {
-    relay_id: String,
-    control_url: String,
-}
-
-/// Finds relays and calls them.
+/// Finds relays (through [`RelayDirectory`]) and calls them.
 pub struct Relays {
-    redis: Arc<burrow_common::redis_link::RedisLink>,
-    prefix: String,
-    /// The internal key, sent as bearer on every `RelayControl` call.
-    bearer: Option<Bearer>,
+    directory: RelayDirectory,
 }
-
-type Client = RelayControlClient<InterceptedService<tonic::transport::Channel, Bearer>>;
 
 impl Relays {
     /// Relays discovered through `redis` under `prefix`, called with `internal_key`.
@@ -62,50 +32,8 @@ impl Relays {
         internal_key: &str,
     ) -> Self {
         Self {
-            redis,
-            prefix: prefix.to_owned(),
-            bearer: Bearer::new(internal_key),
+            directory: RelayDirectory::new(redis, prefix, internal_key),
         }
-    }
-
-    async fn discover(&self) -> Result<Vec<Announcement>, RelayError> {
-        let mut conn = self.redis.get().await.ok_or_else(|| {
-            RelayError::Discovery(match self.redis.configured() {
-                true => "redis is unreachable".into(),
-                false => "redis is not configured".into(),
-            })
-        })?;
-        let ids: Vec<String> = conn
-            .smembers(format!("{}relays", self.prefix))
-            .await
-            .map_err(|e| RelayError::Discovery(e.to_string()))?;
-        let mut out = Vec::new();
-        for id in ids {
-            let raw: Option<String> = conn
-                .get(format!("{}relay:{id}", self.prefix))
-                .await
-                .map_err(|e| RelayError::Discovery(e.to_string()))?;
-            // A relay whose announcement expired is gone.
-            if let Some(a) = raw.and_then(|r| serde_json::from_str(&r).ok()) {
-                out.push(a);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn client(&self, a: &Announcement) -> Result<Client, RelayError> {
-        let bearer = self
-            .bearer
-            .clone()
-            .ok_or_else(|| call_err(a, "the internal key is not a valid header value"))?;
-        let channel = tonic::transport::Endpoint::from_shared(a.control_url.clone())
-            .map_err(|e| call_err(a, e))?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| call_err(a, e))?;
-        Ok(RelayControlClient::with_interceptor(channel, bearer))
     }
 
     /// Sessions on every live relay; a relay that does not answer is reported, not fatal.
@@ -113,13 +41,13 @@ impl Relays {
         &self,
     ) -> Result<Vec<Result<ListSessionsResponse, RelayError>>, RelayError> {
         let mut out = Vec::new();
-        for a in self.discover().await? {
+        for a in self.directory.discover().await? {
             let listed = async {
-                let mut client = self.client(&a).await?;
+                let mut client = self.directory.client(&a).await?;
                 let resp = client
                     .list_sessions(ListSessionsRequest::default())
                     .await
-                    .map_err(|e| call_err(&a, e))?;
+                    .map_err(|e| RelayError::call(&a, e))?;
                 Ok(resp.into_inner())
             }
             .await;
@@ -130,7 +58,7 @@ impl Relays {
 
     async fn kick(&self, target: Target, reason: &str) -> KickOutcome {
         let mut outcome = KickOutcome::default();
-        let relays = match self.discover().await {
+        let relays = match self.directory.discover().await {
             Ok(r) => r,
             Err(e) => {
                 outcome.errors.push(e);
@@ -140,14 +68,14 @@ impl Relays {
         // Every relay is asked, even after one fails.
         for a in relays {
             let kicked = async {
-                let mut client = self.client(&a).await?;
+                let mut client = self.directory.client(&a).await?;
                 let resp = client
                     .kick_session(KickSessionRequest {
                         target: Some(target.clone()),
                         reason: reason.to_owned(),
                     })
                     .await
-                    .map_err(|e| call_err(&a, e))?;
+                    .map_err(|e| RelayError::call(&a, e))?;
                 Ok::<_, RelayError>(resp.into_inner().kicked)
             }
             .await;
@@ -176,13 +104,5 @@ impl Relays {
             "the authtoken was revoked",
         )
         .await
-    }
-}
-
-fn call_err(a: &Announcement, e: impl std::fmt::Display) -> RelayError {
-    RelayError::Call {
-        relay_id: a.relay_id.clone(),
-        url: a.control_url.clone(),
-        message: e.to_string(),
     }
 }

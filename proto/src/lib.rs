@@ -23,6 +23,8 @@ pub mod tunnel;
 pub mod relay {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]
     tonic::include_proto!("burrow.relay.v1");
+    // `RelayFeed`'s client and server, generated apart (see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/feed/burrow.relay.v1.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of every service above, for gRPC server reflection
