@@ -323,6 +323,46 @@ mod tests {
         Ok(())
     }
 
+    /// The plumbing works for a real client: `lego` answers HTTP-01 on the port pebble was
+    /// given, for a name only challtestsrv resolves, and gets a certificate from pebble's
+    /// intermediate.
+    #[tokio::test]
+    async fn lego_gets_a_certificate_over_http01() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let http_port = crate::stores::free_port();
+        let pebble = Pebble::start(dir.path(), http_port, 1).await?;
+        let lego_dir = dir.path().join("lego");
+        let run = Command::new("lego")
+            .env("LEGO_CA_CERTIFICATES", pebble.ca_file())
+            .args(["--accept-tos", "--email", "ops@example.com", "--server"])
+            .arg(pebble.directory_url())
+            .arg("--path")
+            .arg(&lego_dir)
+            .args(["--domains", "acme-test.burrow.localhost", "--http"])
+            .args(["--http.port", &format!("127.0.0.1:{http_port}"), "run"])
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), run).await??;
+        assert!(
+            out.status.success(),
+            "lego: {}\n{}\npebble:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            pebble.output()
+        );
+        let certs = lego_dir.join("certificates");
+        let leaf = std::fs::read_to_string(certs.join("acme-test.burrow.localhost.crt"))?;
+        let issuer = std::fs::read_to_string(certs.join("acme-test.burrow.localhost.issuer.crt"))?;
+        assert!(CertificateDer::pem_slice_iter(leaf.as_bytes()).count() >= 1);
+        let first = |pem: &str| CertificateDer::pem_slice_iter(pem.as_bytes()).next();
+        let intermediate = pebble.intermediate_pem().await?;
+        assert_eq!(
+            first(&issuer).transpose()?,
+            first(&intermediate).transpose()?
+        );
+        Ok(())
+    }
+
     #[tokio::test]
     async fn directory_refuses_clients_without_the_test_ca() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
