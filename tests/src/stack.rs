@@ -757,16 +757,17 @@ impl Stack {
     /// When `BURROW_RECORD_HISTORY_DIR` is set, saves workflow `workflow_id`'s Temporal history
     /// there as `<name>.json`: the replay fixtures in `workflows/tests/histories/` are recorded
     /// this way from real runs.
-    pub async fn record_history(&self, workflow_id: &str, name: &str) -> anyhow::Result<()> {
+    pub async fn record_history<W>(&self, workflow_id: &str, name: &str) -> anyhow::Result<()>
+    where
+        W: temporalio_common::HasWorkflowDefinition,
+    {
         let Ok(dir) = std::env::var("BURROW_RECORD_HISTORY_DIR") else {
             return Ok(());
         };
         let client =
             burrow_workflows::temporal::connect(&self.temporal, "default", "burrow-e2e").await?;
         let json = client
-            .get_workflow_handle::<burrow_workflows::provider_webhook::ProviderWebhookWorkflow>(
-                workflow_id.to_owned(),
-            )
+            .get_workflow_handle::<W>(workflow_id.to_owned())
             .fetch_history(Default::default())
             .to_json()
             .await?;
@@ -786,6 +787,17 @@ impl Stack {
             |r| r["state"] == state,
         )
         .await
+    }
+
+    /// The worker's Prometheus metrics text.
+    pub async fn worker_metrics(&self) -> anyhow::Result<String> {
+        Ok(self
+            .http
+            .get(format!("http://{}/metrics", self.worker_ops))
+            .send()
+            .await?
+            .text()
+            .await?)
     }
 
     /// A direct connection to the stack's database, for assertions.

@@ -4,6 +4,7 @@
 mod accounts;
 mod agent_config;
 mod audit;
+mod certificates;
 mod cli;
 mod console;
 mod control_plane;

@@ -80,7 +80,10 @@ async fn event_for_unknown_account_dead_letters_then_replay_applies_it() {
     assert_eq!(done["replays"], 1, "{done}");
     assert_eq!(plan_of(&stack, &customer).await.as_deref(), Some("pro"));
     stack
-        .record_history(&workflow_id, "provider_webhook_dead_letter_then_replay")
+        .record_history::<burrow_workflows::provider_webhook::ProviderWebhookWorkflow>(
+            &workflow_id,
+            "provider_webhook_dead_letter_then_replay",
+        )
         .await
         .unwrap();
 
@@ -137,7 +140,7 @@ async fn redelivered_event_is_not_applied_twice_and_unknown_types_are_ignored() 
     let ignored = stack.wait_event_state(&other, "ignored").await.unwrap();
     assert_eq!(ignored["parked"], false);
     stack
-        .record_history(
+        .record_history::<burrow_workflows::provider_webhook::ProviderWebhookWorkflow>(
             &format!("provider-webhook-{other}"),
             "provider_webhook_ignored",
         )
@@ -377,7 +380,7 @@ async fn an_older_event_replayed_late_does_not_overwrite_a_newer_one() {
     stack.wait_event_state(&older, "superseded").await.unwrap();
     assert_eq!(plan_of(&stack, &customer).await.as_deref(), Some("team"));
     stack
-        .record_history(
+        .record_history::<burrow_workflows::provider_webhook::ProviderWebhookWorkflow>(
             &format!("provider-webhook-{older}"),
             "provider_webhook_superseded_after_replay",
         )

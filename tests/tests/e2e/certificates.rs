@@ -1,0 +1,491 @@
+//! The certificate lifecycle against a real ACME CA (Debian's Pebble): a verified custom domain
+//! gets a certificate through the Temporal workflow (HTTP-01 answered by the relay from Redis),
+//! the relay serves it over HTTPS to a client trusting only Pebble's root, it renews by itself
+//! inside a forced ARI window (with `replaces`), callbacks signal the workflow (unknown pairs
+//! rejected), and a CA outage parks the workflow with an incident that a replay resolves.
+
+use crate::support::*;
+use burrow_e2e::{Stack, StackOptions, ari::AriResponder, dns::DnsServer, pebble::Pebble, tls};
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+const CALLBACK_SECRET: &str = "cert-callback-secret-e2e";
+
+/// A stack whose api starts certificate workflows with a compressed retry schedule, a DNS
+/// server for domain verification, and Pebble validating against the relay's listeners.
+struct CertStack {
+    stack: Stack,
+    dns: DnsServer,
+    pebble: Pebble,
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+async fn cert_stack(zone: &str) -> CertStack {
+    let dns = DnsServer::start(zone).await.unwrap();
+    let stack = Stack::start_with(StackOptions {
+        api_env: vec![
+            ("BURROW_API_DNS_RESOLVER".into(), dns.addr.to_string()),
+            ("BURROW_API_ACME_ENABLED".into(), "true".into()),
+            (
+                "BURROW_API_CERT_RETRY_SCHEDULE".into(),
+                "300ms,300ms".into(),
+            ),
+            (
+                "BURROW_API_CERT_CALLBACK_SECRET".into(),
+                CALLBACK_SECRET.into(),
+            ),
+        ],
+        worker_env: vec![(
+            "BURROW_WORKER_REPLICATION_INTERVAL_MS".into(),
+            "1000".into(),
+        )],
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let https = stack
+        .relay
+        .https
+        .clone()
+        .expect("the relay has a TLS listener");
+    let pebble = Pebble::start(
+        stack.dir.path(),
+        port_of(&stack.relay.http),
+        port_of(&https),
+    )
+    .await
+    .unwrap();
+    CertStack { stack, dns, pebble }
+}
+
+impl CertStack {
+    /// Restarts the worker against `directory` (Pebble's, or the ARI responder's).
+    async fn point_worker_at(&mut self, directory: &str) {
+        let key = base64_key();
+        self.stack
+            .restart_worker_with(&[
+                ("BURROW_WORKER_ACME_DIRECTORY_URL".into(), directory.into()),
+                (
+                    "BURROW_WORKER_ACME_CA_FILE".into(),
+                    self.pebble.ca_file().display().to_string(),
+                ),
+                ("BURROW_WORKER_CERT_ENCRYPTION_KEY".into(), key),
+                (
+                    "BURROW_WORKER_ACME_VALIDATION_TIMEOUT_SECS".into(),
+                    "20".into(),
+                ),
+            ])
+            .await
+            .unwrap();
+    }
+
+    /// Adds and verifies `domain` for a new pro account; returns the account's authtoken.
+    async fn verified_domain(&self, domain: &str) -> String {
+        let stack = &self.stack;
+        let (account, token) = stack.account_with_token(domain).await.unwrap();
+        let admin = &stack.creds.admin_api_key;
+        let (status, body) = stack
+            .call(
+                Method::PUT,
+                &format!("/v1/accounts/{account}/plan"),
+                admin,
+                Some(json!({"plan": "pro"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, added) = stack
+            .call(
+                Method::POST,
+                &format!("/v1/accounts/{account}/domains"),
+                admin,
+                Some(json!({ "domain": domain })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{added}");
+        let record = added["txt_record"]["name"].as_str().unwrap();
+        let value = added["txt_record"]["value"].as_str().unwrap();
+        self.dns.set_txt(record, &[value]).await.unwrap();
+        let (status, verified) = stack
+            .call(
+                Method::POST,
+                &format!("/v1/accounts/{account}/domains/{domain}/verify"),
+                admin,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{verified}");
+        token
+    }
+
+    async fn wait_state(&self, domain: &str, state: &str) -> Value {
+        let id = burrow_workflows::certificate::workflow_id(domain);
+        self.stack
+            .wait_workflow(&id, &format!("{id} to reach {state}"), |r| {
+                r["state"] == state
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Versions stored for `domain`, newest first: (version, chain PEM).
+    async fn versions(&self, domain: &str) -> Vec<(i64, String)> {
+        let db = self.stack.db().await.unwrap();
+        sqlx::query_as(
+            "SELECT version, chain_pem FROM certificates WHERE domain = $1 ORDER BY version DESC",
+        )
+        .bind(domain)
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    }
+
+    /// The leaf the relay presents for `domain`, verified against Pebble's current root.
+    async fn served_leaf(&self, domain: &str) -> anyhow::Result<Vec<u8>> {
+        let root = self.pebble.issuing_roots_pem().await?;
+        let https = self.stack.relay.https.clone().unwrap_or_default();
+        let conn = tls::connect(&https, domain, root.as_bytes(), &[b"http/1.1"]).await?;
+        let leaf = conn
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+            .ok_or_else(|| anyhow::anyhow!("no peer certificate"))?;
+        Ok(leaf)
+    }
+
+    async fn callback(&self, body: &Value) -> (StatusCode, Value) {
+        let raw = serde_json::to_vec(body).unwrap();
+        let t = chrono::Utc::now().timestamp();
+        let mut mac = Hmac::<Sha256>::new_from_slice(CALLBACK_SECRET.as_bytes()).unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(&raw);
+        let sig = hex::encode(mac.finalize().into_bytes());
+        let resp = self
+            .stack
+            .http
+            .post(format!("{}/v1/cert-callbacks", self.stack.api_url))
+            .header("content-type", "application/json")
+            .header("burrow-signature", format!("t={t},v1={sig}"))
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn base64_key() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(rand_bytes())
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    b[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    b
+}
+
+fn leaf_der(chain_pem: &str) -> Vec<u8> {
+    CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+fn unique(label: &str, zone: &str) -> String {
+    format!(
+        "{label}-{}.{zone}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// A local HTTP service answering "hello from the laptop".
+async fn hello_server() -> u16 {
+    use axum::{Router, routing::get};
+    let app = Router::new().route("/", get(|| async { "hello from the laptop" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+#[tokio::test]
+async fn a_verified_domain_gets_a_certificate_the_relay_serves_and_renews_by_itself() {
+    let zone = "certs-e2e.test";
+    let mut cs = cert_stack(zone).await;
+    let ari = AriResponder::start(&cs.pebble.directory_url(), cs.pebble.test_ca())
+        .await
+        .unwrap();
+    cs.point_worker_at(&ari.directory_url()).await;
+    let domain = unique("app", zone);
+    let token = cs.verified_domain(&domain).await;
+
+    // Verification starts the workflow; it orders, validates over HTTP-01 on the relay,
+    // finalizes, stores and pushes the certificate to the relay.
+    cs.wait_state(&domain, "serving").await;
+    let versions = cs.versions(&domain).await;
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let db = cs.stack.db().await.unwrap();
+    let sealed: Vec<u8> =
+        sqlx::query_scalar("SELECT key_encrypted FROM certificates WHERE domain = $1")
+            .bind(&domain)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains("PRIVATE KEY"),
+        "the key is stored sealed"
+    );
+
+    // The relay serves it: a client trusting only Pebble's root completes the handshake and
+    // reaches the agent bound to the domain.
+    assert_eq!(
+        cs.served_leaf(&domain).await.unwrap(),
+        leaf_der(&versions[0].1)
+    );
+    let port = hello_server().await.to_string();
+    let mut agent = cs
+        .stack
+        .agent_with(&["http", &port, "--domain", &domain], &token)
+        .unwrap();
+    agent.wait_line("Forwarding", T).await.unwrap();
+    let root = cs.pebble.issuing_roots_pem().await.unwrap();
+    let https = cs.stack.relay.https.clone().unwrap();
+    let conn = tls::connect(&https, &domain, root.as_bytes(), &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
+    let answer = tls::get(conn, &domain, "/").await.unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body, "hello from the laptop");
+
+    // The workflow asked the CA's ARI endpoint about the certificate.
+    let first_ari =
+        burrow_e2e::wait::until("the workflow to ask for the ARI window", T, || async {
+            ari.requested().first().cloned()
+        })
+        .await
+        .unwrap();
+
+    // The CA moves the renewal window to now: the certificate renews by itself (no restart,
+    // no signal), and the relay serves the new one.
+    let now = chrono::Utc::now();
+    ari.set_window(
+        now - chrono::Duration::minutes(1),
+        now + chrono::Duration::seconds(2),
+    );
+    let renewed = burrow_e2e::wait::until("the ARI renewal to be stored", T, || async {
+        let v = cs.versions(&domain).await;
+        (v.len() >= 2).then_some(v)
+    })
+    .await
+    .unwrap();
+    let far = chrono::Utc::now() + chrono::Duration::days(3650);
+    ari.set_window(far, far + chrono::Duration::days(1));
+    let renewed_by: Option<i64> = sqlx::query_scalar(
+        "SELECT renewed_version FROM certificates WHERE domain = $1 AND version = 2",
+    )
+    .bind(&domain)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(renewed_by, Some(1));
+    let newest = cs.versions(&domain).await;
+    burrow_e2e::wait::until("the relay to serve the renewed certificate", T, || async {
+        let served = cs.served_leaf(&domain).await.ok()?;
+        let latest = cs.versions(&domain).await;
+        (served == leaf_der(&latest[0].1) && served != leaf_der(&versions[0].1)).then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(renewed.len() >= 2 && newest.len() >= 2);
+    assert!(
+        ari.requested().iter().any(|id| *id == first_ari),
+        "ARI was asked about v1"
+    );
+
+    // A signed callback maps to an event that renews on demand; an unknown pair is refused
+    // with the pair named, and kept; a duplicate changes nothing.
+    let before = cs.versions(&domain).await.len();
+    let event = json!({
+        "id": format!("cb-{}", uuid::Uuid::new_v4()),
+        "callbackClass": "certificate",
+        "callbackAction": "renew",
+        "domain": domain,
+    });
+    let (status, body) = cs.callback(&event).await;
+    assert!(status.is_success(), "{status} {body}");
+    burrow_e2e::wait::until("the callback-requested renewal", T, || async {
+        (cs.versions(&domain).await.len() > before).then_some(())
+    })
+    .await
+    .unwrap();
+    let (status, body) = cs.callback(&event).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["duplicate"], true, "{body}");
+    let (status, body) = cs
+        .callback(&json!({
+            "id": format!("cb-{}", uuid::Uuid::new_v4()),
+            "callbackClass": "certificate",
+            "callbackAction": "teleported",
+            "domain": domain,
+        }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("certificate") && text.contains("teleported"),
+        "{text}"
+    );
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cert_callbacks WHERE callback_action = 'teleported' AND status = 'unmapped'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(kept, 1);
+
+    // Every relay region reports the latest version (the replication snapshot).
+    let latest = cs.versions(&domain).await[0].0;
+    burrow_e2e::wait::until("a region snapshot with the latest version", T, || async {
+        let v: Value = sqlx::query_scalar(
+            "SELECT certificates FROM region_snapshots ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&db)
+        .await
+        .ok()??;
+        (v[&domain] == latest).then_some(())
+    })
+    .await
+    .unwrap();
+    cs.stack
+        .record_history::<burrow_workflows::certificate::CertificateWorkflow>(
+            &burrow_workflows::certificate::workflow_id(&domain),
+            "certificate_issue_serve_ari_renew_callback",
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_ca_outage_parks_the_workflow_with_an_incident_and_a_replay_completes_it() {
+    let zone = "outage-e2e.test";
+    let mut cs = cert_stack(zone).await;
+    let directory = cs.pebble.directory_url();
+    cs.point_worker_at(&directory).await;
+    cs.pebble.stop().await;
+    let domain = unique("shop", zone);
+    cs.verified_domain(&domain).await;
+    let id = burrow_e2e_cert_id(&domain);
+
+    // Two compressed retries, then parked in a named state with an open incident.
+    let run = cs.wait_state(&domain, "ca_unreachable").await;
+    assert!(
+        run["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ca_unreachable"),
+        "{run}"
+    );
+    let ops = cs.stack.creds.ops_api_key.clone();
+    let incident = burrow_e2e::wait::until("an open incident", T, || async {
+        let (_, list) = cs
+            .stack
+            .call(Method::GET, "/v1/incidents?status=open", &ops, None)
+            .await
+            .ok()?;
+        list.as_array()
+            .or_else(|| list["incidents"].as_array())?
+            .iter()
+            .find(|i| i["workflow_id"] == id.as_str())
+            .cloned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(incident["failure_state"], "ca_unreachable", "{incident}");
+    assert_eq!(
+        incident["tier"], "sev2",
+        "no certificate served yet: {incident}"
+    );
+    let incident_id = incident["id"].as_str().unwrap().to_owned();
+    let (status, acked) = cs
+        .stack
+        .call(
+            Method::POST,
+            &format!("/v1/incidents/{incident_id}/acknowledge"),
+            &ops,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{acked}");
+    let metrics = cs.stack.worker_metrics().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("burrow_workflow_failure_states_total")
+                && l.contains("state=\"ca_unreachable\"")),
+        "{metrics}"
+    );
+
+    // The CA comes back; ops replay; the workflow completes and resolves the incident.
+    cs.pebble.restart().await.unwrap();
+    let status = cs.stack.replay(&id, &ops).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    cs.wait_state(&domain, "serving").await;
+    let versions = cs.versions(&domain).await;
+    assert_eq!(
+        cs.served_leaf(&domain).await.unwrap(),
+        leaf_der(&versions[0].1)
+    );
+    let resolved = burrow_e2e::wait::until("the incident to auto-resolve", T, || async {
+        let (_, i) = cs
+            .stack
+            .call(
+                Method::GET,
+                &format!("/v1/incidents/{incident_id}"),
+                &ops,
+                None,
+            )
+            .await
+            .ok()?;
+        (i["status"] == "resolved").then_some(i)
+    })
+    .await
+    .unwrap();
+    let timeline: Vec<&str> = resolved["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        timeline,
+        ["opened", "acknowledged", "auto_resolved"],
+        "{resolved}"
+    );
+    cs.stack
+        .record_history::<burrow_workflows::certificate::CertificateWorkflow>(
+            &id,
+            "certificate_ca_outage_parked_then_replayed",
+        )
+        .await
+        .unwrap();
+}
+
+fn burrow_e2e_cert_id(domain: &str) -> String {
+    burrow_workflows::certificate::workflow_id(domain)
+}
