@@ -15,6 +15,9 @@
 //! - [`policies`]: traffic policy documents per account endpoint, versioned.
 //! - [`feed`]: `RelayFeed`, the gRPC stream of policies, names, domains and plans to relays.
 //! - [`webhooks`]: signed provider webhook ingest that starts durable workflows.
+//! - [`certificates`]: custom domains' certificates (listing, renewal, region drift), the
+//!   `domain_events` consumer starting certificate workflows, signed certificate callbacks.
+//! - [`incidents`]: incidents workflows open in failure states; acknowledging and resolving.
 //! - [`usage`]: metering records relays flush (billing), per-account usage reports.
 //! - [`ops`]: workflows, dead-letter replay, sessions, runbooks (ops role).
 //! - [`console`]: the ops web page.
@@ -28,12 +31,14 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod certificates;
 pub mod config;
 pub mod console;
 pub mod domains;
 pub mod error;
 pub mod extract;
 pub mod feed;
+pub mod incidents;
 pub mod names;
 pub mod openapi;
 pub mod ops;
@@ -214,6 +219,26 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/internal/usage", post(usage::ingest))
         .route("/v1/webhooks/provider", post(webhooks::receive))
+        .route("/v1/cert-callbacks", post(certificates::callbacks::receive))
+        .route("/v1/certificates", get(certificates::list))
+        .route("/v1/certificates/{domain}", get(certificates::get))
+        .route("/v1/certificates/{domain}/renew", post(certificates::renew))
+        .route("/v1/incidents", get(incidents::list))
+        .route("/v1/incidents/{id}", get(incidents::get))
+        .route(
+            "/v1/incidents/{id}/acknowledge",
+            post(incidents::acknowledge),
+        )
+        .route("/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/v1/ops/regions", get(certificates::regions))
+        .route(
+            "/v1/ops/cert-callbacks",
+            get(certificates::callbacks::list_callbacks),
+        )
+        .route(
+            "/v1/ops/cert-callbacks/mappings",
+            get(certificates::callbacks::list_mappings),
+        )
         .route("/v1/ops/workflows", get(ops::list_workflows))
         .route(
             "/v1/ops/dead-letters/replay-all",
@@ -303,6 +328,7 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
         config: Arc::new(config),
     };
     tokio::spawn(webhooks::sweep_unstarted(state.clone(), shutdown.clone()));
+    tokio::spawn(certificates::outbox::run(state.clone(), shutdown.clone()));
     tracing::info!(%addr, "api listening");
     // The peer address is what the audit log records as `source_ip`.
     axum::serve(

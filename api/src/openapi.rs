@@ -19,7 +19,8 @@
 
 use crate::error::ErrorBody;
 use crate::{
-    accounts, api_keys, audit, auth, domains, names, ops, plans, policies, usage, users, webhooks,
+    accounts, api_keys, audit, auth, certificates, domains, incidents, names, ops, plans, policies,
+    usage, users, webhooks,
 };
 use axum::response::{IntoResponse, Response};
 use utoipa::{
@@ -82,6 +83,17 @@ use utoipa::{
         ops::list_sessions,
         ops::kick_session,
         webhooks::receive,
+        certificates::list,
+        certificates::get,
+        certificates::renew,
+        certificates::regions,
+        certificates::callbacks::receive,
+        certificates::callbacks::list_mappings,
+        certificates::callbacks::list_callbacks,
+        incidents::list,
+        incidents::get,
+        incidents::acknowledge,
+        incidents::resolve,
     ),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes, &OptionalBodies, &CommonErrors),
@@ -98,6 +110,8 @@ use utoipa::{
         (name = "policies", description = "Traffic policy documents per account endpoint, versioned."),
         (name = "ops", description = "Workflows, dead-letter replay and agent sessions (ops role)."),
         (name = "webhooks", description = "Signed payment provider events (`Stripe-Signature`), no API key."),
+        (name = "certificates", description = "Custom domains' certificates, their renewal and replication across regions, and signed certificate callbacks (`Burrow-Signature`, no API key)."),
+        (name = "incidents", description = "Incidents workflows open in failure states; acknowledging and resolving them (ops role)."),
         (name = "internal", description = "Relays' calls, authenticated with the internal key; not for clients."),
     )
 )]

@@ -17,7 +17,7 @@ use axum::{
     http::{StatusCode, header},
     response::IntoResponse,
 };
-use burrow_workflows::{kinds, provider_webhook};
+use burrow_workflows::{certificate, kinds, provider_webhook};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -199,6 +199,12 @@ async fn replay(state: &AppState, workflow_id: &str, requested_by: &str) -> ApiR
             state
                 .temporal
                 .replay_provider_event(workflow_id, requested_by)
+                .await
+        }
+        certificate::KIND => {
+            state
+                .temporal
+                .replay_certificate(workflow_id, requested_by)
                 .await
         }
         other => Err(ApiError::Internal(format!("no replay for kind {other}"))),

@@ -2,12 +2,16 @@
 //! keeps accepting (and durably storing) webhooks while Temporal is down.
 
 use crate::error::ApiError;
+use burrow_workflows::certificate::{
+    CertEvent, CertificateInput, CertificateWorkflow, RemoveRequest,
+};
 use burrow_workflows::provider_webhook::{
     ProviderEventInput, ProviderWebhookWorkflow, ReplayRequest,
 };
 use opentelemetry::context::FutureExt as _;
 use temporalio_client::{
-    Client, WorkflowIdReusePolicy, WorkflowSignalOptions, WorkflowStartOptions,
+    Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowSignalOptions,
+    WorkflowStartOptions,
     errors::{WorkflowInteractionError, WorkflowStartError},
 };
 use temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest;
@@ -111,5 +115,106 @@ impl Temporal {
                 )),
                 e => ApiError::Unavailable(format!("signalling {workflow_id}: {e}")),
             })
+    }
+
+    /// Starts the certificate workflow `workflow_id`: one already running is success (it is
+    /// kept), and a closed one (the domain was removed, then verified again) gets a new run.
+    pub async fn start_certificate(
+        &self,
+        workflow_id: &str,
+        input: CertificateInput,
+    ) -> Result<(), ApiError> {
+        let client = self.client().await?;
+        let cx = tracing::Span::current().context();
+        let started = client
+            .start_workflow(
+                CertificateWorkflow::run,
+                input,
+                WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.to_owned())
+                    .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+                    .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                    .build(),
+            )
+            .with_context(cx)
+            .await;
+        match started {
+            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+            Err(e) => Err(ApiError::Unavailable(format!(
+                "starting workflow {workflow_id}: {e}"
+            ))),
+        }
+    }
+
+    /// Sends `remove` to a certificate run. `Ok(false)`: no run is open (nothing to stop).
+    pub async fn remove_certificate(
+        &self,
+        workflow_id: &str,
+        reason: &str,
+    ) -> Result<bool, ApiError> {
+        let request = RemoveRequest {
+            reason: reason.to_owned(),
+        };
+        self.signal_certificate(workflow_id, CertificateWorkflow::remove, request)
+            .await
+    }
+
+    /// Sends `cert_event` to a certificate run. `Ok(false)`: no run is open for it.
+    pub async fn certificate_event(
+        &self,
+        workflow_id: &str,
+        event: CertEvent,
+    ) -> Result<bool, ApiError> {
+        self.signal_certificate(workflow_id, CertificateWorkflow::cert_event, event)
+            .await
+    }
+
+    /// Sends the `replay` signal to a parked certificate run.
+    pub async fn replay_certificate(
+        &self,
+        workflow_id: &str,
+        requested_by: &str,
+    ) -> Result<(), ApiError> {
+        let request = ReplayRequest {
+            requested_by: requested_by.to_owned(),
+        };
+        match self
+            .signal_certificate(workflow_id, CertificateWorkflow::replay, request)
+            .await?
+        {
+            true => Ok(()),
+            false => Err(ApiError::Conflict(format!(
+                "workflow {workflow_id} is no longer running in Temporal (removed, expired \
+                 from retention or terminated); it cannot be replayed"
+            ))),
+        }
+    }
+
+    /// Signals the open run of `workflow_id`; `Ok(false)` when there is none.
+    async fn signal_certificate<S>(
+        &self,
+        workflow_id: &str,
+        signal: S,
+        input: S::Input,
+    ) -> Result<bool, ApiError>
+    where
+        S: temporalio_common::SignalDefinition<
+                Workflow = <CertificateWorkflow as temporalio_common::HasWorkflowDefinition>::Run,
+            >,
+        S::Input: Send,
+    {
+        let client = self.client().await?;
+        let cx = tracing::Span::current().context();
+        let signalled = client
+            .get_workflow_handle::<CertificateWorkflow>(workflow_id.to_owned())
+            .signal(signal, input, WorkflowSignalOptions::default())
+            .with_context(cx)
+            .await;
+        match signalled {
+            Ok(()) => Ok(true),
+            Err(WorkflowInteractionError::NotFound(_)) => Ok(false),
+            Err(e) => Err(ApiError::Unavailable(format!(
+                "signalling {workflow_id}: {e}"
+            ))),
+        }
     }
 }

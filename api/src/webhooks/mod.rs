@@ -131,7 +131,7 @@ pub async fn receive(
 }
 
 /// Whether any string (key or value) in `v` holds U+0000, which PostgreSQL text cannot store.
-fn contains_nul(v: &Value) -> bool {
+pub(crate) fn contains_nul(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains('\0'),
         Value::Array(a) => a.iter().any(contains_nul),

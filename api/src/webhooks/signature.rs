@@ -1,6 +1,8 @@
-//! Stripe-style webhook signatures.
+//! Stripe-style webhook signatures, shared by every signed ingest of the api: provider webhooks
+//! (`Stripe-Signature`, [`verify`]) and certificate callbacks (`Burrow-Signature`,
+//! [`verify_header`] with [`BURROW_SIGNATURE`]).
 //!
-//! Header: `Stripe-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>...]`, where each `v1` is
+//! Header: `<Name>: t=<unix seconds>,v1=<hex>[,v1=<hex>...]`, where each `v1` is
 //! `HMAC-SHA256(secret, "<t>.<raw body>")`. Several `v1` values are allowed (the provider sends
 //! one per active secret while a secret is being rolled); any one matching is enough. Other
 //! schemes (`v0`, ...) are ignored. The timestamp must be within the tolerance of now in either
@@ -9,18 +11,29 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// Header of provider webhooks.
+pub const STRIPE_SIGNATURE: &str = "Stripe-Signature";
+
+/// Header of certificate callbacks (`POST /v1/cert-callbacks`).
+pub const BURROW_SIGNATURE: &str = "Burrow-Signature";
+
 /// Why a signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
-    /// No header.
-    #[error("missing Stripe-Signature header")]
-    Missing,
+    /// No header (its name).
+    #[error("missing {0} header")]
+    Missing(&'static str),
     /// The header does not parse.
-    #[error("malformed Stripe-Signature header: {0}")]
-    Malformed(String),
-    /// No `v1` signature in the header.
-    #[error("Stripe-Signature has no v1 signature")]
-    NoV1,
+    #[error("malformed {header} header: {detail}")]
+    Malformed {
+        /// Header name.
+        header: &'static str,
+        /// What does not parse.
+        detail: String,
+    },
+    /// No `v1` signature in the header (its name).
+    #[error("{0} has no v1 signature")]
+    NoV1(&'static str),
     /// The timestamp is outside the tolerance.
     #[error("signature timestamp is {age_secs}s away from now (tolerance {tolerance_secs}s)")]
     Stale {
@@ -55,6 +68,15 @@ pub struct SignatureHeader {
 
 /// Parses a `Stripe-Signature` header value.
 pub fn parse(header: &str) -> Result<SignatureHeader, SignatureError> {
+    parse_named(STRIPE_SIGNATURE, header)
+}
+
+/// Parses the value of header `name` (errors name it).
+pub fn parse_named(name: &'static str, header: &str) -> Result<SignatureHeader, SignatureError> {
+    let malformed = |detail: String| SignatureError::Malformed {
+        header: name,
+        detail,
+    };
     let mut timestamp = None;
     let mut v1 = Vec::new();
     for item in header.split(',') {
@@ -64,26 +86,29 @@ pub fn parse(header: &str) -> Result<SignatureHeader, SignatureError> {
         }
         let (key, value) = item
             .split_once('=')
-            .ok_or_else(|| SignatureError::Malformed(format!("item {item:?} is not key=value")))?;
+            .ok_or_else(|| malformed(format!("item {item:?} is not key=value")))?;
         match key.trim() {
             "t" => {
                 if timestamp.is_some() {
-                    return Err(SignatureError::Malformed("more than one t=".into()));
+                    return Err(malformed("more than one t=".into()));
                 }
-                timestamp = Some(value.trim().parse::<i64>().map_err(|_| {
-                    SignatureError::Malformed(format!("t={value:?} is not a unix timestamp"))
-                })?);
+                timestamp = Some(
+                    value
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|_| malformed(format!("t={value:?} is not a unix timestamp")))?,
+                );
             }
             "v1" => v1.push(
                 hex::decode(value.trim())
-                    .map_err(|_| SignatureError::Malformed(format!("v1={value:?} is not hex")))?,
+                    .map_err(|_| malformed(format!("v1={value:?} is not hex")))?,
             ),
             _ => {}
         }
     }
-    let timestamp = timestamp.ok_or_else(|| SignatureError::Malformed("no t= timestamp".into()))?;
+    let timestamp = timestamp.ok_or_else(|| malformed("no t= timestamp".into()))?;
     if v1.is_empty() {
-        return Err(SignatureError::NoV1);
+        return Err(SignatureError::NoV1(name));
     }
     Ok(SignatureHeader { timestamp, v1 })
 }
@@ -97,7 +122,7 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Verifies `header` for `body` at time `now` (unix seconds).
+/// Verifies a `Stripe-Signature` `header` for `body` at time `now` (unix seconds).
 pub fn verify(
     secret: &[u8],
     header: Option<&str>,
@@ -105,7 +130,20 @@ pub fn verify(
     now: i64,
     tolerance_secs: u64,
 ) -> Result<i64, SignatureError> {
-    let parsed = parse(header.ok_or(SignatureError::Missing)?)?;
+    verify_header(STRIPE_SIGNATURE, secret, header, body, now, tolerance_secs)
+}
+
+/// Verifies the value of header `name` for `body` at time `now` (unix seconds); returns the
+/// signed timestamp.
+pub fn verify_header(
+    name: &'static str,
+    secret: &[u8],
+    header: Option<&str>,
+    body: &[u8],
+    now: i64,
+    tolerance_secs: u64,
+) -> Result<i64, SignatureError> {
+    let parsed = parse_named(name, header.ok_or(SignatureError::Missing(name))?)?;
     let age = now.saturating_sub(parsed.timestamp);
     if age.unsigned_abs() > tolerance_secs {
         return Err(SignatureError::Stale {
@@ -185,26 +223,48 @@ mod tests {
     fn malformed_headers_are_named() {
         assert_eq!(
             verify(SECRET, None, b"", 0, 300),
-            Err(SignatureError::Missing)
+            Err(SignatureError::Missing(STRIPE_SIGNATURE))
         );
-        assert!(matches!(parse("v1=00"), Err(SignatureError::Malformed(m)) if m.contains("no t=")));
-        assert!(matches!(parse("t=1"), Err(SignatureError::NoV1)));
+        assert!(
+            matches!(parse("v1=00"), Err(SignatureError::Malformed { detail, .. }) if detail.contains("no t="))
+        );
+        assert!(matches!(parse("t=1"), Err(SignatureError::NoV1(_))));
         assert!(matches!(
             parse("t=x,v1=00"),
-            Err(SignatureError::Malformed(_))
+            Err(SignatureError::Malformed { .. })
         ));
         assert!(matches!(
             parse("t=1,v1=zz"),
-            Err(SignatureError::Malformed(_))
+            Err(SignatureError::Malformed { .. })
         ));
         assert!(matches!(
             parse("t=1,t=2,v1=00"),
-            Err(SignatureError::Malformed(_))
+            Err(SignatureError::Malformed { .. })
         ));
         assert!(matches!(
             parse("garbage"),
-            Err(SignatureError::Malformed(_))
+            Err(SignatureError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn errors_name_the_header_checked() {
+        let body = b"{}";
+        let e = verify_header(BURROW_SIGNATURE, SECRET, None, body, 0, 300).unwrap_err();
+        assert_eq!(e.to_string(), "missing Burrow-Signature header");
+        let e = verify_header(BURROW_SIGNATURE, SECRET, Some("t=1"), body, 1, 300).unwrap_err();
+        assert_eq!(e.to_string(), "Burrow-Signature has no v1 signature");
+        let h = header(1000, &[sign(SECRET, 1000, body)]);
+        assert_eq!(
+            verify_header(BURROW_SIGNATURE, SECRET, Some(&h), body, 1000, 300),
+            Ok(1000)
+        );
+        let e = verify(SECRET, Some("x"), body, 0, 300).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("malformed Stripe-Signature header"),
+            "{e}"
+        );
     }
 
     proptest! {
