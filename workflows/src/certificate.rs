@@ -174,7 +174,7 @@ impl CertState {
 }
 
 /// certmagic's retry schedule: 1, 2, 2, 5, 10, 20, 20, 30, 30 minutes, 1 h, 3 h, then 6 h
-/// four times (about 1.5 days in all) before the run parks.
+/// four times (about 30 hours in all) before the run parks.
 pub fn default_retry_schedule_ms() -> Vec<u64> {
     [1, 2, 2, 5, 10, 20, 20, 30, 30, 60, 180, 360, 360, 360, 360]
         .iter()
