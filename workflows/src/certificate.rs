@@ -702,49 +702,58 @@ async fn on_failure(
 
     record(ctx, input, run, f.state, Some(message.clone())).await?;
     open_incident(ctx, input, run, f.state, &message).await?;
-    let mut escalated = f.state == CertState::ExpiringUnrenewed;
+    // While parked, the incident escalates as the served certificate nears expiry: at the
+    // warning point, and again 7 days before expiry (where its tier becomes sev1).
+    let mut checkpoints: Vec<i64> = run
+        .serving
+        .as_ref()
+        .map(|c| {
+            vec![
+                c.not_after * 1000 - input.expiry_warning_ms as i64,
+                c.not_after * 1000 - 7 * 24 * 3_600_000,
+            ]
+        })
+        .unwrap_or_default();
+    checkpoints.sort_unstable();
+    checkpoints.dedup();
+    let mut next = 0;
     loop {
         let seen = run.replays_seen;
-        let warn_at = run
-            .serving
-            .as_ref()
-            .map(|c| c.not_after * 1000 - input.expiry_warning_ms as i64);
-        match warn_at {
-            Some(at) if !escalated => {
-                let delay = at - now_ms(ctx);
-                let mut due = delay <= 0;
-                if !due {
-                    temporalio_sdk::workflows::select! {
-                        _ = ctx.timer(Duration::from_millis(delay as u64)) => { due = true; }
-                        _ = ctx.wait_condition(move |s: &CertificateWorkflow| s.removed || s.replays_requested > seen) => {}
-                    }
-                }
-                if due {
-                    escalated = true;
-                    let expiring = format!(
-                        "{}: the served certificate expires soon and renewal is parked ({message})",
-                        CertState::ExpiringUnrenewed.as_str()
-                    );
-                    record(
-                        ctx,
-                        input,
-                        run,
-                        CertState::ExpiringUnrenewed,
-                        Some(expiring.clone()),
-                    )
-                    .await?;
-                    open_incident(ctx, input, run, CertState::ExpiringUnrenewed, &expiring).await?;
-                    continue;
-                }
-            }
-            _ => {
-                ctx.wait_condition(move |s: &CertificateWorkflow| {
-                    s.removed || s.replays_requested > seen
-                })
-                .await?;
+        let Some(&at) = checkpoints.get(next) else {
+            ctx.wait_condition(move |s: &CertificateWorkflow| {
+                s.removed || s.replays_requested > seen
+            })
+            .await?;
+            break;
+        };
+        let delay = at - now_ms(ctx);
+        let mut due = delay <= 0;
+        if !due {
+            temporalio_sdk::workflows::select! {
+                _ = ctx.timer(Duration::from_millis(delay as u64)) => { due = true; }
+                _ = ctx.wait_condition(move |s: &CertificateWorkflow| s.removed || s.replays_requested > seen) => {}
             }
         }
-        break;
+        if !due {
+            break;
+        }
+        let now = now_ms(ctx);
+        while checkpoints.get(next).is_some_and(|c| *c <= now) {
+            next += 1;
+        }
+        let expiring = format!(
+            "{}: the served certificate expires soon and renewal is parked ({message})",
+            CertState::ExpiringUnrenewed.as_str()
+        );
+        record(
+            ctx,
+            input,
+            run,
+            CertState::ExpiringUnrenewed,
+            Some(expiring.clone()),
+        )
+        .await?;
+        open_incident(ctx, input, run, CertState::ExpiringUnrenewed, &expiring).await?;
     }
     run.replays_seen = ctx.state(|s| s.replays_requested);
     run.replays += 1;
