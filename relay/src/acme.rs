@@ -71,7 +71,7 @@ impl Challenges {
     pub async fn alpn_certificate(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
         let name = sni.to_ascii_lowercase();
         let pem = self.get(&self.alpn_key(&name)).await?;
-        match crate::certs::parse_combined(&format!("acme:alpn:{name}"), &pem) {
+        match challenge_key(&pem) {
             Ok(key) => Some(Arc::new(key)),
             Err(e) => {
                 tracing::warn!(error = %e, %name, "TLS-ALPN-01 challenge certificate does not parse");
@@ -100,6 +100,25 @@ pub fn http01_token(path: &str) -> Option<&str> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     ok.then_some(token)
+}
+
+/// The challenge certificate and key in a combined PEM. Not checked by webpki (as
+/// `CertifiedKey::from_der` would): it rejects the challenge certificate's critical
+/// acmeIdentifier extension, which only the ACME server interprets.
+fn challenge_key(pem: &[u8]) -> Result<CertifiedKey, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("no certificate found".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("private key: {e}"))?;
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("private key: {e}"))?;
+    Ok(CertifiedKey::new(chain, signing))
 }
 
 /// Whether a ClientHello's ALPN list is exactly `acme-tls/1` (RFC 8737 §3).

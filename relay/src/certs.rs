@@ -384,11 +384,6 @@ pub fn load_pem(path: &Path) -> Result<(Vec<String>, CertifiedKey), TlsError> {
     certified(&path.display().to_string(), &pem, &pem)
 }
 
-/// Parses a combined PEM held in memory (chain, then key); `source` names it in errors.
-pub fn parse_combined(source: &str, pem: &[u8]) -> Result<CertifiedKey, TlsError> {
-    certified(source, pem, pem).map(|(_, key)| key)
-}
-
 /// Reads a chain and its key from separate PEM files (the relay's own certificate).
 pub fn load_pair(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
     let source = cert_file.display().to_string();
@@ -675,6 +670,111 @@ mod tests {
         std::fs::write(&path, format!("{}{}", cert.pem(), other.serialize_pem())).unwrap();
         let err = load_pem(&path).unwrap_err().to_string();
         assert!(err.contains("do not match"), "{err}");
+    }
+
+    fn pem_pair(names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn leaf_of(key: &CertifiedKey) -> Vec<u8> {
+        key.end_entity_cert().unwrap().as_ref().to_vec()
+    }
+
+    #[test]
+    fn managed_certificates_win_survive_reloads_and_a_new_store() {
+        let certs = tempfile::tempdir().unwrap();
+        let managed = tempfile::tempdir().unwrap();
+        write_cert(certs.path(), "app.pem", &["app.example.test"]);
+        let store = CertStore::new(None).with_managed_dir(managed.path());
+        store.reload_dir(certs.path());
+        let from_dir = leaf_of(&store.find("app.example.test").unwrap());
+
+        let (chain, key) = pem_pair(&["app.example.test"]);
+        let installed = store.install("app.example.test", 4, &chain, &key).unwrap();
+        assert_eq!(installed, Installed::Installed { version: 4 });
+        let managed_leaf = leaf_of(&store.find("APP.example.test").unwrap());
+        assert_ne!(managed_leaf, from_dir, "the managed certificate wins");
+        // A cert_dir reload keeps managed certificates.
+        store.reload_dir(certs.path());
+        assert_eq!(
+            leaf_of(&store.find("app.example.test").unwrap()),
+            managed_leaf
+        );
+        assert_eq!(
+            store.install("app.example.test", 3, &chain, &key).unwrap(),
+            Installed::Stale { held: 4 }
+        );
+
+        // A new store over the same directory serves it and knows its version.
+        let restarted = CertStore::new(None).with_managed_dir(managed.path());
+        assert!(restarted.find("app.example.test").is_none());
+        assert!(restarted.load_managed().is_empty());
+        assert_eq!(
+            leaf_of(&restarted.find("app.example.test").unwrap()),
+            managed_leaf
+        );
+        assert_eq!(restarted.managed(), store.managed());
+        assert_eq!(restarted.managed()[0].version, 4);
+        assert_eq!(
+            restarted
+                .install("app.example.test", 2, &chain, &key)
+                .unwrap(),
+            Installed::Stale { held: 4 }
+        );
+
+        // Removing it hands the name back to cert_dir, in this store and the next one.
+        assert!(restarted.remove("app.example.test").unwrap());
+        restarted.reload_dir(certs.path());
+        assert_eq!(
+            leaf_of(&restarted.find("app.example.test").unwrap()),
+            from_dir
+        );
+        let again = CertStore::new(None).with_managed_dir(managed.path());
+        assert!(again.load_managed().is_empty());
+        assert!(again.managed().is_empty());
+    }
+
+    #[test]
+    fn a_broken_managed_file_is_skipped_and_named() {
+        let managed = tempfile::tempdir().unwrap();
+        let store = CertStore::new(None).with_managed_dir(managed.path());
+        let (chain, key) = pem_pair(&["*.wild.test"]);
+        store.install("*.wild.test", 1, &chain, &key).unwrap();
+        assert!(store.find("a.wild.test").is_some());
+        std::fs::write(managed.path().join("broken.json"), "{").unwrap();
+        let fresh = CertStore::new(None).with_managed_dir(managed.path());
+        let errors = fresh.load_managed();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].0.ends_with("broken.json"));
+        assert!(fresh.find("b.wild.test").is_some());
+        assert!(managed.path().join("_.wild.test.json").is_file());
+    }
+
+    #[test]
+    fn domains_are_checked_and_normalized() {
+        assert_eq!(
+            normalize_domain("App.Example.TEST.").unwrap(),
+            "app.example.test"
+        );
+        assert_eq!(
+            normalize_domain("*.example.test").unwrap(),
+            "*.example.test"
+        );
+        for bad in ["", "localhost", "a..b", "-a.b", "a/b.c", "*.com.*", "a.*.b"] {
+            assert!(normalize_domain(bad).is_err(), "{bad:?}");
+        }
+        let names = ["*.example.test".to_owned(), "exact.test".to_owned()];
+        assert!(covers(&names, "a.example.test"));
+        assert!(covers(&names, "*.example.test"));
+        assert!(covers(&names, "exact.test"));
+        assert!(!covers(&names, "a.b.example.test"));
+        assert!(!covers(&names, "example.test"));
+        assert!(!covers(&["a.example.test".to_owned()], "*.example.test"));
     }
 
     #[tokio::test]
