@@ -116,6 +116,7 @@ pub struct IncidentFilter {
 #[utoipa::path(
     get,
     path = "/v1/incidents",
+    operation_id = "list_incidents",
     tag = "incidents",
     security(("api_key" = [])),
     params(IncidentFilter),
@@ -182,6 +183,7 @@ async fn detail_of(state: &AppState, id: Uuid) -> ApiResult<IncidentDetail> {
 #[utoipa::path(
     get,
     path = "/v1/incidents/{id}",
+    operation_id = "get_incident",
     tag = "incidents",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Incident id")),
@@ -218,6 +220,7 @@ pub async fn get(
 #[utoipa::path(
     post,
     path = "/v1/incidents/{id}/acknowledge",
+    operation_id = "acknowledge_incident",
     tag = "incidents",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Incident id")),
@@ -278,6 +281,7 @@ pub struct Resolve {
 #[utoipa::path(
     post,
     path = "/v1/incidents/{id}/resolve",
+    operation_id = "resolve_incident",
     tag = "incidents",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Incident id")),
@@ -352,4 +356,155 @@ async fn timeline(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{MustFail, TestDb, status_of};
+
+    async fn incident(db: &TestDb, status: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO incidents (id, workflow_id, kind, subject, failure_state, tier, status,
+                 summary)
+             VALUES ($1, $2, 'certificate', 'a.example.com', 'ca_unreachable', 'sev2', $3, 'CA down')",
+        )
+        .bind(id)
+        .bind(format!("certificate-{id}"))
+        .bind(status)
+        .execute(&db.state.db)
+        .await
+        .expect("incident");
+        sqlx::query(
+            "INSERT INTO incident_events (incident_id, event, detail, actor)
+             VALUES ($1, 'opened', 'ca_unreachable', 'workflow')",
+        )
+        .bind(id)
+        .execute(&db.state.db)
+        .await
+        .expect("event");
+        id
+    }
+
+    #[tokio::test]
+    async fn acknowledge_then_resolve_with_409s_naming_the_status() {
+        let db = TestDb::new().await;
+        let ops = db.actor(Role::Ops, None).await;
+        let id = incident(&db, "open").await;
+        let st = || State(db.state.clone());
+
+        let Json(acked) = acknowledge(st(), ops.clone(), Path(id)).await.expect("ack");
+        assert_eq!(acked.incident.status, "acknowledged");
+        let key = ops.principal.key_id.to_string();
+        assert_eq!(
+            acked.incident.acknowledged_by.as_deref(),
+            Some(key.as_str())
+        );
+        let e = acknowledge(st(), ops.clone(), Path(id))
+            .await
+            .must_fail("twice");
+        assert_eq!(status_of(&e), 409);
+        assert!(e.to_string().contains("is acknowledged, not open"), "{e}");
+
+        let note = Json(Resolve {
+            note: Some("  rotated the CA account  ".into()),
+        });
+        let Json(done) = resolve(st(), ops.clone(), Path(id), Some(note))
+            .await
+            .expect("resolve");
+        assert_eq!(done.incident.status, "resolved");
+        let timeline: Vec<(&str, &str, &str)> = done
+            .timeline
+            .iter()
+            .map(|e| (e.event.as_str(), e.detail.as_str(), e.actor.as_str()))
+            .collect();
+        assert_eq!(
+            timeline,
+            [
+                ("opened", "ca_unreachable", "workflow"),
+                ("acknowledged", "", key.as_str()),
+                ("resolved", "rotated the CA account", key.as_str()),
+            ]
+        );
+        let e = resolve(st(), ops.clone(), Path(id), None)
+            .await
+            .must_fail("twice");
+        assert_eq!(status_of(&e), 409);
+        assert!(e.to_string().contains("already resolved"), "{e}");
+        let e = acknowledge(st(), ops.clone(), Path(id))
+            .await
+            .must_fail("resolved");
+        assert!(e.to_string().contains("is resolved, not open"), "{e}");
+
+        // Open straight to resolved is allowed.
+        let other = incident(&db, "open").await;
+        resolve(st(), ops.clone(), Path(other), None)
+            .await
+            .expect("resolve open");
+
+        let outcomes = |rows: Vec<(String, Option<String>)>| -> Vec<String> {
+            rows.into_iter().map(|(o, _)| o).collect()
+        };
+        assert_eq!(
+            outcomes(db.audited("incident.acknowledge").await),
+            ["ok", "conflict", "conflict"]
+        );
+        assert_eq!(
+            outcomes(db.audited("incident.resolve").await),
+            ["ok", "conflict", "ok"]
+        );
+    }
+
+    #[tokio::test]
+    async fn listing_filters_by_status_and_refuses_others() {
+        let db = TestDb::new().await;
+        let ops = db.actor(Role::Ops, None).await;
+        let open = incident(&db, "open").await;
+        incident(&db, "resolved").await;
+        let st = || State(db.state.clone());
+        let filter = |s: Option<&str>| {
+            Query(IncidentFilter {
+                status: s.map(str::to_owned),
+                limit: None,
+            })
+        };
+        let Json(all) = list(st(), ops.clone(), filter(None)).await.expect("all");
+        assert_eq!(all.incidents.len(), 2);
+        let Json(o) = list(st(), ops.clone(), filter(Some("open")))
+            .await
+            .expect("open");
+        assert_eq!(o.incidents.iter().map(|i| i.id).collect::<Vec<_>>(), [open]);
+        let e = list(st(), ops.clone(), filter(Some("closed")))
+            .await
+            .must_fail("bad");
+        assert_eq!(status_of(&e), 400);
+        assert!(e.to_string().contains("\"closed\""), "{e}");
+        let e = get(st(), ops.clone(), Path(Uuid::new_v4()))
+            .await
+            .must_fail("missing");
+        assert_eq!(status_of(&e), 404);
+        let Json(one) = get(st(), ops.clone(), Path(open)).await.expect("one");
+        assert_eq!(one.timeline.len(), 1);
+        let dev = db.actor(Role::Developer, Some(db.account().await)).await;
+        let e = acknowledge(st(), dev.clone(), Path(open))
+            .await
+            .must_fail("developer");
+        assert_eq!(status_of(&e), 403);
+        let e = resolve(
+            st(),
+            ops,
+            Path(open),
+            Some(Json(Resolve {
+                note: Some("x".repeat(2001)),
+            })),
+        )
+        .await
+        .must_fail("long note");
+        assert_eq!(status_of(&e), 400);
+        let Json(still) = get(st(), db.actor(Role::Admin, None).await, Path(open))
+            .await
+            .expect("admin reads");
+        assert_eq!(still.incident.status, "open");
+    }
 }

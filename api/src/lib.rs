@@ -47,6 +47,8 @@ pub mod policies;
 pub mod relays;
 pub mod seed;
 pub mod temporal;
+#[cfg(test)]
+mod testing;
 pub mod usage;
 pub mod users;
 pub mod webhooks;

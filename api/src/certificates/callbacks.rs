@@ -319,6 +319,7 @@ pub struct MappingList {
 #[utoipa::path(
     get,
     path = "/v1/ops/cert-callbacks/mappings",
+    operation_id = "list_cert_callback_mappings",
     tag = "certificates",
     security(("api_key" = [])),
     responses(
@@ -396,6 +397,7 @@ pub struct CallbackList {
 #[utoipa::path(
     get,
     path = "/v1/ops/cert-callbacks",
+    operation_id = "list_cert_callbacks",
     tag = "certificates",
     security(("api_key" = [])),
     params(CallbackFilter),

@@ -163,6 +163,7 @@ fn require_reader(principal: &Principal) -> ApiResult<()> {
 #[utoipa::path(
     get,
     path = "/v1/certificates",
+    operation_id = "list_certificates",
     tag = "certificates",
     security(("api_key" = [])),
     responses(
@@ -321,6 +322,7 @@ async fn visible_domain(
 #[utoipa::path(
     get,
     path = "/v1/certificates/{domain}",
+    operation_id = "get_certificate",
     tag = "certificates",
     security(("api_key" = [])),
     params(("domain" = String, Path, description = "The custom domain")),
@@ -391,6 +393,7 @@ pub const RENEWAL_REQUESTED: &str = "certificate.renewal_requested";
 #[utoipa::path(
     post,
     path = "/v1/certificates/{domain}/renew",
+    operation_id = "renew_certificate",
     tag = "certificates",
     security(("api_key" = [])),
     params(("domain" = String, Path, description = "The custom domain")),
@@ -500,6 +503,7 @@ fn is_drift(drift: &Value) -> bool {
 #[utoipa::path(
     get,
     path = "/v1/ops/regions",
+    operation_id = "list_regions",
     tag = "certificates",
     security(("api_key" = [])),
     responses(

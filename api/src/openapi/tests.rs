@@ -178,7 +178,8 @@ fn every_operation_is_tagged_secured_and_declares_its_path_parameters() {
         let expected: &[&str] = if path.starts_with("/v1/internal/") {
             assert_eq!(tag, "internal", "{what}");
             &["internal_key"]
-        } else if path.starts_with("/v1/webhooks/") {
+        } else if path.starts_with("/v1/webhooks/") || path == "/v1/cert-callbacks" {
+            // Signed senders, no API key.
             &[]
         } else {
             &["api_key"]
