@@ -409,6 +409,15 @@ impl AcmeActivities {
             Err(instant_acme::Error::Unsupported(_)) => {
                 account.new_order(&NewOrder::new(&identifiers)).await
             }
+            // RFC 9773 says a CA that accepts `replaces` reflects it in the order; one that
+            // offers ARI but ignores the field (Pebble behind an ARI responder) created a plain
+            // order we cannot see. Order again without it: the stray order expires unused.
+            Err(instant_acme::Error::Other(e))
+                if e.to_string().contains("replaces field mismatch") =>
+            {
+                tracing::warn!(domain = %req.domain, "the CA ignored `replaces`; ordering without it");
+                account.new_order(&NewOrder::new(&identifiers)).await
+            }
             other => other,
         };
         let mut order = placed.map_err(|e| acme_failure("placing the order", e))?;

@@ -444,7 +444,7 @@ async fn a_ca_outage_parks_the_workflow_with_an_incident_and_a_replay_completes_
     // The CA comes back; ops replay; the workflow completes and resolves the incident.
     cs.pebble.restart().await.unwrap();
     let status = cs.stack.replay(&id, &ops).await.unwrap();
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::ACCEPTED);
     cs.wait_state(&domain, "serving").await;
     let versions = cs.versions(&domain).await;
     assert_eq!(
