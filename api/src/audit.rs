@@ -12,13 +12,18 @@
 //!   `detail.via = "replay_all"`),
 //!   `dead_letter.replay_all`, `session.kick`, `name.reserve`, `name.release`, `domain.add`,
 //!   `domain.verify`, `domain.remove`, `policy.put`, `policy.delete`, `user.create`,
-//!   `user.disable`, `api_key.revoke`;
+//!   `user.disable`, `api_key.revoke`, `incident.acknowledge`, `incident.resolve`,
+//!   `certificate.renew`;
 //! - **reads with a platform-wide role** (admin, ops, finance) of customer or sensitive data:
 //!   `account.read`, `authtoken.list`, `api_key.list`, `user.list`, `usage.read`,
-//!   `session.list`, `audit.read`. A developer
+//!   `session.list`, `audit.read`, `certificate.list`, `certificate.read`,
+//!   `cert_callback.list`. A developer
 //!   reading its own account is not recorded, and neither is `GET /v1/ops/workflows`
-//!   (the console polls it every 3 s; it holds workflow state, not customer data);
-//! - **refusals and failures** of all of these, `workflow.list` included: the outcome is the
+//!   (the console polls it every 3 s; it holds workflow state, not customer data), nor are
+//!   `GET /v1/incidents[/{id}]`, `GET /v1/ops/regions` and the callback mappings (polled
+//!   likewise, or configuration);
+//! - **refusals and failures** of all of these, `workflow.list`, `incident.list`,
+//!   `incident.read`, `region.list` and `cert_callback.mappings` included: the outcome is the
 //!   error code the caller got (`forbidden`, `not_found`, `conflict`, `invalid_name`, ...).
 //!   A request whose API key is missing or unknown (401) has no actor and is not recorded.
 //!
