@@ -380,19 +380,71 @@ impl Stack {
     /// [`Stack::spawn_extra_relay`] with its public, control, ops and peer listeners on `host`
     /// (another loopback address such as `127.0.0.2`, which Linux routes without setup).
     pub async fn spawn_extra_relay_on(&self, tag: &str, host: &str) -> anyhow::Result<ExtraRelay> {
-        let relay_id = [("BURROW_RELAY_RELAY_ID".to_owned(), format!("relay-{tag}"))];
+        self.extra_relay(tag, host, None, &[]).await
+    }
+
+    /// [`Stack::spawn_extra_relay`] with extra `BURROW_RELAY_*` settings for this relay only
+    /// (e.g. its `BURROW_RELAY_REGION`).
+    pub async fn spawn_extra_relay_with(
+        &self,
+        tag: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<ExtraRelay> {
+        self.extra_relay(tag, "127.0.0.1", None, env).await
+    }
+
+    /// Starts extra relay `tag` again on the ports (and state directory) it had, with `env`.
+    pub async fn restart_extra_relay(
+        &self,
+        tag: &str,
+        relay: &mut ExtraRelay,
+        env: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        relay.proc.kill().await;
+        let host = relay
+            .addrs
+            .http
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_owned())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let addrs = relay.addrs.clone();
+        *relay = self.extra_relay(tag, &host, Some(&addrs), env).await?;
+        Ok(())
+    }
+
+    async fn extra_relay(
+        &self,
+        tag: &str,
+        host: &str,
+        same_ports_as: Option<&RelayAddrs>,
+        extra_env: &[(String, String)],
+    ) -> anyhow::Result<ExtraRelay> {
+        // Its own managed certificates: what it serves must not be the first relay's files.
+        let own = [
+            ("BURROW_RELAY_RELAY_ID".to_owned(), format!("relay-{tag}")),
+            (
+                "BURROW_RELAY_MANAGED_CERT_DIR".to_owned(),
+                self.dir
+                    .path()
+                    .join(format!("{tag}-managed-certs"))
+                    .display()
+                    .to_string(),
+            ),
+        ];
         let env: Vec<(String, String)> = self
             .options
             .relay_env
             .iter()
             .cloned()
-            .chain(relay_id)
+            .chain(own)
+            .chain(extra_env.iter().cloned())
             .collect();
         let settings = RelaySettings {
             host,
             ..self.relay_settings(tag)
         };
-        let (proc, addrs) = Self::spawn_relay(self.dir.path(), settings, None, &env).await?;
+        let (proc, addrs) =
+            Self::spawn_relay(self.dir.path(), settings, same_ports_as, &env).await?;
         wait_ready(&self.http, &format!("http://{}/readyz", addrs.ops), &proc).await?;
         Ok(ExtraRelay { proc, addrs })
     }
@@ -773,6 +825,22 @@ impl Stack {
             .await?;
         std::fs::write(PathBuf::from(dir).join(format!("{name}.json")), json)?;
         Ok(())
+    }
+
+    /// Workflow `workflow_id`'s Temporal history as JSON (`{"events": [...]}`, the format of
+    /// the replay fixtures): event times and activity names, e.g. for a timing breakdown.
+    pub async fn workflow_history<W>(&self, workflow_id: &str) -> anyhow::Result<serde_json::Value>
+    where
+        W: temporalio_common::HasWorkflowDefinition,
+    {
+        let client =
+            burrow_workflows::temporal::connect(&self.temporal, "default", "burrow-e2e").await?;
+        let json = client
+            .get_workflow_handle::<W>(workflow_id.to_owned())
+            .fetch_history(Default::default())
+            .to_json()
+            .await?;
+        Ok(serde_json::from_slice(&json)?)
     }
 
     /// Waits until the provider-webhook workflow of `event_id` is in `state`; returns its JSON.

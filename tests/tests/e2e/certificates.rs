@@ -489,3 +489,120 @@ async fn a_ca_outage_parks_the_workflow_with_an_incident_and_a_replay_completes_
 fn burrow_e2e_cert_id(domain: &str) -> String {
     burrow_workflows::certificate::workflow_id(domain)
 }
+
+/// The region named `region` in `GET /v1/ops/regions`, if a snapshot of it exists.
+async fn region(cs: &CertStack, region: &str) -> Option<Value> {
+    let (status, list) = cs
+        .stack
+        .call(
+            Method::GET,
+            "/v1/ops/regions",
+            &cs.stack.creds.ops_api_key,
+            None,
+        )
+        .await
+        .ok()?;
+    if status != StatusCode::OK {
+        return None;
+    }
+    list["regions"]
+        .as_array()?
+        .iter()
+        .find(|r| r["region"] == region)
+        .cloned()
+}
+
+#[tokio::test]
+async fn a_relay_region_that_missed_a_certificate_drifts_until_replication_converges_it() {
+    let zone = "regions-e2e.test";
+    let mut cs = cert_stack(zone).await;
+    let directory = cs.pebble.directory_url();
+    cs.point_worker_at(&directory).await;
+    let eu_env = [("BURROW_RELAY_REGION".to_owned(), "eu-west".to_owned())];
+    let mut eu = cs
+        .stack
+        .spawn_extra_relay_with("eu", &eu_env)
+        .await
+        .unwrap();
+    // The eu relay goes down; its announcement stays in Redis (30 s TTL), so distribution
+    // tries it and fails.
+    eu.proc.kill().await;
+    let domain = unique("multi", zone);
+    cs.verified_domain(&domain).await;
+
+    // The local relay took the certificate, eu-west did not: after the compressed retries the
+    // run parks in distribution_partial, naming the relay and its region.
+    let run = cs.wait_state(&domain, "distribution_partial").await;
+    let error = run["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("relay-eu (eu-west)"), "{run}");
+    assert_eq!(
+        cs.served_leaf(&domain).await.unwrap(),
+        leaf_der(&cs.versions(&domain).await[0].1),
+        "the reachable relay serves it meanwhile"
+    );
+
+    // Drift is visible per region: eu-west lags on this domain, local does not.
+    let eu_region = burrow_e2e::wait::until("eu-west to show drift", T, || async {
+        let r = region(&cs, "eu-west").await?;
+        r["drift"]
+            .as_array()?
+            .iter()
+            .any(|d| d == domain.as_str())
+            .then_some(r)
+    })
+    .await
+    .unwrap();
+    assert_eq!(eu_region["drifted"], true, "{eu_region}");
+    let local = region(&cs, "local").await.unwrap();
+    assert_eq!(local["certificates"][&domain], 1, "{local}");
+    assert!(
+        !local["drift"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == domain.as_str()),
+        "{local}"
+    );
+
+    // eu comes back on the same ports with nothing installed: the replication workflow pushes
+    // the certificate, the drift clears, and eu serves it.
+    cs.stack
+        .restart_extra_relay("eu", &mut eu, &eu_env)
+        .await
+        .unwrap();
+    burrow_e2e::wait::until("eu-west to converge", T, || async {
+        let r = region(&cs, "eu-west").await?;
+        (r["certificates"][&domain] == 1 && r["drifted"] == false).then_some(())
+    })
+    .await
+    .unwrap();
+    let root = cs.pebble.issuing_roots_pem().await.unwrap();
+    let eu_https = eu.addrs.https.clone().unwrap();
+    let conn = tls::connect(&eu_https, &domain, root.as_bytes(), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let served = conn.get_ref().1.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec();
+    assert_eq!(served, leaf_der(&cs.versions(&domain).await[0].1));
+
+    // Replaying the parked run now reaches every relay and resolves its incident.
+    let id = burrow_e2e_cert_id(&domain);
+    let ops = cs.stack.creds.ops_api_key.clone();
+    assert_eq!(
+        cs.stack.replay(&id, &ops).await.unwrap(),
+        StatusCode::ACCEPTED
+    );
+    cs.wait_state(&domain, "serving").await;
+    let db = cs.stack.db().await.unwrap();
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT failure_state, status FROM incidents WHERE workflow_id = $1")
+            .bind(&id)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        [("distribution_partial".to_owned(), "resolved".to_owned())]
+    );
+}
