@@ -23,7 +23,10 @@
 //! - [`tls`]: test certificates, TLS clients with chosen SNI/ALPN, and local TLS servers.
 //! - [`pebble`]: a real ACME CA (Debian's `pebble` + `pebble-challtestsrv`) for certificate tests.
 //! - [`ari`]: an ACME Renewal Information (RFC 9773) responder in front of pebble.
+//! - [`acme_bench`]: certificate issuance against Pebble, Burrow next to `lego` (the
+//!   `acme-bench` binary).
 
+pub mod acme_bench;
 pub mod agent;
 pub mod ari;
 pub mod dns;

@@ -7,14 +7,17 @@ use std::{
 };
 use tokio::process::{Child, Command};
 
-/// Path of a workspace binary built by `cargo test` next to the test executable.
+/// Path of a workspace binary built next to the running executable: a test
+/// (`target/<profile>/deps/<test>`) or a bench binary of this crate (`target/<profile>/<bin>`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory layout");
+    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/<name>
+    let parent = exe.parent().expect("target directory layout");
+    let dir = if parent.file_name().is_some_and(|n| n == "deps") {
+        parent.parent().expect("target directory layout")
+    } else {
+        parent
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
