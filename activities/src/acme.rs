@@ -512,9 +512,11 @@ impl AcmeActivities {
             .map_err(|e| acme_failure("fetching the order", e))?;
         let polled = acme_order
             .poll_ready(
+                // A CA that validates at once is asked again after 25 ms, a slow one at most
+                // every few seconds (instant-acme honours Retry-After when the CA sends one).
                 &RetryPolicy::new()
-                    .initial_delay(Duration::from_millis(200))
-                    .backoff(1.5)
+                    .initial_delay(Duration::from_millis(25))
+                    .backoff(1.6)
                     .timeout(self.settings.validation_timeout),
             )
             .await;
@@ -626,7 +628,8 @@ impl AcmeActivities {
         let chain = order
             .poll_certificate(
                 &RetryPolicy::new()
-                    .initial_delay(Duration::from_millis(200))
+                    .initial_delay(Duration::from_millis(25))
+                    .backoff(1.6)
                     .timeout(Duration::from_secs(60)),
             )
             .await

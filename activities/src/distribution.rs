@@ -242,11 +242,14 @@ impl DistributionActivities {
             for (domain, &want) in &latest {
                 let mut have = held.get(domain).copied().unwrap_or(0);
                 if have < want {
-                    if !materials.contains_key(&(domain.clone(), want)) {
-                        materials
-                            .insert((domain.clone(), want), self.material(domain, want).await?);
-                    }
-                    let m = &materials[&(domain.clone(), want)];
+                    let key = (domain.clone(), want);
+                    let m = match materials.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(self.material(domain, want).await?)
+                        }
+                    };
+                    let m = &*m;
                     let r = self.install(relay, domain, want, m).await;
                     match r.error {
                         None => {

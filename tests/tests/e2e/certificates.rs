@@ -313,7 +313,7 @@ async fn a_verified_domain_gets_a_certificate_the_relay_serves_and_renews_by_its
     .unwrap();
     assert!(renewed.len() >= 2 && newest.len() >= 2);
     assert!(
-        ari.requested().iter().any(|id| *id == first_ari),
+        ari.requested().contains(&first_ari),
         "ARI was asked about v1"
     );
 
