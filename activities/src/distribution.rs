@@ -188,7 +188,7 @@ impl DistributionActivities {
         }
     }
 
-    async fn converge(&self) -> Result<ConvergeOutcome, ActivityError> {
+    async fn converge(&self, ctx: &ActivityContext) -> Result<ConvergeOutcome, ActivityError> {
         let latest: BTreeMap<String, i64> = sqlx::query(
             "SELECT DISTINCT ON (c.domain) c.domain, c.version
              FROM certificates c
@@ -209,6 +209,8 @@ impl DistributionActivities {
         // region -> relays, region -> domain -> lowest version held.
         let mut by_region: BTreeMap<String, (u32, BTreeMap<String, i64>)> = BTreeMap::new();
         for relay in &relays {
+            // Alive: a worker that dies mid-pass is noticed within the heartbeat timeout.
+            let _ = ctx.record_heartbeat(relay.relay_id.clone()).await;
             let listed = async {
                 let mut client = self
                     .directory
@@ -242,6 +244,7 @@ impl DistributionActivities {
             for (domain, &want) in &latest {
                 let mut have = held.get(domain).copied().unwrap_or(0);
                 if have < want {
+                    let _ = ctx.record_heartbeat(relay.relay_id.clone()).await;
                     let key = (domain.clone(), want);
                     let m = match materials.entry(key) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -385,9 +388,9 @@ impl DistributionActivities {
     #[activity]
     pub async fn converge_replicas(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         _input: (),
     ) -> Result<ConvergeOutcome, ActivityError> {
-        self.converge().await
+        self.converge(&ctx).await
     }
 }

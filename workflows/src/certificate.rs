@@ -36,8 +36,8 @@ use temporalio_common::error::{ActivityExecutionError, IncomingError};
 use temporalio_common::search_attributes::SearchAttributeKey;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ActivityOptions, ContinueAsNewOptions, LocalActivityOptions, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 pub use crate::provider_webhook::ReplayRequest;
@@ -488,7 +488,9 @@ async fn record(
         }
     });
     ctx.upsert_search_attributes([STATE_KEY.value_set(state.as_str().to_owned())]);
-    ctx.execute_activity(
+    // A local activity: the mirror write runs in this worker without a round trip through the
+    // task queue (it is on the path of every transition).
+    ctx.execute_local_activity(
         MirrorActivities::record_state,
         StateRecord {
             workflow_id: ctx.workflow_id().to_owned(),
@@ -500,7 +502,15 @@ async fn record(
             attempts: Some(run.attempts),
             failure: state.is_failure(),
         },
-        bookkeeping_options(),
+        LocalActivityOptions::builder()
+            .start_to_close_timeout(Duration::from_secs(10))
+            .retry_policy(
+                RetryPolicy::builder()
+                    .initial_interval(Duration::from_millis(500))
+                    .maximum_interval(Duration::from_secs(60))
+                    .build(),
+            )
+            .build(),
     )
     .await?;
     Ok(())

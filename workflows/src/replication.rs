@@ -53,6 +53,9 @@ impl ReplicationWorkflow {
                     DistributionActivities::converge_replicas,
                     (),
                     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+                        // The pass heartbeats per relay: a worker lost mid-pass is retried
+                        // after seconds, not after the whole timeout.
+                        .heartbeat_timeout(Duration::from_secs(10))
                         .retry_policy(
                             RetryPolicy::builder()
                                 .initial_interval(Duration::from_secs(1))

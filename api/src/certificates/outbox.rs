@@ -1,7 +1,8 @@
 //! Starting and stopping certificate workflows from the `domain_events` outbox.
 //!
-//! When `acme_enabled` is on, [`run`] takes unconsumed events in id order, about once a
-//! second:
+//! When `acme_enabled` is on, [`run`] takes unconsumed events in id order as soon as one
+//! commits (a trigger notifies channel `burrow_domain_events`, which it listens on), and about
+//! once a second in any case:
 //! - `domain.verified` starts `CertificateWorkflow` as `certificate-<domain>` with the retry
 //!   schedule and expiry warning of the api configuration (a run already open is kept; a
 //!   closed one, e.g. after the domain was removed, gets a new run);
@@ -41,7 +42,11 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         return;
     }
     let mut failing = false;
+    let mut listener = listen(&state).await;
     loop {
+        if listener.is_none() {
+            listener = listen(&state).await;
+        }
         match drain(&state).await {
             Ok(n) => {
                 if n > 0 {
@@ -60,11 +65,37 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                 failing = true;
             }
         }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(POLL) => {}
+            ok = notified => {
+                if !ok {
+                    // The listening connection dropped: poll until it is back.
+                    listener = listen(&state).await;
+                }
+            }
         }
     }
+}
+
+/// Listens for new domain events; `None` (polling only) when the database refuses.
+async fn listen(state: &AppState) -> Option<sqlx::postgres::PgListener> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(&state.db)
+        .await
+        .map_err(|e| tracing::debug!(error = %e, "domain event outbox: cannot listen; polling"))
+        .ok()?;
+    listener
+        .listen("burrow_domain_events")
+        .await
+        .map_err(|e| tracing::debug!(error = %e, "domain event outbox: cannot listen; polling"))
+        .ok()?;
+    Some(listener)
 }
 
 /// One pass: acts on unconsumed events in id order until none is left or one fails. Returns
