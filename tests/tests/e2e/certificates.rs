@@ -67,22 +67,26 @@ async fn cert_stack(zone: &str) -> CertStack {
 impl CertStack {
     /// Restarts the worker against `directory` (Pebble's, or the ARI responder's).
     async fn point_worker_at(&mut self, directory: &str) {
+        self.point_worker_with(directory, &[]).await
+    }
+
+    /// [`CertStack::point_worker_at`] with extra worker settings.
+    async fn point_worker_with(&mut self, directory: &str, extra: &[(&str, &str)]) {
         let key = base64_key();
-        self.stack
-            .restart_worker_with(&[
-                ("BURROW_WORKER_ACME_DIRECTORY_URL".into(), directory.into()),
-                (
-                    "BURROW_WORKER_ACME_CA_FILE".into(),
-                    self.pebble.ca_file().display().to_string(),
-                ),
-                ("BURROW_WORKER_CERT_ENCRYPTION_KEY".into(), key),
-                (
-                    "BURROW_WORKER_ACME_VALIDATION_TIMEOUT_SECS".into(),
-                    "20".into(),
-                ),
-            ])
-            .await
-            .unwrap();
+        let mut env: Vec<(String, String)> = vec![
+            ("BURROW_WORKER_ACME_DIRECTORY_URL".into(), directory.into()),
+            (
+                "BURROW_WORKER_ACME_CA_FILE".into(),
+                self.pebble.ca_file().display().to_string(),
+            ),
+            ("BURROW_WORKER_CERT_ENCRYPTION_KEY".into(), key),
+            (
+                "BURROW_WORKER_ACME_VALIDATION_TIMEOUT_SECS".into(),
+                "20".into(),
+            ),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.stack.restart_worker_with(&env).await.unwrap();
     }
 
     /// Adds and verifies `domain` for a new pro account; returns the account's authtoken.
@@ -605,4 +609,47 @@ async fn a_relay_region_that_missed_a_certificate_drifts_until_replication_conve
         statuses,
         [("distribution_partial".to_owned(), "resolved".to_owned())]
     );
+}
+
+#[tokio::test]
+async fn tls_alpn_01_is_answered_at_the_relays_https_listener() {
+    let zone = "alpn-e2e.test";
+    let mut cs = cert_stack(zone).await;
+    let directory = cs.pebble.directory_url();
+    cs.point_worker_with(
+        &directory,
+        &[("BURROW_WORKER_ACME_CHALLENGE", "tls-alpn-01")],
+    )
+    .await;
+    let domain = unique("tls", zone);
+    cs.verified_domain(&domain).await;
+    cs.wait_state(&domain, "serving").await;
+    let versions = cs.versions(&domain).await;
+    assert_eq!(
+        cs.served_leaf(&domain).await.unwrap(),
+        leaf_der(&versions[0].1)
+    );
+    // The relay answered the CA over TLS-ALPN-01 at its HTTPS listener, never over HTTP-01.
+    let metrics = cs
+        .stack
+        .http
+        .get(format!("http://{}/metrics", cs.stack.relay.ops))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let answered = |kind: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("burrow_relay_acme_challenges_total")
+                    && l.contains(&format!("type=\"{kind}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(answered("tls-alpn-01") >= 1.0, "{metrics}");
+    assert_eq!(answered("http-01"), 0.0, "{metrics}");
 }
