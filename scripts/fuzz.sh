@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of one cargo-fuzz target on the stable toolchain:
-#   scripts/fuzz.sh <tunnel_frame|webhook_signature|config_file|proxy_protocol|client_hello|policy_document> [seconds]
+#   scripts/fuzz.sh <tunnel_frame|webhook_signature|config_file|proxy_protocol|client_hello|policy_document|cert_callback|cert_chain|sealed_value|retry_schedule> [seconds]
 # Builds fuzz/ with libFuzzer's coverage instrumentation (the flags cargo-fuzz passes, minus
 # AddressSanitizer, which needs nightly; the workspace forbids unsafe code) and runs it.
 # The corpus is kept in fuzz/corpus/<target> (seeded from fuzz/seeds/<target> when present),

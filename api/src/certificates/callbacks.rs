@@ -245,16 +245,23 @@ async fn signal(
 
 /// A callback body, checked.
 #[derive(Debug)]
-struct Callback {
-    id: String,
-    class: String,
-    action: String,
-    domain: String,
-    payload: Value,
+pub struct Callback {
+    /// The sender's event id (idempotency key).
+    pub id: String,
+    /// `callbackClass`.
+    pub class: String,
+    /// `callbackAction`.
+    pub action: String,
+    /// The domain, normalized.
+    pub domain: String,
+    /// The whole body.
+    pub payload: Value,
 }
 
 impl Callback {
-    fn parse(body: &[u8], base_domain: &str) -> ApiResult<Callback> {
+    /// Parses a raw callback body (bytes from the network); `base_domain` is the relays' own
+    /// domain, which callbacks may not name.
+    pub fn parse(body: &[u8], base_domain: &str) -> ApiResult<Callback> {
         let bad = |m: String| ApiError::bad_request("malformed_payload", m);
         let payload: Value =
             serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
