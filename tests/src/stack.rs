@@ -200,6 +200,8 @@ impl Stack {
                 .env("BURROW_API_TASK_QUEUE", &task_queue)
                 .env("BURROW_API_INTERNAL_KEY", &internal_key)
                 .env("BURROW_API_WEBHOOK_SECRET", &webhook_secret)
+                // Tests that sign certificate callbacks override it through `api_env`.
+                .env("BURROW_API_CERT_CALLBACK_SECRET", format!("cbsec_{id}"))
                 .env("BURROW_API_APPLY_INITIAL_INTERVAL_MS", "100")
                 .env("BURROW_API_APPLY_MAXIMUM_INTERVAL_MS", "200")
                 .env(
