@@ -653,3 +653,33 @@ async fn tls_alpn_01_is_answered_at_the_relays_https_listener() {
     assert!(answered("tls-alpn-01") >= 1.0, "{metrics}");
     assert_eq!(answered("http-01"), 0.0, "{metrics}");
 }
+
+#[tokio::test]
+async fn the_global_order_budget_parks_orders_beyond_it_as_rate_limited() {
+    let zone = "budget-e2e.test";
+    let mut cs = cert_stack(zone).await;
+    let directory = cs.pebble.directory_url();
+    cs.point_worker_with(&directory, &[("BURROW_WORKER_ACME_ORDER_BUDGET", "1")])
+        .await;
+    let first = unique("one", zone);
+    cs.verified_domain(&first).await;
+    cs.wait_state(&first, "serving").await;
+
+    // The second domain would be the second order in 3 hours: Burrow refuses to place it
+    // (the CA never sees it), retries on the schedule, then parks with the budget named.
+    let second = unique("two", zone);
+    cs.verified_domain(&second).await;
+    let run = cs.wait_state(&second, "rate_limited").await;
+    let error = run["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("order budget spent") && error.contains("acme_order_budget"),
+        "{run}"
+    );
+    let db = cs.stack.db().await.unwrap();
+    let orders: Vec<String> = sqlx::query_scalar("SELECT domain FROM acme_orders ORDER BY id")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(orders, [first.clone()], "no order was placed for {second}");
+    assert!(cs.versions(&second).await.is_empty());
+}
