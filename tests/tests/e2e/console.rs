@@ -215,3 +215,92 @@ async fn ops_user_signs_in_and_replays_a_parked_workflow_in_the_console() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn ops_acknowledge_and_resolve_an_incident_and_see_region_drift_in_the_console() {
+    let stack = Stack::start().await.unwrap();
+    let db = stack.db().await.unwrap();
+    // An incident as a parked certificate run opens it, and a region snapshot with drift
+    // (rows written the way the worker's activities write them).
+    let incident = uuid::Uuid::new_v4();
+    let workflow_id = "certificate-shop.console-e2e.test";
+    sqlx::query(
+        "INSERT INTO incidents (id, workflow_id, kind, subject, failure_state, tier, status, summary)
+         VALUES ($1, $2, 'certificate', 'shop.console-e2e.test', 'ca_unreachable', 'sev2', 'open',
+                 'ca_unreachable: placing the order: connection refused')",
+    )
+    .bind(incident)
+    .bind(workflow_id)
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO incident_events (incident_id, event, detail, actor) VALUES ($1, 'opened', '', 'workflow')",
+    )
+    .bind(incident)
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO region_snapshots (region, relays, certificates, drift)
+         VALUES ('eu-west', 2, '{\"shop.console-e2e.test\": 0}', '[\"shop.console-e2e.test\"]')",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/console", stack.api_url)).await;
+    browser
+        .type_into("#api-key", &stack.creds.ops_api_key)
+        .await;
+    browser.click("#sign-in").await;
+    let row = format!("#incidents tr[data-incident-id=\"{incident}\"]");
+    assert_eq!(browser.text(&format!("{row} td.tier")).await, "sev2");
+    assert_eq!(
+        browser.text(&format!("{row} td.failure-state")).await,
+        "ca_unreachable"
+    );
+    let region = browser
+        .text("#regions tr[data-region=\"eu-west\"] td.drift")
+        .await;
+    assert!(region.contains("shop.console-e2e.test"), "{region}");
+
+    // Acknowledge, then resolve with a note: the API (and its timeline) record both, by the
+    // ops key that pressed the buttons.
+    browser.click(&format!("{row} button.acknowledge")).await;
+    wait::until("the console to show acknowledged", T, || async {
+        (browser.text(&format!("{row} td.status")).await == "acknowledged").then_some(())
+    })
+    .await
+    .unwrap();
+    browser
+        .type_into("#resolve-note", "CA back after maintenance")
+        .await;
+    browser.click(&format!("{row} button.resolve")).await;
+    let detail = wait::until("the incident to be resolved", T, || async {
+        let (_, i) = stack
+            .call(
+                Method::GET,
+                &format!("/v1/incidents/{incident}"),
+                &stack.creds.ops_api_key,
+                None,
+            )
+            .await
+            .ok()?;
+        (i["status"] == "resolved").then_some(i)
+    })
+    .await
+    .unwrap();
+    let events: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(events, ["opened", "acknowledged", "resolved"], "{detail}");
+    assert!(
+        detail.to_string().contains("CA back after maintenance"),
+        "{detail}"
+    );
+}
