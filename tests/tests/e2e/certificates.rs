@@ -6,6 +6,7 @@
 
 use crate::support::*;
 use burrow_e2e::{Stack, StackOptions, ari::AriResponder, dns::DnsServer, pebble::Pebble, tls};
+use burrow_workflows::certificate::CertificateWorkflow;
 use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -404,6 +405,32 @@ async fn a_ca_outage_parks_the_workflow_with_an_incident_and_a_replay_completes_
             .contains("ca_unreachable"),
         "{run}"
     );
+    // The state is also what Temporal answers: the `status` query, and the `BurrowCertState`
+    // search attribute in visibility.
+    let client = burrow_workflows::temporal::connect(cs.stack.temporal().0, "default", "e2e")
+        .await
+        .unwrap();
+    let status = client
+        .get_workflow_handle::<CertificateWorkflow>(id.clone())
+        .query(CertificateWorkflow::status, (), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(status.state, "ca_unreachable", "{status:?}");
+    assert!(
+        status.version.is_none() && status.attempts == 3,
+        "{status:?}"
+    );
+    let visible = format!("BurrowCertState = 'ca_unreachable' AND WorkflowId = '{id}'");
+    burrow_e2e::wait::until("visibility to index the state", T, || async {
+        let n = client
+            .count_workflows(visible.as_str(), Default::default())
+            .await
+            .ok()?;
+        (n.count() == 1).then_some(())
+    })
+    .await
+    .unwrap();
+
     let ops = cs.stack.creds.ops_api_key.clone();
     let incident = burrow_e2e::wait::until("an open incident", T, || async {
         let (_, list) = cs
