@@ -22,6 +22,14 @@ BURROW_TEMPORAL_PORT="${BURROW_TEMPORAL_PORT:-17233}"
 BURROW_TEMPORAL_UI_PORT="${BURROW_TEMPORAL_UI_PORT:-17234}"
 BURROW_TEMPORAL_HTTP_PORT="${BURROW_TEMPORAL_HTTP_PORT:-17235}"
 BURROW_TEMPORAL_METRICS_PORT="${BURROW_TEMPORAL_METRICS_PORT:-17236}"
+# Local ACME CA (Debian's pebble) and its DNS server (pebble-challtestsrv): ACME API
+# (https://127.0.0.1:17300/dir), pebble's management interface (/roots/0), challtestsrv's DNS
+# (UDP and TCP) and challtestsrv's management API (POST /set-txt).
+BURROW_PEBBLE_PORT="${BURROW_PEBBLE_PORT:-17300}"
+BURROW_PEBBLE_MGMT_PORT="${BURROW_PEBBLE_MGMT_PORT:-17301}"
+BURROW_PEBBLE_DNS_PORT="${BURROW_PEBBLE_DNS_PORT:-17302}"
+BURROW_PEBBLE_CHALLTESTSRV_PORT="${BURROW_PEBBLE_CHALLTESTSRV_PORT:-17303}"
+PEBBLE_DIR="$BURROW_STATE_DIR/pebble"
 
 mkdir -p "$PIDS" "$LOGS"
 
@@ -171,12 +179,98 @@ ensure_temporal() {
   wait_for temporal 60 temporal_healthy
 }
 
+# ensure_pebble_pki: a small CA and a leaf for localhost/127.0.0.1 that pebble's API is served
+# with (Debian's package ships none), generated once into $PEBBLE_DIR. ca.pem is what clients
+# of the ACME API trust (the worker's acme_ca_file).
+ensure_pebble_pki() {
+  local d="$PEBBLE_DIR"
+  if [ -s "$d/ca.pem" ] && [ -s "$d/localhost-cert.pem" ] && [ -s "$d/localhost-key.pem" ]; then
+    return
+  fi
+  say "generating a CA and a localhost certificate for Pebble's API ($d)"
+  local tmp
+  tmp=$(mktemp -d "$BURROW_STATE_DIR/pebble-pki.XXXXXX")
+  (
+    cd "$tmp" && umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj "/CN=Burrow dev Pebble API CA" -keyout ca-key.pem -out ca.pem \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+      -keyout localhost-key.pem -out localhost.csr
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >leaf.ext
+    openssl x509 -req -in localhost.csr -CA ca.pem -CAkey ca-key.pem -set_serial "0x$(openssl rand -hex 16)" \
+      -days 3650 -extfile leaf.ext -out localhost-cert.pem
+  ) >"$LOGS/pebble-pki.log" 2>&1 || { cat "$LOGS/pebble-pki.log" >&2; rm -rf "$tmp"; die "generating Pebble's API certificate failed"; }
+  mkdir -p "$d"
+  chmod 644 "$tmp/ca.pem" "$tmp/localhost-cert.pem"
+  mv "$tmp/ca-key.pem" "$tmp/localhost-key.pem" "$tmp/localhost-cert.pem" "$d/"
+  mv "$tmp/ca.pem" "$d/ca.pem" # last: its presence means the set is complete
+  rm -rf "$tmp"
+}
+
+challtestsrv_up() { curl -s -o /dev/null "http://127.0.0.1:$BURROW_PEBBLE_CHALLTESTSRV_PORT/"; }
+
+# ensure_challtestsrv: pebble's DNS server; every A query answers 127.0.0.1 (so pebble validates
+# against the local relay), TXT records are set through its management API. Only the DNS and
+# management listeners (no HTTP-01/TLS-ALPN-01 responders of its own).
+ensure_challtestsrv() {
+  if challtestsrv_up; then
+    say "pebble-challtestsrv answers on 127.0.0.1:$BURROW_PEBBLE_CHALLTESTSRV_PORT (reusing it)"
+    return
+  fi
+  say "starting pebble-challtestsrv (DNS 127.0.0.1:$BURROW_PEBBLE_DNS_PORT, management :$BURROW_PEBBLE_CHALLTESTSRV_PORT)"
+  setsid nohup pebble-challtestsrv -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
+    -dns01 "127.0.0.1:$BURROW_PEBBLE_DNS_PORT" -http01 "" -https01 "" -tlsalpn01 "" \
+    -management "127.0.0.1:$BURROW_PEBBLE_CHALLTESTSRV_PORT" \
+    >"$LOGS/challtestsrv.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/challtestsrv.pid"
+  wait_for challtestsrv 30 challtestsrv_up
+}
+
+PEBBLE_STARTED=0
+pebble_up() { curl -fsS --cacert "$PEBBLE_DIR/ca.pem" "https://127.0.0.1:$BURROW_PEBBLE_PORT/dir"; }
+
+# ensure_pebble HTTP_PORT TLS_PORT: the ACME CA, validating HTTP-01 at <domain>:HTTP_PORT and
+# TLS-ALPN-01 at <domain>:TLS_PORT (the relay's ingress ports), resolving names through
+# challtestsrv. Pebble makes a new issuing root on every start and forgets accounts and orders;
+# sets PEBBLE_STARTED=1 when it started one.
+ensure_pebble() {
+  if pebble_up >/dev/null 2>&1; then
+    say "Pebble answers on https://127.0.0.1:$BURROW_PEBBLE_PORT/dir (reusing it)"
+    return
+  fi
+  port_open "$BURROW_PEBBLE_PORT" && die "port $BURROW_PEBBLE_PORT is taken by something that is not a Pebble serving $PEBBLE_DIR/ca.pem's certificate; set BURROW_PEBBLE_PORT"
+  say "starting Pebble on https://127.0.0.1:$BURROW_PEBBLE_PORT/dir (management :$BURROW_PEBBLE_MGMT_PORT; validates http :$1, tls :$2)"
+  cat >"$PEBBLE_DIR/pebble-config.json" <<JSON
+{
+  "pebble": {
+    "listenAddress": "127.0.0.1:$BURROW_PEBBLE_PORT",
+    "managementListenAddress": "127.0.0.1:$BURROW_PEBBLE_MGMT_PORT",
+    "certificate": "$PEBBLE_DIR/localhost-cert.pem",
+    "privateKey": "$PEBBLE_DIR/localhost-key.pem",
+    "httpPort": $1,
+    "tlsPort": $2,
+    "ocspResponderURL": "",
+    "externalAccountBindingRequired": false
+  }
+}
+JSON
+  PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 setsid nohup pebble \
+    -config "$PEBBLE_DIR/pebble-config.json" -dnsserver "127.0.0.1:$BURROW_PEBBLE_DNS_PORT" \
+    >"$LOGS/pebble.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/pebble.pid"
+  PEBBLE_STARTED=1
+  wait_for pebble 30 pebble_up
+}
+
 # What a recorded process's command line must contain: a pid reused by an unrelated process
 # after a reboot is never signalled.
 expected_cmd() {
   case "$1" in
     api) echo burrow-api ;; relay) echo burrow-relay ;; worker) echo burrow-worker ;;
     agent-*) echo "burrow http" ;; temporal) echo "temporal server" ;; redis) echo redis-server ;;
+    pebble) echo "pebble -config" ;; challtestsrv) echo pebble-challtestsrv ;;
     *) echo "$1" ;;
   esac
 }
