@@ -54,6 +54,11 @@ pub struct AcmeSettings {
     pub order_budget: u32,
     /// Failed authorizations allowed per hostname per rolling hour (Let's Encrypt allows 5).
     pub failed_authz_per_host_hour: u32,
+    /// Certificates issued per domain per rolling 7 days (Let's Encrypt allows 5 for the same
+    /// set of names): renewal requests beyond it wait instead of spending the shared budget.
+    pub issued_per_domain_week: u32,
+    /// Shortest wait between two ARI lookups, whatever `Retry-After` says.
+    pub ari_min_recheck: Duration,
     /// How long to wait for the CA to validate challenges.
     pub validation_timeout: Duration,
     /// Redis key prefix shared with the relays.
@@ -180,7 +185,7 @@ pub fn classify_problem(kind: Option<&str>, detail: Option<&str>) -> &'static st
         .trim_start_matches("urn:ietf:params:acme:error:");
     match short {
         "rateLimited" => RATE_LIMITED,
-        "rejectedIdentifier" | "unsupportedIdentifier" | "malformed" => INVALID_DOMAIN,
+        "rejectedIdentifier" | "unsupportedIdentifier" => INVALID_DOMAIN,
         "caa" => CAA_FORBIDDEN,
         "unauthorized"
             if detail.is_some_and(|d| d.to_ascii_lowercase().contains("deactivated")) =>
@@ -310,15 +315,23 @@ impl AcmeActivities {
         let sealed = sealer
             .seal(&json, &aad)
             .map_err(|e| Failure::new(ISSUANCE_FAILED, e.to_string()))?;
-        sqlx::query(
+        // `fresh` replaces an account the CA forgot; otherwise the first worker to register
+        // wins and the others use its account (two workers starting together).
+        let stored = sqlx::query(
             "INSERT INTO acme_accounts (directory_url, credentials) VALUES ($1, $2)
              ON CONFLICT (directory_url) DO UPDATE SET credentials = EXCLUDED.credentials,
-                 created_at = now()",
+                 created_at = now()
+             WHERE $3",
         )
         .bind(url)
         .bind(sealed)
+        .bind(fresh)
         .execute(&self.pool)
         .await?;
+        if stored.rows_affected() == 0 {
+            drop(cached);
+            return Box::pin(self.account(false)).await;
+        }
         tracing::info!(directory = %url, account = account.id(), "ACME account created");
         *cached = Some(account.clone());
         Ok(account)
@@ -364,6 +377,24 @@ impl AcmeActivities {
                 ),
             ));
         }
+        let issued: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM acme_orders WHERE domain = $1
+               AND outcome = 'valid' AND updated_at > now() - interval '7 days'",
+        )
+        .bind(domain)
+        .fetch_one(&mut *tx)
+        .await?;
+        if issued >= i64::from(self.settings.issued_per_domain_week) {
+            return Err(Failure::new(
+                RATE_LIMITED,
+                format!(
+                    "{domain} already got {issued} certificates in the last 7 days (limit {}, \
+                     `acme_issued_per_domain_week`); repeated renewal requests wait instead of \
+                     spending the CA budget every tenant shares",
+                    self.settings.issued_per_domain_week
+                ),
+            ));
+        }
         let id: i64 =
             sqlx::query_scalar("INSERT INTO acme_orders (domain) VALUES ($1) RETURNING id")
                 .bind(domain)
@@ -375,7 +406,10 @@ impl AcmeActivities {
 
     async fn mark_order(&self, id: i64, outcome: &str, detail: Option<&str>) {
         if let Err(e) = sqlx::query(
-            "UPDATE acme_orders SET outcome = $2, detail = $3, updated_at = now() WHERE id = $1",
+            // The finalize key copy is only needed until the certificate is stored.
+            "UPDATE acme_orders SET outcome = $2, detail = $3, updated_at = now(),
+                 key_encrypted = CASE WHEN $2 = 'valid' THEN NULL ELSE key_encrypted END
+             WHERE id = $1",
         )
         .bind(id)
         .bind(outcome)
@@ -391,11 +425,7 @@ impl AcmeActivities {
         let mut account = self.account(false).await?;
         let identifiers = [Identifier::Dns(req.domain.clone())];
         let replaces = req.replaces.as_deref().and_then(ari_cert_id);
-        let mut new_order = NewOrder::new(&identifiers);
-        if let Some(r) = replaces {
-            new_order = new_order.replaces(r);
-        }
-        let placed = match account.new_order(&new_order).await {
+        let placed = match order_for(&account, &identifiers, replaces.clone()).await {
             Err(instant_acme::Error::Api(p))
                 if p.r#type.as_deref()
                     == Some("urn:ietf:params:acme:error:accountDoesNotExist") =>
@@ -404,19 +434,7 @@ impl AcmeActivities {
                 // register again and retry once.
                 tracing::warn!("the CA no longer knows Burrow's ACME account; registering again");
                 account = self.account(true).await?;
-                account.new_order(&new_order).await
-            }
-            Err(instant_acme::Error::Unsupported(_)) => {
-                account.new_order(&NewOrder::new(&identifiers)).await
-            }
-            // RFC 9773 says a CA that accepts `replaces` reflects it in the order; one that
-            // offers ARI but ignores the field (Pebble behind an ARI responder) created a plain
-            // order we cannot see. Order again without it: the stray order expires unused.
-            Err(instant_acme::Error::Other(e))
-                if e.to_string().contains("replaces field mismatch") =>
-            {
-                tracing::warn!(domain = %req.domain, "the CA ignored `replaces`; ordering without it");
-                account.new_order(&NewOrder::new(&identifiers)).await
+                order_for(&account, &identifiers, replaces).await
             }
             other => other,
         };
@@ -620,7 +638,7 @@ impl AcmeActivities {
             }
             (status, _) => {
                 return Err(Failure::new(
-                    ISSUANCE_FAILED,
+                    ORDER_UNUSABLE,
                     format!("order is {status:?} and cannot be finalized; a new order is needed"),
                 ));
             }
@@ -744,8 +762,13 @@ impl AcmeActivities {
         if let Some(id) = ari_id.as_deref() {
             match self.ari_window(id).await {
                 Ok(Some((start, end, retry_after))) => {
-                    let (renew_at_ms, recheck_at_ms) =
-                        ari_times(now_ms, start, end, retry_after, rand::rng().random());
+                    let (renew_at_ms, recheck_at_ms) = ari_times(
+                        now_ms,
+                        start,
+                        end,
+                        retry_after.max(self.settings.ari_min_recheck),
+                        rand::rng().random(),
+                    );
                     return Ok(RenewalPlan {
                         renew_at_ms,
                         recheck_at_ms,
@@ -786,6 +809,37 @@ impl AcmeActivities {
             Err(e) => Err(acme_failure("ARI", e)),
         }
     }
+}
+
+/// A new order, naming the certificate it replaces when the CA supports that (RFC 9773).
+async fn order_for(
+    account: &Account,
+    identifiers: &[Identifier],
+    replaces: Option<instant_acme::CertificateIdentifier<'static>>,
+) -> Result<instant_acme::Order, instant_acme::Error> {
+    if let Some(r) = replaces {
+        match account
+            .new_order(&NewOrder::new(identifiers).replaces(r))
+            .await
+        {
+            // No ARI at this CA: instant-acme refuses before sending anything.
+            Err(instant_acme::Error::Unsupported(_)) => {}
+            // The certificate was already replaced by an order of ours (a retry after a lost
+            // answer): order without naming it again.
+            Err(instant_acme::Error::Api(p))
+                if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:alreadyReplaced") => {}
+            // A CA that offers ARI but does not reflect `replaces` (Pebble behind an ARI
+            // responder) created a plain order we cannot see: order again without it; the
+            // stray order expires unused.
+            Err(instant_acme::Error::Other(e))
+                if e.to_string().contains("replaces field mismatch") =>
+            {
+                tracing::warn!("the CA ignored `replaces`; ordering without it");
+            }
+            other => return other,
+        }
+    }
+    account.new_order(&NewOrder::new(identifiers)).await
 }
 
 /// An RFC 9773 identifier (`aki.serial`, both base64url) as instant-acme takes it.
@@ -932,6 +986,8 @@ mod tests {
         assert_eq!(p("incorrectResponse"), CHALLENGE_FAILED);
         assert_eq!(p("serverInternal"), CA_UNREACHABLE);
         assert_eq!(p("somethingNew"), ISSUANCE_FAILED);
+        // A malformed request is usually our bug, not the name's: retry, do not park at once.
+        assert_eq!(p("malformed"), ISSUANCE_FAILED);
         assert_eq!(
             classify_problem(
                 Some("urn:ietf:params:acme:error:unauthorized"),

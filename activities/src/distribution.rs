@@ -249,7 +249,18 @@ impl DistributionActivities {
                     let m = match materials.entry(key) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(self.material(domain, want).await?)
+                            match self.material(domain, want).await {
+                                Ok(m) => e.insert(m),
+                                // One unreadable row must not stop every other domain.
+                                Err(err) => {
+                                    tracing::warn!(%domain, version = want, error = ?err,
+                                        "certificate cannot be read for convergence");
+                                    outcome.failed += 1;
+                                    let slot = region.1.entry(domain.clone()).or_insert(have);
+                                    *slot = (*slot).min(have);
+                                    continue;
+                                }
+                            }
                         }
                     };
                     let m = &*m;
@@ -271,6 +282,11 @@ impl DistributionActivities {
                 *slot = (*slot).min(have);
             }
             for domain in held.keys().filter(|d| !latest.contains_key(*d)) {
+                // `latest` was read at the start of the pass: a domain verified and issued
+                // since then is not a leftover.
+                if still_wanted(&self.pool, domain).await.unwrap_or(true) {
+                    continue;
+                }
                 let removed = async {
                     let mut client = self
                         .directory
@@ -336,6 +352,17 @@ impl DistributionActivities {
     }
 }
 
+/// Whether `domain` is verified and has a certificate (so relays should serve it).
+async fn still_wanted(pool: &PgPool, domain: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM certificates c JOIN custom_domains d
+             ON d.domain = c.domain AND d.status = 'verified' WHERE c.domain = $1)",
+    )
+    .bind(domain)
+    .fetch_one(pool)
+    .await
+}
+
 async fn record_replica(
     pool: &PgPool,
     domain: &str,
@@ -382,6 +409,22 @@ impl DistributionActivities {
         tracing::info!(domain = %req.domain, version = req.version, relays = relays.len(),
             failed = outcome.failed().len(), "certificate distributed");
         Ok(outcome)
+    }
+
+    /// Whether `domain` is (still, or again) verified by some account.
+    #[activity]
+    pub async fn domain_verified(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        domain: String,
+    ) -> Result<bool, ActivityError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM custom_domains WHERE domain = $1 AND status = 'verified')",
+        )
+        .bind(&domain)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
     }
 
     /// One convergence pass over every relay and verified domain; writes region snapshots.

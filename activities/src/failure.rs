@@ -29,6 +29,8 @@ pub const ACCOUNT_DEACTIVATED: &str = "AccountDeactivated";
 pub const DISTRIBUTION_PARTIAL: &str = "DistributionPartial";
 /// Issuance failed for another reason (finalize, storage, configuration).
 pub const ISSUANCE_FAILED: &str = "IssuanceFailed";
+/// The order can no longer be finalized (invalid, expired): a new order is needed.
+pub const ORDER_UNUSABLE: &str = "OrderUnusable";
 
 /// An activity error of failure type `kind`.
 pub fn error(kind: &'static str, message: String, retryable: bool) -> ActivityError {

@@ -320,11 +320,19 @@ pub struct CertificateWorkflow {
     renew_requests: u32,
     rechecks: u32,
     removed: bool,
+    /// Callback ids already acted on (the last [`SEEN_CALLBACKS`]): a delivery signalled
+    /// twice changes nothing the second time.
+    seen_callbacks: std::collections::VecDeque<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Callback ids a run remembers.
+const SEEN_CALLBACKS: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Stage {
     Issue,
+    /// Finalize this validated order (again, after a failure that left it usable).
+    Finalize(PlacedOrder),
     Distribute,
     Serve,
 }
@@ -334,6 +342,8 @@ struct StepFailure {
     state: CertState,
     message: String,
     retryable: bool,
+    /// The order cannot be finalized any more: the next attempt places a new one.
+    order_unusable: bool,
 }
 
 fn classify(e: &ActivityExecutionError) -> StepFailure {
@@ -342,11 +352,13 @@ fn classify(e: &ActivityExecutionError) -> StepFailure {
             state: CertState::from_failure_type(af.type_name()),
             message: af.source_error().to_string(),
             retryable: !af.is_non_retryable(),
+            order_unusable: af.type_name() == Some(failure::ORDER_UNUSABLE),
         },
         _ => StepFailure {
             state: CertState::IssuanceFailed,
             message: e.to_string(),
             retryable: true,
+            order_unusable: false,
         },
     }
 }
@@ -392,11 +404,34 @@ impl CertificateWorkflow {
         }
         loop {
             if ctx.state(|s| s.removed) {
+                // Removed, then verified again before this run noticed (the api kept this run
+                // for the new verification): carry on instead of leaving the domain without one.
+                let verified = ctx
+                    .execute_activity(
+                        DistributionActivities::domain_verified,
+                        input.domain.clone(),
+                        bookkeeping_options(),
+                    )
+                    .await?;
+                if verified {
+                    ctx.state_mut(|s| s.removed = false);
+                    continue;
+                }
+                ctx.execute_activity(
+                    IncidentActivities::resolve_incident,
+                    IncidentResolution {
+                        workflow_id: ctx.workflow_id().to_owned(),
+                        detail: "the domain was removed".into(),
+                    },
+                    bookkeeping_options(),
+                )
+                .await?;
                 record(ctx, &input, &run, CertState::Removed, None).await?;
                 return Ok(CertState::Removed.as_str().to_owned());
             }
-            let step = match run.stage {
+            let step = match run.stage.clone() {
                 Stage::Issue => issue(ctx, &input, &mut run).await?,
+                Stage::Finalize(order) => finalize(ctx, &input, &mut run, order).await?,
                 Stage::Distribute => distribute(ctx, &input, &mut run).await?,
                 Stage::Serve => {
                     serve(ctx, &input, &mut run).await?;
@@ -418,6 +453,13 @@ impl CertificateWorkflow {
     /// A mapped callback event.
     #[signal]
     pub fn cert_event(&mut self, _ctx: &mut SyncWorkflowContext<Self>, event: CertEvent) {
+        if self.seen_callbacks.contains(&event.callback_id) {
+            return;
+        }
+        if self.seen_callbacks.len() >= SEEN_CALLBACKS {
+            self.seen_callbacks.pop_front();
+        }
+        self.seen_callbacks.push_back(event.callback_id.clone());
         match event_effect(&event.event_type) {
             EventEffect::RenewNow => self.renew_requests += 1,
             EventEffect::Recheck => self.rechecks += 1,
@@ -517,6 +559,8 @@ async fn record(
 }
 
 async fn issue(ctx: &mut Ctx, input: &CertificateInput, run: &mut Run) -> Step {
+    // The certificate this issuance produces satisfies every renewal asked for so far.
+    run.renews_seen = ctx.state(|s| s.renew_requests);
     record(ctx, input, run, CertState::Ordering, None).await?;
     let placed: PlacedOrder = match ctx
         .execute_activity(
@@ -532,6 +576,9 @@ async fn issue(ctx: &mut Ctx, input: &CertificateInput, run: &mut Run) -> Step {
         Ok(p) => p,
         Err(e) => return Ok(Err(classify(&e))),
     };
+    if ctx.state(|s| s.removed) {
+        return Ok(Ok(()));
+    }
     record(ctx, input, run, CertState::Validating, None).await?;
     if let Err(e) = ctx
         .execute_activity(
@@ -543,13 +590,29 @@ async fn issue(ctx: &mut Ctx, input: &CertificateInput, run: &mut Run) -> Step {
     {
         return Ok(Err(classify(&e)));
     }
+    run.stage = Stage::Finalize(placed.clone());
+    if ctx.state(|s| s.removed) {
+        return Ok(Ok(()));
+    }
+    finalize(ctx, input, run, placed).await
+}
+
+/// Finalizes a validated order. A failure keeps the order for the next attempt (the key is
+/// sealed in its row, so a certificate the CA already issued is picked up, not ordered again)
+/// unless the order can no longer be finalized.
+async fn finalize(
+    ctx: &mut Ctx,
+    input: &CertificateInput,
+    run: &mut Run,
+    order: PlacedOrder,
+) -> Step {
     record(ctx, input, run, CertState::Finalizing, None).await?;
     let issued = match ctx
         .execute_activity(
             AcmeActivities::finalize_order,
             FinalizeRequest {
                 domain: input.domain.clone(),
-                order: placed,
+                order,
                 renews: run.serving.as_ref().map(|c| c.version),
             },
             acme_options(Duration::from_secs(180)),
@@ -557,7 +620,13 @@ async fn issue(ctx: &mut Ctx, input: &CertificateInput, run: &mut Run) -> Step {
         .await
     {
         Ok(c) => c,
-        Err(e) => return Ok(Err(classify(&e))),
+        Err(e) => {
+            let f = classify(&e);
+            if f.order_unusable {
+                run.stage = Stage::Issue;
+            }
+            return Ok(Err(f));
+        }
     };
     if run.serving.is_some() {
         run.renewals += 1;
@@ -588,6 +657,18 @@ async fn distribute(ctx: &mut Ctx, input: &CertificateInput, run: &mut Run) -> S
         Ok(o) => o,
         Err(e) => return Ok(Err(classify(&e))),
     };
+    if outcome.relays.is_empty() {
+        return Ok(Err(StepFailure {
+            state: CertState::DistributionPartial,
+            message: format!(
+                "no relay is announced in Redis, so nothing serves v{} yet (check the relays' \
+                 redis_url and redis_prefix)",
+                cert.version
+            ),
+            retryable: true,
+            order_unusable: false,
+        }));
+    }
     let failed = outcome.failed();
     if failed.is_empty() {
         run.stage = Stage::Serve;
@@ -615,6 +696,7 @@ async fn distribute(ctx: &mut Ctx, input: &CertificateInput, run: &mut Run) -> S
             detail.join("; ")
         ),
         retryable: true,
+        order_unusable: false,
     }))
 }
 
@@ -635,14 +717,18 @@ async fn serve(ctx: &mut Ctx, input: &CertificateInput, run: &mut Run) -> Workfl
         bookkeeping_options(),
     )
     .await?;
-    // Keep history short: a fresh run carries the served certificate on.
-    if ctx.continue_as_new_suggested() || ctx.history_length() > 5_000 {
-        let mut next = input.clone();
-        next.serving = run.serving.clone();
-        next.renewals = run.renewals;
-        ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
-    }
     loop {
+        // Keep history short: a fresh run carries the served certificate on, unless a signal
+        // is waiting to be acted on here (it would not carry over).
+        let pending = ctx.state(|s| {
+            s.removed || s.renew_requests > run.renews_seen || s.rechecks > run.rechecks_seen
+        });
+        if !pending && (ctx.continue_as_new_suggested() || ctx.history_length() > 5_000) {
+            let mut next = input.clone();
+            next.serving = run.serving.clone();
+            next.renewals = run.renewals;
+            ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+        }
         let plan = ctx
             .execute_activity(
                 AcmeActivities::renewal_plan,

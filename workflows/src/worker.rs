@@ -57,6 +57,12 @@ pub struct WorkerConfig {
     pub acme_order_budget: u32,
     /// Failed validations allowed per hostname per rolling hour (Let's Encrypt: 5).
     pub acme_failed_authz_per_host_hour: u32,
+    /// Certificates issued per domain per rolling 7 days (Let's Encrypt: 5 per set of names);
+    /// renewal requests beyond it wait in `rate_limited`.
+    pub acme_issued_per_domain_week: u32,
+    /// Shortest wait between two ARI lookups of a certificate, seconds, whatever the CA's
+    /// `Retry-After` says.
+    pub acme_ari_min_recheck_secs: u64,
     /// How long the CA gets to validate challenges, seconds.
     pub acme_validation_timeout_secs: u64,
     /// 32 bytes, base64: seals certificate private keys and ACME credentials in PostgreSQL.
@@ -86,6 +92,8 @@ impl Default for WorkerConfig {
             acme_challenge: Challenge::Http01,
             acme_order_budget: 250,
             acme_failed_authz_per_host_hour: 4,
+            acme_issued_per_domain_week: 4,
+            acme_ari_min_recheck_secs: 600,
             acme_validation_timeout_secs: 90,
             cert_encryption_key: Secret::default(),
             replication_interval_ms: 60_000,
@@ -119,6 +127,20 @@ impl Config for WorkerConfig {
         }
         if self.acme_order_budget == 0 {
             return Err("`acme_order_budget` must be at least 1".into());
+        }
+        if self.acme_failed_authz_per_host_hour == 0 || self.acme_issued_per_domain_week == 0 {
+            return Err(
+                "`acme_failed_authz_per_host_hour` and `acme_issued_per_domain_week` \
+                        must be at least 1 (0 would refuse every order)"
+                    .into(),
+            );
+        }
+        if !(1..=280).contains(&self.acme_validation_timeout_secs) {
+            return Err(
+                "`acme_validation_timeout_secs` must be between 1 and 280 (the \
+                        validation activity times out at 300 s)"
+                    .into(),
+            );
         }
         burrow_common::config::check_socket_addr("ops_listen", &self.ops_listen)
     }
@@ -229,6 +251,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         challenge: config.acme_challenge,
         order_budget: config.acme_order_budget,
         failed_authz_per_host_hour: config.acme_failed_authz_per_host_hour,
+        issued_per_domain_week: config.acme_issued_per_domain_week,
+        ari_min_recheck: std::time::Duration::from_secs(config.acme_ari_min_recheck_secs),
         validation_timeout: std::time::Duration::from_secs(config.acme_validation_timeout_secs),
         redis_prefix: config.redis_prefix.clone(),
     };
@@ -297,7 +321,8 @@ async fn register_search_attributes(client: &temporalio_client::Client, namespac
     }
 }
 
-/// Starts this task queue's replication workflow unless it is running.
+/// Starts this task queue's replication workflow, replacing a running one so a changed
+/// `replication_interval_ms` takes effect.
 async fn start_replication(client: &temporalio_client::Client, config: &WorkerConfig) {
     use temporalio_client::{WorkflowIdConflictPolicy, WorkflowStartOptions};
     let id = crate::replication::workflow_id(&config.task_queue);
@@ -309,7 +334,7 @@ async fn start_replication(client: &temporalio_client::Client, config: &WorkerCo
                 passes_per_run: 500,
             },
             WorkflowStartOptions::new(config.task_queue.clone(), id.clone())
-                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .id_conflict_policy(WorkflowIdConflictPolicy::TerminateExisting)
                 .build(),
         )
         .await;
