@@ -102,14 +102,9 @@ BURROW_RELAY_REDIS_URL="redis://127.0.0.1:$BURROW_REDIS_PORT" \
 wait_for relay 30 curl -fsS "http://127.0.0.1:$BURROW_RELAY_OPS_PORT/readyz"
 
 ACME_DIRECTORY="https://127.0.0.1:$BURROW_PEBBLE_PORT/dir"
-if ((PEBBLE_STARTED)); then
-  # A freshly started Pebble knows no accounts: forget the ACME account stored for its directory
-  # so the worker registers a new one (it re-registers by itself on accountDoesNotExist only for
-  # orders it places with the account directly, not for renewals against a CA without ARI).
-  psql -h 127.0.0.1 -p "$BURROW_PG_PORT" -U postgres -d "$DB_NAME" -qc \
-    "DELETE FROM acme_accounts WHERE directory_url = '$ACME_DIRECTORY'" >/dev/null
-fi
 
+# A local Pebble has no duplicate-certificate limit and re-runs renew after every Pebble restart:
+# the per-domain weekly cap (`acme_issued_per_domain_week`, 4 by default) is lifted here.
 say "starting burrow-worker"
 BURROW_WORKER_TEMPORAL_ADDRESS="http://127.0.0.1:$BURROW_TEMPORAL_PORT" \
 BURROW_WORKER_DATABASE_URL="$BURROW_API_DATABASE_URL" \
@@ -117,6 +112,7 @@ BURROW_WORKER_OPS_LISTEN="127.0.0.1:$BURROW_WORKER_OPS_PORT" \
 BURROW_WORKER_REDIS_URL="redis://127.0.0.1:$BURROW_REDIS_PORT" \
 BURROW_WORKER_INTERNAL_KEY="$INTERNAL_KEY" \
 BURROW_WORKER_ACME_DIRECTORY_URL="$ACME_DIRECTORY" \
+BURROW_WORKER_ACME_ISSUED_PER_DOMAIN_WEEK="${BURROW_WORKER_ACME_ISSUED_PER_DOMAIN_WEEK:-1000}" \
 BURROW_WORKER_ACME_CA_FILE="$PEBBLE_DIR/ca.pem" \
 BURROW_WORKER_CERT_ENCRYPTION_KEY="$(cat "$CERT_KEY_FILE")" \
   start worker "$BIN/burrow-worker"

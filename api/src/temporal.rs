@@ -145,6 +145,32 @@ impl Temporal {
         }
     }
 
+    /// Sends `cert_event` to `workflow_id`'s run, starting the run with `input` first when
+    /// none is open (signal-with-start: the run sees the event before its first step).
+    pub async fn certificate_event_or_start(
+        &self,
+        workflow_id: &str,
+        input: CertificateInput,
+        event: CertEvent,
+    ) -> Result<(), ApiError> {
+        let client = self.client().await?;
+        let cx = tracing::Span::current().context();
+        client
+            .signal_with_start_workflow(
+                CertificateWorkflow::run,
+                input,
+                CertificateWorkflow::cert_event,
+                event,
+                WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.to_owned())
+                    .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+                    .build(),
+            )
+            .with_context(cx)
+            .await
+            .map(|_| ())
+            .map_err(|e| ApiError::Unavailable(format!("signalling {workflow_id}: {e}")))
+    }
+
     /// Sends `remove` to a certificate run. `Ok(false)`: no run is open (nothing to stop).
     pub async fn remove_certificate(
         &self,

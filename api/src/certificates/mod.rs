@@ -401,7 +401,7 @@ pub const RENEWAL_REQUESTED: &str = "certificate.renewal_requested";
         (status = 202, description = "Signalled; the run orders a new certificate.", body = RenewRequested),
         (status = 403, description = "Not an ops or admin key, nor a developer key of the domain's account.", body = crate::error::ErrorBody),
         (status = 404, description = "Not a certificate domain (for developers: not a verified domain of their account).", body = crate::error::ErrorBody),
-        (status = 409, description = "No certificate workflow is running for the domain.", body = crate::error::ErrorBody),
+        (status = 409, description = "No certificate workflow is running for the domain, and it is not a verified domain a run could be started for (or `acme_enabled` is off).", body = crate::error::ErrorBody),
     )
 )]
 pub async fn renew(
@@ -416,16 +416,37 @@ pub async fn renew(
             .require(&[Role::Ops, Role::Developer], "renewing a certificate")?;
         let domain = visible_domain(&state, &actor.principal, &domain).await?;
         let workflow_id = certificate::workflow_id(&domain);
+        // Each request is its own event (the run ignores an id it has seen).
         let event = certificate::CertEvent {
-            callback_id: format!("api:{}", actor.principal.key_id),
+            callback_id: format!("api:{}:{}", actor.principal.key_id, uuid::Uuid::new_v4()),
             event_type: RENEWAL_REQUESTED.to_owned(),
         };
-        let open = tokio::time::timeout(
-            Duration::from_secs(5),
-            state.temporal.certificate_event(&workflow_id, event),
+        let verified: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM custom_domains WHERE domain = $1 AND status = 'verified')",
         )
-        .await
-        .map_err(|_| ApiError::Unavailable("Temporal did not answer in time".into()))??;
+        .bind(&domain)
+        .fetch_one(&state.db)
+        .await?;
+        let signalled = async {
+            if verified && state.config.acme_enabled {
+                // A verified domain whose run is gone (terminated by an operator, say) gets
+                // one again, seeing this request first.
+                let input = state
+                    .config
+                    .certificate_input(&domain)
+                    .map_err(ApiError::Internal)?;
+                state
+                    .temporal
+                    .certificate_event_or_start(&workflow_id, input, event)
+                    .await
+                    .map(|()| true)
+            } else {
+                state.temporal.certificate_event(&workflow_id, event).await
+            }
+        };
+        let open = tokio::time::timeout(Duration::from_secs(5), signalled)
+            .await
+            .map_err(|_| ApiError::Unavailable("Temporal did not answer in time".into()))??;
         if !open {
             return Err(ApiError::Conflict(format!(
                 "no certificate workflow is running for {domain} (workflow {workflow_id}); it \
