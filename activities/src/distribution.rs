@@ -20,6 +20,9 @@ use std::sync::Arc;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
+/// Relays a distribution talks to at once.
+const PARALLEL_INSTALLS: usize = 16;
+
 /// Input of [`DistributionActivities::distribute`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DistributeRequest {
@@ -400,12 +403,18 @@ impl DistributionActivities {
         let relays = self.directory.discover().await.map_err(|e| {
             failure::error(DISTRIBUTION_PARTIAL, format!("relay discovery: {e}"), true)
         })?;
-        let mut outcome = DistributeOutcome::default();
-        for relay in &relays {
-            outcome
-                .relays
-                .push(self.install(relay, &req.domain, req.version, &m).await);
+        // Relays are asked in parallel (a few unreachable ones, 8 s each, must not use up the
+        // activity's timeout and turn a partial distribution into a timeout).
+        let mut results = Vec::with_capacity(relays.len());
+        for chunk in relays.chunks(PARALLEL_INSTALLS) {
+            let installs: Vec<_> = chunk
+                .iter()
+                .map(|relay| Box::pin(self.install(relay, &req.domain, req.version, &m)))
+                .collect();
+            results.extend(futures::future::join_all(installs).await);
         }
+        let mut outcome = DistributeOutcome { relays: results };
+        outcome.relays.sort_by(|a, b| a.relay_id.cmp(&b.relay_id));
         tracing::info!(domain = %req.domain, version = req.version, relays = relays.len(),
             failed = outcome.failed().len(), "certificate distributed");
         Ok(outcome)

@@ -33,6 +33,9 @@ pub struct StateRecord {
     /// `burrow_workflow_failure_states_total{kind,state}`.
     #[serde(default)]
     pub failure: bool,
+    /// The workflow is healthy again: forget `last_error`.
+    #[serde(default)]
+    pub clear_error: bool,
 }
 
 /// Activities writing the `workflow_runs` projection.
@@ -62,7 +65,8 @@ impl MirrorActivities {
              VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, 0))
              ON CONFLICT (workflow_id) DO UPDATE
                SET state = EXCLUDED.state,
-                   last_error = COALESCE(EXCLUDED.last_error, workflow_runs.last_error),
+                   last_error = CASE WHEN $8 THEN NULL
+                                     ELSE COALESCE(EXCLUDED.last_error, workflow_runs.last_error) END,
                    replays = EXCLUDED.replays,
                    attempts = COALESCE($7, workflow_runs.attempts),
                    updated_at = now()",
@@ -74,6 +78,7 @@ impl MirrorActivities {
         .bind(&record.last_error)
         .bind(record.replays as i32)
         .bind(record.attempts.map(|a| a as i32))
+        .bind(record.clear_error)
         .execute(&self.pool)
         .await
         .map_err(|e| crate::failure::error(crate::failure::INTERNAL, e.to_string(), true))?;

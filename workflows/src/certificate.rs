@@ -239,6 +239,9 @@ pub struct CertificateInput {
     /// Renewals done by earlier runs of this domain.
     #[serde(default)]
     pub renewals: u32,
+    /// Replays ops asked for in earlier runs of this domain.
+    #[serde(default)]
+    pub replays: u32,
 }
 
 impl CertificateInput {
@@ -250,6 +253,7 @@ impl CertificateInput {
             expiry_warning_ms: 14 * 24 * 3_600_000,
             serving: None,
             renewals: 0,
+            replays: 0,
         }
     }
 }
@@ -397,7 +401,7 @@ impl CertificateWorkflow {
             renews_seen: 0,
             rechecks_seen: 0,
             renewals: input.renewals,
-            replays: 0,
+            replays: input.replays,
         };
         if run.serving.is_none() {
             record(ctx, &input, &run, CertState::Pending, None).await?;
@@ -525,7 +529,9 @@ async fn record(
         s.status.not_after = run.serving.as_ref().map(|c| c.not_after);
         s.status.attempts = run.attempts;
         s.status.renewals = run.renewals;
-        if last_error.is_some() {
+        if state == CertState::Serving {
+            s.status.last_error = None;
+        } else if last_error.is_some() {
             s.status.last_error = last_error.clone();
         }
     });
@@ -543,6 +549,7 @@ async fn record(
             replays: run.replays,
             attempts: Some(run.attempts),
             failure: state.is_failure(),
+            clear_error: state == CertState::Serving,
         },
         LocalActivityOptions::builder()
             .start_to_close_timeout(Duration::from_secs(10))
@@ -727,6 +734,7 @@ async fn serve(ctx: &mut Ctx, input: &CertificateInput, run: &mut Run) -> Workfl
             let mut next = input.clone();
             next.serving = run.serving.clone();
             next.renewals = run.renewals;
+            next.replays = run.replays;
             ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
         }
         let plan = ctx

@@ -211,6 +211,7 @@ async fn record(
             replays,
             attempts: None,
             failure: FailureState::ALL.iter().any(|f| f.as_str() == state),
+            clear_error: false,
         },
         ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
             .retry_policy(

@@ -99,6 +99,7 @@ mod altered {
                     replays: 0,
                     attempts: Some(0),
                     failure: false,
+                    clear_error: false,
                 },
                 ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30)).build(),
             )

@@ -483,7 +483,9 @@ async fn a_ca_outage_parks_the_workflow_with_an_incident_and_a_replay_completes_
     cs.pebble.restart().await.unwrap();
     let status = cs.stack.replay(&id, &ops).await.unwrap();
     assert_eq!(status, StatusCode::ACCEPTED);
-    cs.wait_state(&domain, "serving").await;
+    let run = cs.wait_state(&domain, "serving").await;
+    assert!(run["last_error"].is_null(), "healthy again: {run}");
+    assert_eq!(run["replays"], 1, "{run}");
     let versions = cs.versions(&domain).await;
     assert_eq!(
         cs.served_leaf(&domain).await.unwrap(),
