@@ -695,6 +695,43 @@ async fn tls_alpn_01_is_answered_at_the_relays_https_listener() {
     };
     assert!(answered("tls-alpn-01") >= 1.0, "{metrics}");
     assert_eq!(answered("http-01"), 0.0, "{metrics}");
+
+    // Pebble offers no ARI: the run plans its renewal at 2/3 of the certificate's lifetime,
+    // moved earlier by at most 12 hours of jitter.
+    let client = burrow_workflows::temporal::connect(cs.stack.temporal().0, "default", "e2e")
+        .await
+        .unwrap();
+    let id = burrow_e2e_cert_id(&domain);
+    let status = burrow_e2e::wait::until("the renewal plan", T, || async {
+        let s = client
+            .get_workflow_handle::<CertificateWorkflow>(id.clone())
+            .query(CertificateWorkflow::status, (), Default::default())
+            .await
+            .ok()?;
+        s.renew_at_ms.is_some().then_some(s)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status.plan_source.as_deref(),
+        Some("lifetime"),
+        "{status:?}"
+    );
+    let db = cs.stack.db().await.unwrap();
+    let (not_before, not_after): (i64, i64) = sqlx::query_as(
+        "SELECT extract(epoch FROM not_before)::bigint, extract(epoch FROM not_after)::bigint
+         FROM certificates WHERE domain = $1",
+    )
+    .bind(&domain)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let two_thirds_ms = not_before * 1000 + (not_after - not_before) * 1000 * 2 / 3;
+    let renew_at = status.renew_at_ms.unwrap();
+    assert!(
+        renew_at <= two_thirds_ms && renew_at >= two_thirds_ms - 12 * 3600 * 1000,
+        "renew at {renew_at}, 2/3 of the lifetime at {two_thirds_ms}"
+    );
 }
 
 #[tokio::test]
