@@ -447,3 +447,48 @@ pub async fn list_callbacks(
     let list = audit::read(&state.db, &actor, "cert_callback.list", None, detail, read).await?;
     Ok(Json(list))
 }
+
+#[cfg(test)]
+mod parse_tests {
+    use super::Callback;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Callback::parse(&body, "burrow.localhost");
+        }
+
+        #[test]
+        fn well_formed_callbacks_parse_to_their_fields(
+            id in "[A-Za-z0-9_-]{1,64}",
+            class in "[a-z]{1,20}",
+            action in "[a-z_]{1,20}",
+            label in "[a-z][a-z0-9]{0,20}",
+        ) {
+            let domain = format!("{label}.example.com");
+            let body = json!({
+                "id": id, "callbackClass": class, "callbackAction": action,
+                "domain": domain.to_uppercase(), "extra": {"kept": true},
+            });
+            let c = Callback::parse(body.to_string().as_bytes(), "burrow.localhost").unwrap();
+            prop_assert_eq!(c.id, id);
+            prop_assert_eq!(c.class, class);
+            prop_assert_eq!(c.action, action);
+            prop_assert_eq!(c.domain, domain);
+            prop_assert_eq!(&c.payload["extra"]["kept"], &json!(true));
+        }
+
+        #[test]
+        fn a_missing_field_is_named(field in prop::sample::select(vec!["id", "callbackClass", "callbackAction", "domain"])) {
+            let mut body = json!({
+                "id": "cb-1", "callbackClass": "certificate", "callbackAction": "renew",
+                "domain": "app.example.com",
+            });
+            body.as_object_mut().unwrap().remove(field);
+            let err = Callback::parse(body.to_string().as_bytes(), "burrow.localhost").unwrap_err();
+            prop_assert!(format!("{err:?}").contains(field), "{:?}", err);
+        }
+    }
+}
