@@ -279,6 +279,8 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         .build();
     if config.replication_interval_ms > 0 {
         start_replication(&client, &config).await;
+    } else {
+        stop_replication(&client, &config).await;
     }
     let mut worker =
         Worker::new(&runtime, client, options).map_err(|e| WorkerError::Sdk(e.to_string()))?;
@@ -318,6 +320,26 @@ async fn register_search_attributes(client: &temporalio_client::Client, namespac
         Err(s) if s.code() == tonic::Code::AlreadyExists => {}
         Err(s) => tracing::warn!(error = %s.message(), code = ?s.code(),
             "could not register search attributes; workflows setting them will fail their tasks"),
+    }
+}
+
+/// Ends this task queue's replication run, if one is open (`replication_interval_ms = 0`).
+async fn stop_replication(client: &temporalio_client::Client, config: &WorkerConfig) {
+    let id = crate::replication::workflow_id(&config.task_queue);
+    let stopped = client
+        .get_workflow_handle::<ReplicationWorkflow>(id.clone())
+        .terminate(
+            temporalio_client::WorkflowTerminateOptions::builder()
+                .reason("replication_interval_ms is 0".to_owned())
+                .build(),
+        )
+        .await;
+    match stopped {
+        Ok(()) => tracing::info!(workflow_id = %id, "replication workflow stopped"),
+        Err(temporalio_client::errors::WorkflowInteractionError::NotFound(_)) => {}
+        Err(e) => {
+            tracing::warn!(workflow_id = %id, error = %e, "could not stop the replication workflow")
+        }
     }
 }
 
