@@ -346,11 +346,20 @@ impl DistributionActivities {
                 drift,
             });
         }
-        // Snapshots are history, not state: keep a week.
-        let _ =
-            sqlx::query("DELETE FROM region_snapshots WHERE taken_at < now() - interval '7 days'")
-                .execute(&self.pool)
-                .await;
+        // Retention: snapshots are history (a week); a finalize key left in an order the run
+        // gave up on is dropped after a day; handled callbacks are kept 90 days (unmapped ones,
+        // kept for review, stay).
+        for retention in [
+            "DELETE FROM region_snapshots WHERE taken_at < now() - interval '7 days'",
+            "UPDATE acme_orders SET key_encrypted = NULL
+             WHERE key_encrypted IS NOT NULL AND updated_at < now() - interval '1 day'",
+            "DELETE FROM cert_callbacks
+             WHERE status IN ('signalled', 'no_workflow') AND received_at < now() - interval '90 days'",
+        ] {
+            if let Err(e) = sqlx::query(retention).execute(&self.pool).await {
+                tracing::warn!(error = %e, "retention cleanup failed");
+            }
+        }
         Ok(outcome)
     }
 }
