@@ -425,7 +425,8 @@ impl AcmeActivities {
         let mut account = self.account(false).await?;
         let identifiers = [Identifier::Dns(req.domain.clone())];
         let replaces = req.replaces.as_deref().and_then(ari_cert_id);
-        let placed = match order_for(&account, &identifiers, replaces.clone()).await {
+        let mut strays = 0;
+        let placed = match order_for(&account, &identifiers, replaces.clone(), &mut strays).await {
             Err(instant_acme::Error::Api(p))
                 if p.r#type.as_deref()
                     == Some("urn:ietf:params:acme:error:accountDoesNotExist") =>
@@ -434,10 +435,19 @@ impl AcmeActivities {
                 // register again and retry once.
                 tracing::warn!("the CA no longer knows Burrow's ACME account; registering again");
                 account = self.account(true).await?;
-                order_for(&account, &identifiers, replaces).await
+                order_for(&account, &identifiers, replaces, &mut strays).await
             }
             other => other,
         };
+        for _ in 0..strays {
+            sqlx::query(
+                "INSERT INTO acme_orders (domain, outcome, detail) VALUES ($1, 'failed',
+                     'stray order: the CA ignored `replaces`; counted in the budget')",
+            )
+            .bind(&req.domain)
+            .execute(&self.pool)
+            .await?;
+        }
         let mut order = placed.map_err(|e| acme_failure("placing the order", e))?;
         let order_url = order.url().to_owned();
         sqlx::query("UPDATE acme_orders SET order_url = $2, updated_at = now() WHERE id = $1")
@@ -812,10 +822,13 @@ impl AcmeActivities {
 }
 
 /// A new order, naming the certificate it replaces when the CA supports that (RFC 9773).
+/// `strays` counts orders the CA created that cannot be used (they still count against the
+/// CA's limits, so the caller records them in the budget).
 async fn order_for(
     account: &Account,
     identifiers: &[Identifier],
     replaces: Option<instant_acme::CertificateIdentifier<'static>>,
+    strays: &mut u32,
 ) -> Result<instant_acme::Order, instant_acme::Error> {
     if let Some(r) = replaces {
         match account
@@ -835,6 +848,7 @@ async fn order_for(
                 if e.to_string().contains("replaces field mismatch") =>
             {
                 tracing::warn!("the CA ignored `replaces`; ordering without it");
+                *strays += 1;
             }
             other => return other,
         }
