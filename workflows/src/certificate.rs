@@ -370,13 +370,24 @@ fn classify(e: &ActivityExecutionError) -> StepFailure {
 /// What a run carries between steps.
 struct Run {
     stage: Stage,
+    /// The newest certificate issued (being distributed, or served).
     serving: Option<IssuedCert>,
+    /// The newest certificate every relay took: what visitors get while a renewal's
+    /// distribution is partial, and so what expiry escalation follows.
+    distributed: Option<IssuedCert>,
     attempts: u32,
     replays_seen: u32,
     renews_seen: u32,
     rechecks_seen: u32,
     renewals: u32,
     replays: u32,
+}
+
+impl Run {
+    /// The certificate visitors can count on: the last one fully distributed, else the newest.
+    fn served(&self) -> Option<&IssuedCert> {
+        self.distributed.as_ref().or(self.serving.as_ref())
+    }
 }
 
 type Ctx = WorkflowContext<CertificateWorkflow>;
@@ -396,6 +407,7 @@ impl CertificateWorkflow {
                 None => Stage::Issue,
             },
             serving: input.serving.clone(),
+            distributed: input.serving.clone(),
             attempts: 0,
             replays_seen: 0,
             renews_seen: 0,
@@ -678,6 +690,7 @@ async fn distribute(ctx: &mut Ctx, input: &CertificateInput, run: &mut Run) -> S
     }
     let failed = outcome.failed();
     if failed.is_empty() {
+        run.distributed = run.serving.clone();
         run.stage = Stage::Serve;
         run.attempts = 0;
         return Ok(Ok(()));
@@ -809,8 +822,7 @@ async fn on_failure(
     // While parked, the incident escalates as the served certificate nears expiry: at the
     // warning point, and again 7 days before expiry (where its tier becomes sev1).
     let mut checkpoints: Vec<i64> = run
-        .serving
-        .as_ref()
+        .served()
         .map(|c| {
             vec![
                 c.not_after * 1000 - input.expiry_warning_ms as i64,
@@ -880,7 +892,7 @@ async fn open_incident(
             subject: input.domain.clone(),
             failure_state: state.as_str().to_owned(),
             hostnames: 1,
-            expires_at: run.serving.as_ref().map(|c| c.not_after),
+            expires_at: run.served().map(|c| c.not_after),
             summary: message.to_owned(),
         },
         bookkeeping_options(),
