@@ -83,6 +83,11 @@ pub struct PlacedOrder {
     pub order_url: String,
     /// Redis keys holding challenge answers (removed after validation).
     pub challenge_keys: Vec<String>,
+    /// SHA-1 (hex) of each answer, in the order of `challenge_keys`: the answer is removed only
+    /// if it is still this order's (a TLS-ALPN-01 key is per domain, and a later attempt may
+    /// have written its own).
+    #[serde(default)]
+    pub challenge_sha1: Vec<String>,
 }
 
 /// A certificate stored in `certificates`.
@@ -457,6 +462,7 @@ impl AcmeActivities {
             .await?;
 
         let mut keys = Vec::new();
+        let mut digests = Vec::new();
         let mut conn = self.redis.get().await.ok_or_else(|| {
             Failure::new(
                 ISSUANCE_FAILED,
@@ -520,6 +526,7 @@ impl AcmeActivities {
                 )
             })?;
             keys.push(key);
+            digests.push(sha1_hex(value.as_bytes()));
             challenge
                 .set_ready()
                 .await
@@ -529,6 +536,7 @@ impl AcmeActivities {
             order_id,
             order_url,
             challenge_keys: keys,
+            challenge_sha1: digests,
         })
     }
 
@@ -584,15 +592,30 @@ impl AcmeActivities {
         }
     }
 
-    async fn remove_challenges(&self, keys: &[String]) {
+    async fn remove_challenges(&self, keys: &[String], digests: &[String]) {
         if keys.is_empty() {
             return;
         }
-        if let Some(mut conn) = self.redis.get().await {
-            let removed: redis::RedisResult<()> =
-                timed(redis::cmd("DEL").arg(keys).query_async(&mut conn)).await;
+        let Some(mut conn) = self.redis.get().await else {
+            return;
+        };
+        for (i, key) in keys.iter().enumerate() {
+            let removed: redis::RedisResult<i64> = match digests.get(i) {
+                Some(digest) => {
+                    timed(
+                        redis::cmd("EVAL")
+                            .arg(DELETE_IF_OURS)
+                            .arg(1)
+                            .arg(key)
+                            .arg(digest)
+                            .query_async(&mut conn),
+                    )
+                    .await
+                }
+                None => timed(redis::cmd("DEL").arg(key).query_async(&mut conn)).await,
+            };
             if let Err(e) = removed {
-                tracing::warn!(error = %e, "could not remove challenge answers (they expire in an hour)");
+                tracing::warn!(error = %e, "could not remove a challenge answer (it expires in an hour)");
             }
         }
     }
@@ -821,6 +844,17 @@ impl AcmeActivities {
     }
 }
 
+/// Deletes KEYS[1] only while it still holds the answer whose SHA-1 is ARGV[1].
+const DELETE_IF_OURS: &str = "local v = redis.call('GET', KEYS[1]) \
+    if v and redis.sha1hex(v) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        bytes,
+    ))
+}
+
 /// A new order, naming the certificate it replaces when the CA supports that (RFC 9773).
 /// `strays` counts orders the CA created that cannot be used (they still count against the
 /// CA's limits, so the caller records them in the budget).
@@ -945,7 +979,8 @@ impl AcmeActivities {
         order: PlacedOrder,
     ) -> Result<(), ActivityError> {
         let validated = self.validate(&order).await;
-        self.remove_challenges(&order.challenge_keys).await;
+        self.remove_challenges(&order.challenge_keys, &order.challenge_sha1)
+            .await;
         if let Err(f) = &validated {
             let outcome = match f.kind {
                 CHALLENGE_FAILED => "authorization_failed",
@@ -1066,5 +1101,58 @@ mod tests {
             }
             prop_assert!(recheck >= now + 1000 && recheck <= now + 24 * 3600 * 1000);
         }
+    }
+}
+
+#[cfg(test)]
+mod challenge_tests {
+    use super::*;
+
+    /// Against the suite's Redis: an answer is removed only while it is still this order's.
+    #[tokio::test]
+    async fn a_challenge_answer_is_removed_only_while_it_is_still_ours() {
+        let url = std::env::var("BURROW_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let key = format!("burrow-test:{}:acme:alpn:x.example", uuid::Uuid::new_v4());
+        let ours = "our answer";
+        let theirs = "a later attempt's answer";
+        let eval = |digest: String| {
+            redis::cmd("EVAL")
+                .arg(DELETE_IF_OURS)
+                .arg(1)
+                .arg(&key)
+                .arg(digest)
+                .clone()
+        };
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(theirs)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let removed: i64 = eval(sha1_hex(ours.as_bytes()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(removed, 0, "another attempt's answer stays");
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(ours)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let removed: i64 = eval(sha1_hex(ours.as_bytes()))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        let left: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left, None);
     }
 }
