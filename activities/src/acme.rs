@@ -349,56 +349,57 @@ impl AcmeActivities {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('burrow-acme-order-budget'))")
             .execute(&mut *tx)
             .await?;
-        let recent: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM acme_orders WHERE created_at > now() - interval '3 hours'",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if recent >= i64::from(self.settings.order_budget) {
-            return Err(Failure::new(
-                RATE_LIMITED,
-                format!(
-                    "order budget spent: {recent} orders in the last 3 hours (budget {}, \
-                     `acme_order_budget`); waiting keeps Burrow under the CA's limits",
-                    self.settings.order_budget
-                ),
-            ));
-        }
-        let failed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM acme_orders WHERE domain = $1
-               AND outcome = 'authorization_failed' AND updated_at > now() - interval '1 hour'",
+        // The three rolling windows in one read: every order of the last 3 hours, and this
+        // domain's failed validations (1 hour) and issued certificates (7 days).
+        let (recent, failed, issued): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE created_at > now() - interval '3 hours'),
+                    count(*) FILTER (WHERE domain = $1 AND outcome = 'authorization_failed'
+                                       AND updated_at > now() - interval '1 hour'),
+                    count(*) FILTER (WHERE domain = $1 AND outcome = 'valid'
+                                       AND updated_at > now() - interval '7 days')
+             FROM acme_orders
+             WHERE created_at > now() - interval '3 hours' OR domain = $1",
         )
         .bind(domain)
         .fetch_one(&mut *tx)
         .await?;
-        if failed >= i64::from(self.settings.failed_authz_per_host_hour) {
-            return Err(Failure::new(
-                RATE_LIMITED,
+        let s = &self.settings;
+        let limits = [
+            (
+                recent,
+                s.order_budget,
+                format!(
+                    "order budget spent: {recent} orders in the last 3 hours (budget {}, \
+                     `acme_order_budget`); waiting keeps Burrow under the CA's limits",
+                    s.order_budget
+                ),
+            ),
+            (
+                failed,
+                s.failed_authz_per_host_hour,
                 format!(
                     "{domain} failed validation {failed} times in the last hour (limit {}, \
                      `acme_failed_authz_per_host_hour`); fix what the last challenge error \
                      names, then replay",
-                    self.settings.failed_authz_per_host_hour
+                    s.failed_authz_per_host_hour
                 ),
-            ));
-        }
-        let issued: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM acme_orders WHERE domain = $1
-               AND outcome = 'valid' AND updated_at > now() - interval '7 days'",
-        )
-        .bind(domain)
-        .fetch_one(&mut *tx)
-        .await?;
-        if issued >= i64::from(self.settings.issued_per_domain_week) {
-            return Err(Failure::new(
-                RATE_LIMITED,
+            ),
+            (
+                issued,
+                s.issued_per_domain_week,
                 format!(
                     "{domain} already got {issued} certificates in the last 7 days (limit {}, \
                      `acme_issued_per_domain_week`); repeated renewal requests wait instead of \
                      spending the CA budget every tenant shares",
-                    self.settings.issued_per_domain_week
+                    s.issued_per_domain_week
                 ),
-            ));
+            ),
+        ];
+        if let Some((_, _, message)) = limits
+            .into_iter()
+            .find(|(count, limit, _)| *count >= i64::from(*limit))
+        {
+            return Err(Failure::new(RATE_LIMITED, message));
         }
         let id: i64 =
             sqlx::query_scalar("INSERT INTO acme_orders (domain) VALUES ($1) RETURNING id")
