@@ -68,17 +68,33 @@ impl Temporal {
         workflow_id: &str,
         input: ProviderEventInput,
     ) -> Result<(), ApiError> {
+        self.start(
+            ProviderWebhookWorkflow::run,
+            input,
+            WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.to_owned())
+                .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+                .build(),
+        )
+        .await
+    }
+
+    /// Starts a workflow, carrying the current request's trace into Temporal; an already
+    /// started one is success.
+    async fn start<W>(
+        &self,
+        workflow: W,
+        input: W::Input,
+        options: WorkflowStartOptions,
+    ) -> Result<(), ApiError>
+    where
+        W: temporalio_common::HasWorkflowDefinition,
+        W::Input: Send,
+    {
         let client = self.client().await?;
-        // Continue the current request's trace inside Temporal.
+        let workflow_id = options.workflow_id.clone();
         let cx = tracing::Span::current().context();
         let started = client
-            .start_workflow(
-                ProviderWebhookWorkflow::run,
-                input,
-                WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.to_owned())
-                    .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-                    .build(),
-            )
+            .start_workflow(workflow, input, options)
             .with_context(cx)
             .await;
         match started {
@@ -124,25 +140,15 @@ impl Temporal {
         workflow_id: &str,
         input: CertificateInput,
     ) -> Result<(), ApiError> {
-        let client = self.client().await?;
-        let cx = tracing::Span::current().context();
-        let started = client
-            .start_workflow(
-                CertificateWorkflow::run,
-                input,
-                WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.to_owned())
-                    .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
-                    .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-                    .build(),
-            )
-            .with_context(cx)
-            .await;
-        match started {
-            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
-            Err(e) => Err(ApiError::Unavailable(format!(
-                "starting workflow {workflow_id}: {e}"
-            ))),
-        }
+        self.start(
+            CertificateWorkflow::run,
+            input,
+            WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.to_owned())
+                .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .build(),
+        )
+        .await
     }
 
     /// Sends `cert_event` to `workflow_id`'s run, starting the run with `input` first when
