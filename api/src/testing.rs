@@ -11,41 +11,26 @@ use crate::{
     error::ApiError,
 };
 use burrow_common::Secret;
-use sqlx::Connection;
+use burrow_common::test_db::{TestDatabase, admin_database_url};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Admin URL of the test PostgreSQL.
-pub fn admin_database_url() -> String {
-    std::env::var("BURROW_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// A migrated database, dropped with this value.
 pub struct TestDb {
-    name: String,
     /// The api's state on it.
     pub state: AppState,
+    /// Declared last: the pool above closes before the database is dropped.
+    _db: TestDatabase,
 }
 
 impl TestDb {
     /// Creates `burrow_api_test_<random>` and an [`AppState`] on it, with `config` (its
     /// `database_url` and `temporal_address` are replaced).
     pub async fn with(config: ApiConfig) -> TestDb {
-        let admin = admin_database_url();
-        let name = format!("burrow_api_test_{}", Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin)
+        let test_db = TestDatabase::create("burrow_api_test")
             .await
-            .unwrap_or_else(|e| panic!("test PostgreSQL at {admin}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create the test database");
-        let base = admin
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_owned())
-            .unwrap_or(admin.clone());
-        let db = crate::connect_db(&format!("{base}/{name}"))
+            .unwrap_or_else(|e| panic!("test PostgreSQL at {}: {e}", admin_database_url()));
+        let db = crate::connect_db(&test_db.url)
             .await
             .expect("migrate the test database");
         // Nothing listens on port 1: every Temporal call fails fast as unavailable.
@@ -65,7 +50,10 @@ impl TestDb {
                 ..config
             }),
         };
-        TestDb { name, state }
+        TestDb {
+            state,
+            _db: test_db,
+        }
     }
 
     /// [`TestDb::with`] the default test configuration.
@@ -115,29 +103,6 @@ impl TestDb {
             .fetch_all(&self.state.db)
             .await
             .expect("read audit_log")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs outside async; use a private runtime on its own thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&admin_database_url())
-                    .await
-                    .ok()?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await
-                    .ok()
-            })
-        })
-        .join();
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`net`]: the accept loop step every listener uses; URLs redacted for logs.
 //! - [`redis_link`]: a Redis connection that may come and go (nothing waits for it).
 //! - [`token`]: random credential generation and the one-way hash stored in place of a secret.
+//! - `test_db` (feature `test-db`, tests only): a fresh PostgreSQL database per test.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -24,6 +25,8 @@ pub mod secret;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "test-db")]
+pub mod test_db;
 pub mod token;
 
 pub use secret::Secret;

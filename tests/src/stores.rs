@@ -2,14 +2,9 @@
 //! server (from the environment, or one started for this test binary).
 
 use crate::{procs::Proc, wait};
-use sqlx::Connection;
 use std::{sync::OnceLock, time::Duration};
 
-/// Admin URL of the test PostgreSQL.
-pub fn admin_database_url() -> String {
-    std::env::var("BURROW_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+pub use burrow_common::test_db::admin_database_url;
 
 /// URL of the test Redis.
 pub fn redis_url() -> String {
@@ -17,53 +12,22 @@ pub fn redis_url() -> String {
 }
 
 /// A database created for one stack, dropped with it.
-pub struct TestDb {
-    /// Database name.
-    pub name: String,
-    /// URL of the database.
-    pub url: String,
-}
+pub struct TestDb(burrow_common::test_db::TestDatabase);
 
 impl TestDb {
     /// Creates `burrow_e2e_<random>`.
     pub async fn create() -> anyhow::Result<TestDb> {
-        let admin = admin_database_url();
-        let name = format!("burrow_e2e_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await?;
-        let base = admin
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_owned())
-            .unwrap_or(admin.clone());
-        Ok(TestDb {
-            url: format!("{base}/{name}"),
-            name,
-        })
+        Ok(TestDb(
+            burrow_common::test_db::TestDatabase::create("burrow_e2e").await?,
+        ))
     }
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs outside async; use a private runtime on its own thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&admin_database_url())
-                    .await
-                    .ok()?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await
-                    .ok()
-            })
-        })
-        .join();
+impl std::ops::Deref for TestDb {
+    type Target = burrow_common::test_db::TestDatabase;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
