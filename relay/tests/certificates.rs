@@ -84,21 +84,32 @@ async fn start(state: &Path, redis_url: &str, prefix: &str) -> Running {
         async move { burrow_relay::run(config, stop).await.expect("relay runs") }
     });
     // The address file is written once every listener is bound.
+    let what = format!("the relay to write {}", addr_file.display());
+    let addrs = until(&what, || async {
+        let raw = std::fs::read_to_string(&addr_file).ok()?;
+        serde_json::from_str::<Addrs>(&raw).ok()
+    })
+    .await;
+    Running { addrs, stop, task }
+}
+
+/// Polls `check` until it yields a value; fails the test after [`T`] naming `what`.
+async fn until<V, F, Fut>(what: &str, mut check: F) -> V
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<V>>,
+{
     let deadline = tokio::time::Instant::now() + T;
-    let addrs = loop {
-        if let Ok(raw) = std::fs::read_to_string(&addr_file)
-            && let Ok(addrs) = serde_json::from_str::<Addrs>(&raw)
-        {
-            break addrs;
+    loop {
+        if let Some(v) = check().await {
+            return v;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "relay never wrote {}",
-            addr_file.display()
+            "waited {T:?} for {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    Running { addrs, stop, task }
+    }
 }
 
 type Control = RelayControlClient<
@@ -512,22 +523,18 @@ async fn redis() -> Option<(redis::aio::ConnectionManager, String)> {
 /// Waits until the relay announced itself under `prefix`: its Redis link is up, so challenge
 /// lookups reach Redis (until then they fall through, as with Redis down).
 async fn announced(conn: &mut redis::aio::ConnectionManager, prefix: &str) {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(format!("{prefix}relays"))
-            .query_async(conn)
-            .await
-            .unwrap();
-        if !members.is_empty() {
-            return;
+    until("the relay to announce itself", || {
+        let mut conn = conn.clone();
+        async move {
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(format!("{prefix}relays"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            (!members.is_empty()).then_some(())
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "relay never announced"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 async fn set(conn: &mut redis::aio::ConnectionManager, key: &str, value: &str) {
@@ -551,18 +558,11 @@ async fn the_directory_finds_the_relay_with_its_region_and_calls_it() {
     let link = Arc::new(burrow_common::redis_link::RedisLink::new(&redis_url()));
     let directory = RelayDirectory::new(link, &prefix, KEY);
     // The announcement is written by the relay's first presence round.
-    let deadline = tokio::time::Instant::now() + T;
-    let found = loop {
+    let found = until("the relay to be discovered", || async {
         let found = directory.discover().await.unwrap();
-        if !found.is_empty() {
-            break found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "relay never announced"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].region, "eu-test");
     assert_eq!(
