@@ -644,13 +644,20 @@ async fn a_relay_region_that_missed_a_certificate_drifts_until_replication_conve
         StatusCode::ACCEPTED
     );
     cs.wait_state(&domain, "serving").await;
+    // The run mirrors `serving` first and resolves its incident in the next activity, so the
+    // incident is awaited rather than read once.
     let db = cs.stack.db().await.unwrap();
-    let statuses: Vec<(String, String)> =
-        sqlx::query_as("SELECT failure_state, status FROM incidents WHERE workflow_id = $1")
-            .bind(&id)
-            .fetch_all(&db)
-            .await
-            .unwrap();
+    let statuses = burrow_e2e::wait::until("the incident to resolve", T, || async {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT failure_state, status FROM incidents WHERE workflow_id = $1")
+                .bind(&id)
+                .fetch_all(&db)
+                .await
+                .ok()?;
+        (!rows.is_empty() && rows.iter().all(|(_, status)| status == "resolved")).then_some(rows)
+    })
+    .await
+    .unwrap();
     assert_eq!(
         statuses,
         [("distribution_partial".to_owned(), "resolved".to_owned())]
