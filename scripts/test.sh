@@ -34,7 +34,7 @@ cargo build --workspace --bins --quiet
 say "cargo test"
 OUT="$LOGS/cargo-test.log"
 set +e
-cargo test --workspace --all-targets 2>&1 | tee "$OUT"
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$OUT"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line with the totals of every test binary.

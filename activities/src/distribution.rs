@@ -321,6 +321,9 @@ impl DistributionActivities {
                 }
             }
         }
+        // One pass's snapshots land together, so a reader never pairs this pass's row for one
+        // region with the previous pass's row for another.
+        let mut snapshots = self.pool.begin().await.map_err(db)?;
         for (region, (count, versions)) in by_region {
             let drift: Vec<String> = versions
                 .iter()
@@ -335,7 +338,7 @@ impl DistributionActivities {
             .bind(count as i32)
             .bind(serde_json::to_value(&versions).unwrap_or_default())
             .bind(serde_json::to_value(&drift).unwrap_or_default())
-            .execute(&self.pool)
+            .execute(&mut *snapshots)
             .await
             .map_err(db)?;
             metrics::gauge!("burrow_cert_region_drift", "region" => region.clone())
@@ -346,6 +349,7 @@ impl DistributionActivities {
                 drift,
             });
         }
+        snapshots.commit().await.map_err(db)?;
         // Retention: snapshots are history (a week); a finalize key left in an order the run
         // gave up on is dropped after a day; handled callbacks are kept 90 days (unmapped ones,
         // kept for review, stay).

@@ -18,7 +18,7 @@
 //! Both sides make one warm-up issuance first (it creates the ACME account, reused after);
 //! measured runs alternate which side goes first.
 
-use crate::{Stack, StackOptions, dns::DnsServer, pebble::Pebble, stores, tls};
+use crate::{Stack, StackOptions, dns::DnsServer, pebble::Pebble, tls};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
@@ -668,7 +668,7 @@ struct LegoSide {
 impl LegoSide {
     async fn start() -> anyhow::Result<LegoSide> {
         let dir = tempfile::tempdir()?;
-        let http_port = stores::free_port();
+        let http_port = crate::ports::free_port();
         // TLS-ALPN-01 is not used: any port number does.
         let pebble = Pebble::start(dir.path(), http_port, 1).await?;
         let path = dir.path().join("lego");

@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - [`procs`]: child processes with captured logs, killed on drop.
+//! - [`ports`]: ports to hand a process up front, from below the ephemeral range.
 //! - [`stack`]: [`Stack`], the running platform.
 //! - [`agent`]: [`Agent`], a `burrow` process whose output can be awaited.
 //! - [`stores`]: per-test database, Temporal dev server.
@@ -33,6 +34,7 @@ pub mod dns;
 pub mod jwt;
 pub mod metrics;
 pub mod pebble;
+pub mod ports;
 pub mod private_redis;
 pub mod procs;
 pub mod stack;

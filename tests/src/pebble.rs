@@ -6,7 +6,11 @@
 //! generates (the Debian package ships no test certificates); the CA that *issues* certificates
 //! is pebble's own, regenerated on every start ([`Pebble::issuing_roots_pem`]).
 
-use crate::{procs::Proc, tls::TestPki, wait};
+use crate::{
+    ports::{free_port, free_tcp_udp_port},
+    procs::Proc,
+    tls::TestPki,
+};
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
@@ -112,7 +116,7 @@ impl Pebble {
         let dir = dir.join("pebble");
         let ca = TestCa::new(&dir)?;
         let client = ca.client()?;
-        let ports = pick_ports()?;
+        let ports = pick_ports();
         let mut pebble = Pebble {
             dir,
             ca,
@@ -201,20 +205,18 @@ impl Pebble {
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-management", &format!("127.0.0.1:{chall_management}")]);
-        let chall = Proc::spawn("pebble-challtestsrv", chall, &self.dir)
+        let mut chall = Proc::spawn("pebble-challtestsrv", chall, &self.dir)
             .map_err(|e| anyhow::anyhow!("{e} (install Debian's pebble package)"))?;
         let chall_url = format!("http://127.0.0.1:{chall_management}/");
         let plain = reqwest::Client::new();
         // Any HTTP answer (its root is a 404) means it is up; DNS starts before it.
-        let up = wait::until(
-            "pebble-challtestsrv management interface",
-            START_TIMEOUT,
-            || async { plain.get(&chall_url).send().await.ok().map(|_| ()) },
-        )
-        .await;
-        if let Err(e) = up {
-            anyhow::bail!("{e}; pebble-challtestsrv output:\n{}", chall.output());
-        }
+        chall
+            .wait_until(
+                "pebble-challtestsrv management interface",
+                START_TIMEOUT,
+                || async { plain.get(&chall_url).send().await.ok().map(|_| ()) },
+            )
+            .await?;
         self.challtestsrv = Some(chall);
 
         let config = serde_json::json!({
@@ -239,43 +241,28 @@ impl Pebble {
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
-        let proc = Proc::spawn("pebble", cmd, &self.dir)
+        let mut proc = Proc::spawn("pebble", cmd, &self.dir)
             .map_err(|e| anyhow::anyhow!("{e} (install Debian's pebble package)"))?;
         let url = self.directory_url();
-        let up = wait::until(&format!("pebble at {url}"), START_TIMEOUT, || async {
-            let r = self.client.get(&url).send().await.ok()?;
+        let client = &self.client;
+        proc.wait_until(&format!("pebble at {url}"), START_TIMEOUT, || async {
+            let r = client.get(&url).send().await.ok()?;
             r.status().is_success().then_some(())
         })
-        .await;
-        if let Err(e) = up {
-            anyhow::bail!("{e}; pebble output:\n{}", proc.output());
-        }
+        .await?;
         self.pebble = Some(proc);
         Ok(())
     }
 }
 
-/// Four distinct free ports; the DNS one is free for UDP too. All are held until every one is
-/// picked, so they differ.
-fn pick_ports() -> anyhow::Result<Ports> {
-    let tcp = || std::net::TcpListener::bind("127.0.0.1:0");
-    let (a, m, c) = (tcp()?, tcp()?, tcp()?);
-    let mut held = Vec::new();
-    let (dns_tcp, _dns_udp) = loop {
-        let t = tcp()?;
-        let port = t.local_addr()?.port();
-        match std::net::UdpSocket::bind(("127.0.0.1", port)) {
-            Ok(u) => break (t, u),
-            // Keep it bound so the next try gets another port.
-            Err(_) => held.push(t),
-        }
-    };
-    Ok(Ports {
-        acme: a.local_addr()?.port(),
-        management: m.local_addr()?.port(),
-        dns: dns_tcp.local_addr()?.port(),
-        chall_management: c.local_addr()?.port(),
-    })
+/// Four distinct free ports (see [`crate::ports`]); the DNS one is free for UDP too.
+fn pick_ports() -> Ports {
+    Ports {
+        acme: free_port(),
+        management: free_port(),
+        dns: free_tcp_udp_port(),
+        chall_management: free_port(),
+    }
 }
 
 #[cfg(test)]
@@ -329,7 +316,7 @@ mod tests {
     #[tokio::test]
     async fn lego_gets_a_certificate_over_http01() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let http_port = crate::stores::free_port();
+        let http_port = free_port();
         let pebble = Pebble::start(dir.path(), http_port, 1).await?;
         let lego_dir = dir.path().join("lego");
         let run = Command::new("lego")

@@ -1,9 +1,12 @@
 //! Child processes of the suite: stdout/stderr captured to files (printed when a test fails),
 //! killed when dropped.
 
+use crate::wait;
 use std::{
+    future::Future,
     path::{Path, PathBuf},
     process::Stdio,
+    time::Duration,
 };
 use tokio::process::{Child, Command};
 
@@ -62,6 +65,29 @@ impl Proc {
     /// The process's output so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// [`wait::until`] `check` holds, failing at once if the process exits first; an error
+    /// carries the process's output.
+    pub async fn wait_until<T, F, Fut>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        check: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let result = tokio::select! {
+            r = wait::until(what, timeout, check) => r,
+            status = self.child.wait() => Err(anyhow::anyhow!(
+                "{} exited ({}) before {what}",
+                self.name,
+                status.map_or_else(|e| e.to_string(), |s| s.to_string())
+            )),
+        };
+        result.map_err(|e| anyhow::anyhow!("{e}; {} output:\n{}", self.name, self.output()))
     }
 
     /// Sends SIGKILL and waits for it to go.

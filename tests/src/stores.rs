@@ -1,7 +1,7 @@
 //! The stores a stack runs against: a fresh PostgreSQL database per stack, and the Temporal
 //! server (from the environment, or one started for this test binary).
 
-use crate::{procs::Proc, wait};
+use crate::{ports::free_port, procs::Proc};
 use std::{sync::OnceLock, time::Duration};
 
 pub use burrow_common::test_db::admin_database_url;
@@ -39,14 +39,6 @@ struct OwnTemporal {
 }
 
 static OWN_TEMPORAL: OnceLock<anyhow::Result<String>> = OnceLock::new();
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// Address (`http://host:port`) of the Temporal frontend the suite uses.
 pub async fn temporal_address() -> anyhow::Result<String> {
@@ -96,8 +88,8 @@ pub async fn start_temporal_on(
     };
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c").arg(script);
-    let proc = Proc::spawn("temporal", cmd, dir)?;
-    wait::until(
+    let mut proc = Proc::spawn("temporal", cmd, dir)?;
+    proc.wait_until(
         "temporal to accept connections",
         Duration::from_secs(60),
         || async {

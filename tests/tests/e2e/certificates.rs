@@ -592,27 +592,21 @@ async fn a_relay_region_that_missed_a_certificate_drifts_until_replication_conve
     );
 
     // Drift is visible per region: eu-west lags on this domain, local does not.
-    let eu_region = burrow_e2e::wait::until("eu-west to show drift", T, || async {
-        let r = region(&cs, "eu-west").await?;
+    let drifts = |r: &Value| {
         r["drift"]
-            .as_array()?
-            .iter()
-            .any(|d| d == domain.as_str())
-            .then_some(r)
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d == domain.as_str()))
+    };
+    let (eu_region, local) = burrow_e2e::wait::until("eu-west to show drift", T, || async {
+        let eu = region(&cs, "eu-west").await?;
+        let local = region(&cs, "local").await?;
+        drifts(&eu).then_some((eu, local))
     })
     .await
     .unwrap();
     assert_eq!(eu_region["drifted"], true, "{eu_region}");
-    let local = region(&cs, "local").await.unwrap();
     assert_eq!(local["certificates"][&domain], 1, "{local}");
-    assert!(
-        !local["drift"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d == domain.as_str()),
-        "{local}"
-    );
+    assert!(!drifts(&local), "{local}");
 
     // eu comes back on the same ports with nothing installed: the replication workflow pushes
     // the certificate, the drift clears, and eu serves it.

@@ -88,41 +88,50 @@ impl Browser {
         self.cmd(Method::POST, "/url", json!({ "url": url })).await;
     }
 
-    /// Finds `css`, waiting for it to appear.
-    async fn find(&self, css: &str) -> String {
-        wait::until(&format!("element {css}"), T, || async {
+    /// The element id of `css`, if it is on the page now.
+    async fn find_now(&self, css: &str) -> Option<String> {
+        let v = self
+            .cmd(
+                Method::POST,
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v[ELEMENT].as_str().map(str::to_owned)
+    }
+
+    /// Runs `command` on the element `css` (a path under `/element/<id>`), waiting for the
+    /// element to appear. The console re-renders its tables every few seconds, so an element
+    /// found may be gone by the time it is used (WebDriver answers with an error object): then
+    /// it is found again. Returns the command's answer.
+    async fn on_element(&self, css: &str, method: Method, command: &str, body: Value) -> Value {
+        wait::until(&format!("element {css} ({command})"), T, || async {
+            let el = self.find_now(css).await?;
             let v = self
                 .cmd(
-                    Method::POST,
-                    "/element",
-                    json!({"using": "css selector", "value": css}),
+                    method.clone(),
+                    &format!("/element/{el}/{command}"),
+                    body.clone(),
                 )
                 .await;
-            v[ELEMENT].as_str().map(str::to_owned)
+            let failed = v.get("error").is_some();
+            (!failed).then_some(v)
         })
         .await
         .unwrap()
     }
 
     async fn type_into(&self, css: &str, text: &str) {
-        let el = self.find(css).await;
-        self.cmd(
-            Method::POST,
-            &format!("/element/{el}/value"),
-            json!({ "text": text }),
-        )
-        .await;
-    }
-
-    async fn click(&self, css: &str) {
-        let el = self.find(css).await;
-        self.cmd(Method::POST, &format!("/element/{el}/click"), json!({}))
+        self.on_element(css, Method::POST, "value", json!({ "text": text }))
             .await;
     }
 
+    async fn click(&self, css: &str) {
+        self.on_element(css, Method::POST, "click", json!({})).await;
+    }
+
     async fn text(&self, css: &str) -> String {
-        let el = self.find(css).await;
-        self.cmd(Method::GET, &format!("/element/{el}/text"), json!({}))
+        self.on_element(css, Method::GET, "text", json!({}))
             .await
             .as_str()
             .unwrap_or_default()

@@ -5,7 +5,7 @@ use std::time::Duration;
 /// How long any single wait in a test may take.
 pub const T: Duration = Duration::from_secs(30);
 
-pub use burrow_e2e::stores::free_port;
+pub use burrow_e2e::ports::free_port;
 
 /// `python3 -m http.server` serving a directory with one known file.
 pub struct PyServer {

@@ -301,7 +301,7 @@ async fn replay_all_replays_every_parked_run_and_needs_the_ops_role() {
 
 #[tokio::test]
 async fn webhook_accepted_while_temporal_is_down_is_processed_once_it_is_back() {
-    let port = burrow_e2e::stores::free_port();
+    let port = burrow_e2e::ports::free_port();
     let stack = burrow_e2e::Stack::start_with(burrow_e2e::StackOptions {
         temporal_address: Some(format!("http://127.0.0.1:{port}")),
         ..Default::default()
