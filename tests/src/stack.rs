@@ -677,6 +677,17 @@ impl Stack {
         Ok((status, json))
     }
 
+    /// `GET /v1/ops/sessions` with the ops key: every relay and the sessions it holds.
+    pub async fn ops_sessions(&self) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+        self.call(
+            reqwest::Method::GET,
+            "/v1/ops/sessions",
+            &self.creds.ops_api_key,
+            None,
+        )
+        .await
+    }
+
     /// Creates an account (admin key) linked to provider customer `customer`.
     pub async fn create_account(
         &self,

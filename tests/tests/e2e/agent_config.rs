@@ -63,16 +63,7 @@ async fn start_all_runs_every_endpoint_of_the_file_on_one_session() {
     assert_eq!(got, "tcp says hi");
 
     // One session carries both endpoints.
-    let sessions = stack
-        .call(
-            reqwest::Method::GET,
-            "/v1/ops/sessions",
-            &stack.creds.ops_api_key,
-            None,
-        )
-        .await
-        .unwrap()
-        .1;
+    let sessions = stack.ops_sessions().await.unwrap().1;
     let text = sessions.to_string();
     assert!(
         text.contains("from-file") && text.contains("tcp:"),

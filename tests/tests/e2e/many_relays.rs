@@ -296,15 +296,7 @@ async fn tunnels_keep_serving_through_a_redis_outage_and_relays_rejoin_without_a
     // A cannot learn who holds it: it answers as a lone relay would.
     until_status(&client, &a, &first_host, StatusCode::NOT_FOUND).await;
     // The api keeps working on PostgreSQL and says what it cannot do.
-    let (status, body) = stack
-        .call(
-            reqwest::Method::GET,
-            "/v1/ops/sessions",
-            &stack.creds.ops_api_key,
-            None,
-        )
-        .await
-        .unwrap();
+    let (status, body) = stack.ops_sessions().await.unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     let (status, _) = stack
         .call(
@@ -348,15 +340,7 @@ async fn tunnels_keep_serving_through_a_redis_outage_and_relays_rejoin_without_a
     let via_c = until_status(&client, &c.addrs, &first_host, StatusCode::OK).await;
     assert_eq!(via_c.headers()[SERVED_BY], "relay-b");
     let listed = burrow_e2e::wait::until("the api to list sessions again", T, || async {
-        let (status, body) = stack
-            .call(
-                reqwest::Method::GET,
-                "/v1/ops/sessions",
-                &stack.creds.ops_api_key,
-                None,
-            )
-            .await
-            .ok()?;
+        let (status, body) = stack.ops_sessions().await.ok()?;
         // Each relay re-announces on its own tick after the restart: wait for all three,
         // not just the two holding sessions.
         let text = body.to_string();
@@ -467,15 +451,7 @@ async fn an_api_and_a_relay_started_while_redis_is_down_join_when_it_returns() {
     let host = format!("{name}.{}", stack.domain);
     let served = get(&visitor(), &stack.relay, &host).send().await.unwrap();
     assert_eq!(served.status(), StatusCode::OK);
-    let (status, body) = stack
-        .call(
-            reqwest::Method::GET,
-            "/v1/ops/sessions",
-            &stack.creds.ops_api_key,
-            None,
-        )
-        .await
-        .unwrap();
+    let (status, body) = stack.ops_sessions().await.unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.to_string().contains("redis is unreachable"), "{body}");
 
@@ -484,15 +460,7 @@ async fn an_api_and_a_relay_started_while_redis_is_down_join_when_it_returns() {
         "the api to list the session and relay-local to hold its lease",
         T,
         || async {
-            let (status, body) = stack
-                .call(
-                    reqwest::Method::GET,
-                    "/v1/ops/sessions",
-                    &stack.creds.ops_api_key,
-                    None,
-                )
-                .await
-                .ok()?;
+            let (status, body) = stack.ops_sessions().await.ok()?;
             // The relay announces itself, then refreshes the lease, in one tick.
             let listed = status == StatusCode::OK && body.to_string().contains(&name);
             (listed && lease(&stack, &name).await.as_deref() == Some("relay-local")).then_some(())

@@ -59,15 +59,7 @@ async fn ops_see_sessions_and_revoking_a_token_ends_its_agent() {
         .unwrap();
 
     // The api lists the session through the relay's RelayControl service.
-    let (_, sessions) = stack
-        .call(
-            Method::GET,
-            "/v1/ops/sessions",
-            &stack.creds.ops_api_key,
-            None,
-        )
-        .await
-        .unwrap();
+    let (_, sessions) = stack.ops_sessions().await.unwrap();
     let all: Vec<&serde_json::Value> = sessions["relays"]
         .as_array()
         .unwrap()
@@ -115,15 +107,7 @@ async fn ops_kick_ends_the_agent_and_revocation_behind_the_apis_back_is_noticed(
         .online_agent(py.port, Some("kicked"), &stack.creds.authtoken)
         .await
         .unwrap();
-    let (_, sessions) = stack
-        .call(
-            Method::GET,
-            "/v1/ops/sessions",
-            &stack.creds.ops_api_key,
-            None,
-        )
-        .await
-        .unwrap();
+    let (_, sessions) = stack.ops_sessions().await.unwrap();
     let session_id = sessions["relays"][0]["sessions"][0]["session_id"]
         .as_str()
         .unwrap_or_else(|| panic!("no session: {sessions}"))
