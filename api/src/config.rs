@@ -31,6 +31,9 @@ pub struct ApiConfig {
     pub task_queue: String,
     /// Secret relays present on `/v1/internal/*`.
     pub internal_key: Secret,
+    /// PEM CA that signed the relays' `RelayControl` TLS certificates (their
+    /// `control_tls_cert_file`); when set, relays are called over TLS only. Empty: plain HTTP.
+    pub relay_control_ca_file: String,
     /// Signing secret of provider webhooks (`whsec_...`).
     pub webhook_secret: Secret,
     /// Largest accepted age of a webhook signature timestamp, seconds.
@@ -80,6 +83,7 @@ impl Default for ApiConfig {
             temporal_namespace: "default".into(),
             task_queue: "burrow".into(),
             internal_key: Secret::default(),
+            relay_control_ca_file: String::new(),
             webhook_secret: Secret::default(),
             webhook_tolerance_secs: 300,
             apply_initial_interval_ms: 1_000,

@@ -80,6 +80,9 @@ pub struct AppState {
 /// Why the api could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A setting names a file that is missing or unusable.
+    #[error("{0}")]
+    Config(String),
     /// PostgreSQL could not be reached or migrated.
     #[error("database: {0}")]
     Database(String),
@@ -271,6 +274,14 @@ pub fn router(state: AppState) -> Router {
 
 /// Runs the api until `shutdown`.
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), StartError> {
+    let redis = Arc::new(burrow_common::redis_link::RedisLink::new(&config.redis_url));
+    let directory = burrow_proto::directory::RelayDirectory::new(
+        redis.clone(),
+        &config.redis_prefix,
+        config.internal_key.expose(),
+    )
+    .with_control_ca_file(&config.relay_control_ca_file)
+    .map_err(StartError::Config)?;
     let db = connect_db(&config.database_url).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -308,7 +319,6 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
         }
     });
     tracing::info!(addr = %grpc_addr, "RelayFeed gRPC listening");
-    let redis = Arc::new(burrow_common::redis_link::RedisLink::new(&config.redis_url));
     if redis.configured() && redis.get().await.is_none() {
         tracing::warn!(
             "redis unavailable: relay discovery and the replay-all lock are off until it answers"
@@ -321,11 +331,7 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
             &config.temporal_namespace,
             &config.task_queue,
         )),
-        relays: Arc::new(relays::Relays::new(
-            redis.clone(),
-            &config.redis_prefix,
-            config.internal_key.expose(),
-        )),
+        relays: Arc::new(relays::Relays::new(directory)),
         redis,
         config: Arc::new(config),
     };

@@ -5,7 +5,6 @@ use burrow_proto::directory::RelayDirectory;
 use burrow_proto::relay::{
     KickSessionRequest, ListSessionsRequest, ListSessionsResponse, kick_session_request::Target,
 };
-use std::sync::Arc;
 
 /// Errors reaching relays (discovery, or one relay's call).
 pub use burrow_proto::directory::DirectoryError as RelayError;
@@ -25,15 +24,9 @@ pub struct Relays {
 }
 
 impl Relays {
-    /// Relays discovered through `redis` under `prefix`, called with `internal_key`.
-    pub fn new(
-        redis: Arc<burrow_common::redis_link::RedisLink>,
-        prefix: &str,
-        internal_key: &str,
-    ) -> Self {
-        Self {
-            directory: RelayDirectory::new(redis, prefix, internal_key),
-        }
+    /// Relays found and called through `directory`.
+    pub fn new(directory: RelayDirectory) -> Self {
+        Self { directory }
     }
 
     /// Sessions on every live relay; a relay that does not answer is reported, not fatal.

@@ -43,7 +43,9 @@ impl TestDb {
                 "default",
                 "burrow",
             )),
-            relays: Arc::new(crate::relays::Relays::new(redis.clone(), "test:", "k")),
+            relays: Arc::new(crate::relays::Relays::new(
+                burrow_proto::directory::RelayDirectory::new(redis.clone(), "test:", "k"),
+            )),
             redis,
             config: Arc::new(ApiConfig {
                 temporal_address,

@@ -9,13 +9,21 @@
 //!
 //! A relay whose announcement expired is gone and is not listed. The api (sessions, kicks) and
 //! the worker (certificates) share this module, so both see the same relays.
+//!
+//! `RelayControl` carries certificates' private keys, so it can run over TLS: a relay with
+//! `control_tls_cert_file` announces an `https://` control URL, and a directory given the CA
+//! that signed those certificates ([`RelayDirectory::with_control_ca`]) talks TLS to it and
+//! refuses relays announcing plain `http://` (no downgrade through a forged announcement).
 
 use crate::grpc_auth::Bearer;
 use crate::relay::relay_control_client::RelayControlClient;
 use burrow_common::redis_link::{RedisLink, timed};
 use serde::Deserialize;
 use std::{sync::Arc, time::Duration};
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Channel, ClientTlsConfig},
+};
 
 /// Region of a relay whose announcement predates regions.
 pub const DEFAULT_REGION: &str = "local";
@@ -33,7 +41,7 @@ pub type Client = RelayControlClient<InterceptedService<Channel, Bearer>>;
 pub struct RelayInfo {
     /// The relay's id.
     pub relay_id: String,
-    /// `http://host:port` of its `RelayControl` gRPC server.
+    /// `http://host:port` (or `https://` with TLS) of its `RelayControl` gRPC server.
     pub control_url: String,
     /// The relay's region label (`local` when the relay did not announce one).
     #[serde(default = "default_region")]
@@ -79,6 +87,8 @@ pub struct RelayDirectory {
     prefix: String,
     /// The internal key as bearer; `None` when it cannot be a header value.
     bearer: Option<Bearer>,
+    /// PEM roots `https://` control URLs are verified against; when set, only TLS is used.
+    control_ca: Option<Certificate>,
 }
 
 impl RelayDirectory {
@@ -88,7 +98,33 @@ impl RelayDirectory {
             redis,
             prefix: prefix.to_owned(),
             bearer: Bearer::new(internal_key),
+            control_ca: None,
         }
+    }
+
+    /// [`RelayDirectory::with_control_ca`] with the file at `path` (the `relay_control_ca_file`
+    /// setting); an empty path leaves the directory as it is (plain-HTTP relays). The error
+    /// names the setting and the file.
+    pub fn with_control_ca_file(self, path: &str) -> Result<Self, String> {
+        if path.is_empty() {
+            return Ok(self);
+        }
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("`relay_control_ca_file` {path:?} cannot be read: {e}"))?;
+        self.with_control_ca(&pem)
+            .map_err(|e| format!("`relay_control_ca_file` {path:?} is not usable: {e}"))
+    }
+
+    /// Calls relays over TLS only, verifying their `RelayControl` certificates against the PEM
+    /// certificate(s) `ca_pem` (`relay_control_ca_file`). Checks that `ca_pem` holds at least one
+    /// certificate; the error says what was wrong with it.
+    pub fn with_control_ca(mut self, ca_pem: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(ca_pem).map_err(|_| "it is not PEM text".to_owned())?;
+        if !text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+        }
+        self.control_ca = Some(Certificate::from_pem(ca_pem));
+        Ok(self)
     }
 
     /// Every relay whose announcement is live, sorted by id. An announcement that does not
@@ -138,8 +174,32 @@ impl RelayDirectory {
         let bearer = self.bearer.clone().ok_or_else(|| {
             DirectoryError::call(relay, "the internal key is not a valid header value")
         })?;
-        let channel = tonic::transport::Endpoint::from_shared(relay.control_url.clone())
-            .map_err(|e| DirectoryError::call(relay, format!("bad control_url: {e}")))?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(relay.control_url.clone())
+            .map_err(|e| DirectoryError::call(relay, format!("bad control_url: {e}")))?;
+        let https = relay.control_url.starts_with("https://");
+        match (&self.control_ca, https) {
+            (Some(ca), true) => {
+                endpoint = endpoint
+                    .tls_config(ClientTlsConfig::new().ca_certificate(ca.clone()))
+                    .map_err(|e| DirectoryError::call(relay, format!("TLS setup: {e}")))?;
+            }
+            (Some(_), false) => {
+                return Err(DirectoryError::call(
+                    relay,
+                    "it announces plain-HTTP RelayControl, but relay_control_ca_file is set, so \
+                     only TLS is used: give the relay control_tls_cert_file and control_tls_key_file",
+                ));
+            }
+            (None, true) => {
+                return Err(DirectoryError::call(
+                    relay,
+                    "it serves RelayControl over TLS: set relay_control_ca_file to the CA that \
+                     signed its control certificate",
+                ));
+            }
+            (None, false) => {}
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect()
@@ -165,6 +225,57 @@ mod tests {
         )
         .unwrap();
         assert_eq!(new.region, "eu-west");
+    }
+
+    fn relay(url: &str) -> RelayInfo {
+        RelayInfo {
+            relay_id: "r1".into(),
+            control_url: url.into(),
+            region: DEFAULT_REGION.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_and_plain_relays_are_matched_to_the_configuration() {
+        let plain = RelayDirectory::new(Arc::new(RedisLink::new("")), "p:", "k");
+        let err = plain
+            .client(&relay("https://127.0.0.1:1"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("set relay_control_ca_file"), "{err}");
+
+        let pem = b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+        let tls = RelayDirectory::new(Arc::new(RedisLink::new("")), "p:", "k")
+            .with_control_ca(pem)
+            .unwrap();
+        let err = tls
+            .client(&relay("http://127.0.0.1:1"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("relay r1") && err.contains("only TLS is used"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_control_ca_must_hold_a_pem_certificate() {
+        let dir = || RelayDirectory::new(Arc::new(RedisLink::new("")), "p:", "k");
+        let err = dir().with_control_ca(b"not a cert").err().unwrap();
+        assert!(err.contains("no PEM certificate"), "{err}");
+        let err = dir().with_control_ca(&[0xff, 0xfe]).err().unwrap();
+        assert!(err.contains("not PEM"), "{err}");
+        let err = dir()
+            .with_control_ca_file("/nonexistent/ca.pem")
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("`relay_control_ca_file` \"/nonexistent/ca.pem\" cannot be read"),
+            "{err}"
+        );
+        assert!(dir().with_control_ca_file("").is_ok(), "empty: plain HTTP");
     }
 
     #[tokio::test]

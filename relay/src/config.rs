@@ -19,8 +19,16 @@ pub struct RelayConfig {
     /// Public TLS ingress: HTTPS terminated with certificates from `cert_dir` (chosen by SNI),
     /// and TLS passthrough endpoints routed by SNI. Empty disables it.
     pub https_listen: String,
-    /// `RelayControl` gRPC server the api calls.
+    /// `RelayControl` gRPC server the api and the worker call.
     pub control_listen: String,
+    /// PEM certificate chain of the `RelayControl` server; with `control_tls_key_file` it is
+    /// served over TLS (announced as `https://`) — it carries certificates' private keys, so
+    /// set this wherever the api or worker reach the relay over a network. The certificate must
+    /// name the address they dial (e.g. an IP SAN for `10.0.0.5`); they trust it through their
+    /// `relay_control_ca_file`. Empty: plain HTTP.
+    pub control_tls_cert_file: String,
+    /// PEM private key of `control_tls_cert_file`.
+    pub control_tls_key_file: String,
     /// `/healthz`, `/readyz`, `/metrics`.
     pub ops_listen: String,
     /// Relay-to-relay link: other relays forward visitors of endpoints this relay holds here
@@ -102,6 +110,8 @@ impl Default for RelayConfig {
             http_listen: "127.0.0.1:7081".into(),
             https_listen: "127.0.0.1:7444".into(),
             control_listen: "127.0.0.1:7090".into(),
+            control_tls_cert_file: String::new(),
+            control_tls_key_file: String::new(),
             ops_listen: "127.0.0.1:7082".into(),
             peer_listen: "127.0.0.1:7445".into(),
             peer_url: String::new(),
@@ -162,6 +172,11 @@ impl Config for RelayConfig {
         }
         if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
             return Err("`tls_cert_file` and `tls_key_file` must be set together".into());
+        }
+        if self.control_tls_cert_file.is_empty() != self.control_tls_key_file.is_empty() {
+            return Err(
+                "`control_tls_cert_file` and `control_tls_key_file` must be set together".into(),
+            );
         }
         if burrow_proto::tunnel::validate_label(self.domain.split('.').next().unwrap_or(""))
             .is_err()
@@ -228,6 +243,19 @@ mod tests {
         assert_eq!(cfg.validate(), Ok(()));
         cfg.peer_url = "https://10.0.0.5:7445".into();
         assert!(cfg.validate().unwrap_err().contains("`peer_url`"));
+    }
+
+    #[test]
+    fn control_tls_files_come_in_pairs() {
+        let mut cfg = RelayConfig {
+            internal_key: Secret::new("k"),
+            control_tls_cert_file: "control.pem".into(),
+            ..RelayConfig::default()
+        };
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("`control_tls_key_file`"), "{err}");
+        cfg.control_tls_key_file = "control-key.pem".into();
+        assert_eq!(cfg.validate(), Ok(()));
     }
 
     #[test]

@@ -207,6 +207,9 @@ pub enum StartError {
     /// TLS material could not be loaded or generated.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The `RelayControl` server refused its TLS identity.
+    #[error("RelayControl TLS (`control_tls_cert_file`): {0}")]
+    ControlTls(String),
     /// The address file could not be written.
     #[error("cannot write addr_file {path}: {source}")]
     AddrFile {
@@ -241,6 +244,17 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         addr => Some(bind("https_listen", addr).await?),
     };
     let control_l = bind("control_listen", &config.control_listen).await?;
+    let (mut control_server, control_scheme) = match config.control_tls_cert_file.as_str() {
+        "" => (tonic::transport::Server::builder(), "http"),
+        cert => {
+            let identity =
+                tls::control_identity(Path::new(cert), Path::new(&config.control_tls_key_file))?;
+            let server = tonic::transport::Server::builder()
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| StartError::ControlTls(e.to_string()))?;
+            (server, "https")
+        }
+    };
     let ops_l = bind("ops_listen", &config.ops_listen).await?;
     let peer_l = match config.peer_listen.as_str() {
         "" => None,
@@ -299,7 +313,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         &config.redis_prefix,
         presence::RelayAnnouncement {
             relay_id: config.relay_id.clone(),
-            control_url: format!("http://{}", addrs.control),
+            control_url: format!("{control_scheme}://{}", addrs.control),
             region: config.region.clone(),
             http_ingress: addrs.http.to_string(),
             peer_url: match (addrs.peer, config.peer_url.as_str()) {
@@ -420,7 +434,7 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
                     auth,
                 );
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(control_l);
-            if let Err(e) = tonic::transport::Server::builder()
+            if let Err(e) = control_server
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                 .await

@@ -1,4 +1,5 @@
-//! TLS for the agent listener: rustls, TLS 1.3 only, ALPN `burrow/1`.
+//! TLS for the agent listener: rustls, TLS 1.3 only, ALPN `burrow/1`; and the optional TLS
+//! identity of the `RelayControl` server.
 //!
 //! Without a configured certificate the relay runs on a development CA it generates on first
 //! start under `state_dir` (`ca.pem` is what agents trust through `BURROW_CA_FILE`), issuing
@@ -112,6 +113,42 @@ pub fn server_config(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (certs, key) = load_cert_and_key(cert_file, key_file)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![
+        burrow_proto::tunnel::ALPN.to_vec(),
+        burrow_proto::tunnel::DATA_ALPN.to_vec(),
+    ];
+    Ok(Arc::new(config))
+}
+
+/// The TLS identity of the `RelayControl` server (`control_tls_cert_file` and
+/// `control_tls_key_file`), checked here so a bad file is named at start rather than at the
+/// first handshake.
+pub fn control_identity(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<tonic::transport::Identity, TlsError> {
+    let (certs, key) = load_cert_and_key(cert_file, key_file)?;
+    // rustls checks that the key matches the certificate.
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    let cert = std::fs::read(cert_file).map_err(io_err(cert_file))?;
+    let key = std::fs::read(key_file).map_err(io_err(key_file))?;
+    Ok(tonic::transport::Identity::from_pem(cert, key))
+}
+
+/// A certificate chain and its private key from PEM files; errors name the file.
+fn load_cert_and_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| TlsError::Pem {
@@ -128,14 +165,31 @@ pub fn server_config(
         path: key_file.display().to_string(),
         message: e.to_string(),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![
-        burrow_proto::tunnel::ALPN.to_vec(),
-        burrow_proto::tunnel::DATA_ALPN.to_vec(),
-    ];
-    Ok(Arc::new(config))
+    Ok((certs, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_control_identity_needs_a_matching_pair_and_names_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ensure_dev_pki(dir.path(), "burrow.test").unwrap();
+        control_identity(&pki.cert_file, &pki.key_file).unwrap();
+
+        // The CA's key does not belong to the relay's certificate.
+        let err = control_identity(&pki.cert_file, &dir.path().join("ca.key"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("TLS configuration"), "{err}");
+
+        let missing = dir.path().join("missing.pem");
+        let err = control_identity(&missing, &pki.key_file)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("missing.pem"), "{err}");
+    }
 }

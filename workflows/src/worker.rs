@@ -43,6 +43,9 @@ pub struct WorkerConfig {
     pub redis_prefix: String,
     /// The platform's internal key: bearer on `RelayControl` calls.
     pub internal_key: Secret,
+    /// PEM CA that signed the relays' `RelayControl` TLS certificates; when set, certificates
+    /// (and their keys) go to relays over TLS only. Empty: plain HTTP.
+    pub relay_control_ca_file: String,
     /// ACME directory URL (`https://acme-v02.api.letsencrypt.org/directory`); empty disables
     /// certificate issuance (certificate workflows park in `issuance_failed` saying so).
     pub acme_directory_url: String,
@@ -86,6 +89,7 @@ impl Default for WorkerConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "burrow:".into(),
             internal_key: Secret::default(),
+            relay_control_ca_file: String::new(),
             acme_directory_url: String::new(),
             acme_ca_file: String::new(),
             acme_contact: String::new(),
@@ -149,6 +153,9 @@ impl Config for WorkerConfig {
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    /// A setting names a file that is missing or unusable.
+    #[error("{0}")]
+    Config(String),
     /// PostgreSQL unreachable or misconfigured.
     #[error("database {0}")]
     Database(String),
@@ -239,11 +246,15 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
                 .map_err(|e| WorkerError::Sdk(e.to_string()))?,
         )),
     };
-    let directory = Arc::new(burrow_proto::directory::RelayDirectory::new(
-        redis.clone(),
-        &config.redis_prefix,
-        config.internal_key.expose(),
-    ));
+    let directory = Arc::new(
+        burrow_proto::directory::RelayDirectory::new(
+            redis.clone(),
+            &config.redis_prefix,
+            config.internal_key.expose(),
+        )
+        .with_control_ca_file(&config.relay_control_ca_file)
+        .map_err(WorkerError::Config)?,
+    );
     let acme = AcmeSettings {
         directory_url: config.acme_directory_url.clone(),
         ca_file: config.acme_ca_file.clone(),

@@ -16,11 +16,42 @@ use sha2::Sha256;
 const CALLBACK_SECRET: &str = "cert-callback-secret-e2e";
 
 /// A stack whose api starts certificate workflows with a compressed retry schedule, a DNS
-/// server for domain verification, and Pebble validating against the relay's listeners.
+/// server for domain verification, and Pebble validating against the relay's listeners. Every
+/// relay serves `RelayControl` over TLS (certificates' keys travel on it), and the api and the
+/// worker trust only the test CA that signed it.
 struct CertStack {
     stack: Stack,
     dns: DnsServer,
     pebble: Pebble,
+    control: ControlTls,
+}
+
+/// The `RelayControl` TLS material: a CA and a certificate for 127.0.0.1, as files.
+struct ControlTls {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+}
+
+impl ControlTls {
+    fn new() -> ControlTls {
+        let pki = tls::TestPki::new(&["127.0.0.1"]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for (name, pem) in [
+            ("ca.pem", &pki.ca_pem),
+            ("control.pem", &pki.cert_pem),
+            ("control-key.pem", &pki.key_pem),
+        ] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        ControlTls {
+            dir,
+            ca_pem: pki.ca_pem,
+        }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
 }
 
 fn port_of(addr: &str) -> u16 {
@@ -29,8 +60,23 @@ fn port_of(addr: &str) -> u16 {
 
 async fn cert_stack(zone: &str) -> CertStack {
     let dns = DnsServer::start(zone).await.unwrap();
+    let control = ControlTls::new();
     let stack = Stack::start_with(StackOptions {
+        relay_env: vec![
+            (
+                "BURROW_RELAY_CONTROL_TLS_CERT_FILE".into(),
+                control.file("control.pem"),
+            ),
+            (
+                "BURROW_RELAY_CONTROL_TLS_KEY_FILE".into(),
+                control.file("control-key.pem"),
+            ),
+        ],
         api_env: vec![
+            (
+                "BURROW_API_RELAY_CONTROL_CA_FILE".into(),
+                control.file("ca.pem"),
+            ),
             ("BURROW_API_DNS_RESOLVER".into(), dns.addr.to_string()),
             ("BURROW_API_ACME_ENABLED".into(), "true".into()),
             (
@@ -42,10 +88,16 @@ async fn cert_stack(zone: &str) -> CertStack {
                 CALLBACK_SECRET.into(),
             ),
         ],
-        worker_env: vec![(
-            "BURROW_WORKER_REPLICATION_INTERVAL_MS".into(),
-            "1000".into(),
-        )],
+        worker_env: vec![
+            (
+                "BURROW_WORKER_REPLICATION_INTERVAL_MS".into(),
+                "1000".into(),
+            ),
+            (
+                "BURROW_WORKER_RELAY_CONTROL_CA_FILE".into(),
+                control.file("ca.pem"),
+            ),
+        ],
         ..StackOptions::default()
     })
     .await
@@ -62,7 +114,12 @@ async fn cert_stack(zone: &str) -> CertStack {
     )
     .await
     .unwrap();
-    CertStack { stack, dns, pebble }
+    CertStack {
+        stack,
+        dns,
+        pebble,
+        control,
+    }
 }
 
 impl CertStack {
@@ -283,6 +340,31 @@ async fn a_verified_domain_gets_a_certificate_the_relay_serves_and_renews_by_its
     let answer = tls::get(conn, &domain, "/").await.unwrap();
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.body, "hello from the laptop");
+
+    // The certificate and its key reached the relay over TLS: RelayControl speaks only TLS
+    // (with the certificate the api and worker trust), and the api lists the agent's session
+    // through it.
+    let control = cs.stack.relay.control.clone();
+    let plain = reqwest::Client::new()
+        .get(format!("http://{control}/"))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    tls::connect(
+        &control,
+        "127.0.0.1",
+        cs.control.ca_pem.as_bytes(),
+        &[b"h2"],
+    )
+    .await
+    .unwrap();
+    let (status, sessions) = cs.stack.ops_sessions().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{sessions}");
+    let listed = sessions["relays"].to_string();
+    assert!(
+        listed.contains(&domain) && !listed.contains("\"error\""),
+        "{sessions}"
+    );
 
     // The workflow asked the CA's ARI endpoint about the certificate.
     let first_ari =
