@@ -50,6 +50,26 @@ CERT_KEY_FILE="$BURROW_STATE_DIR/cert-encryption-key"
 [ -s "$CERT_KEY_FILE" ] || (umask 077; openssl rand -base64 32 >"$CERT_KEY_FILE")
 chmod 600 "$CERT_KEY_FILE"
 
+# RelayControl (it carries certificates' private keys) runs over TLS: a local CA and a relay
+# certificate for 127.0.0.1, made once; the api and the worker trust only that CA.
+CONTROL_TLS="$BURROW_STATE_DIR/control-tls"
+if [ ! -s "$CONTROL_TLS/control.pem" ] || [ ! -s "$CONTROL_TLS/ca.pem" ]; then
+  mkdir -p "$CONTROL_TLS"
+  (
+    umask 077
+    cd "$CONTROL_TLS"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=Burrow RelayControl dev CA" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=burrow-relay control" -keyout control.key -out control.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n' >control.ext
+    openssl x509 -req -in control.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
+      -extfile control.ext -out control.pem 2>/dev/null
+    rm -f control.csr control.ext
+  )
+fi
+
 export BURROW_API_LISTEN="127.0.0.1:$BURROW_API_PORT"
 export BURROW_API_GRPC_LISTEN="127.0.0.1:$BURROW_API_GRPC_PORT"
 export BURROW_API_BASE_DOMAIN="$BURROW_DOMAIN"
@@ -57,6 +77,7 @@ export BURROW_API_DATABASE_URL="postgres://postgres@127.0.0.1:$BURROW_PG_PORT/$D
 export BURROW_API_REDIS_URL="redis://127.0.0.1:$BURROW_REDIS_PORT"
 export BURROW_API_TEMPORAL_ADDRESS="http://127.0.0.1:$BURROW_TEMPORAL_PORT"
 export BURROW_API_INTERNAL_KEY="$INTERNAL_KEY"
+export BURROW_API_RELAY_CONTROL_CA_FILE="$CONTROL_TLS/ca.pem"
 export BURROW_API_WEBHOOK_SECRET="$WEBHOOK_SECRET"
 export BURROW_API_RUNBOOKS_DIR="$ROOT/runbooks"
 # Certificates: verifying a custom domain starts its certificate workflow; verification asks
@@ -96,6 +117,8 @@ BURROW_RELAY_DOMAIN="$BURROW_DOMAIN" \
 BURROW_RELAY_API_URL="http://127.0.0.1:$BURROW_API_PORT" \
 BURROW_RELAY_FEED_URL="http://127.0.0.1:$BURROW_API_GRPC_PORT" \
 BURROW_RELAY_INTERNAL_KEY="$INTERNAL_KEY" \
+BURROW_RELAY_CONTROL_TLS_CERT_FILE="$CONTROL_TLS/control.pem" \
+BURROW_RELAY_CONTROL_TLS_KEY_FILE="$CONTROL_TLS/control.key" \
 BURROW_RELAY_STATE_DIR="$BURROW_STATE_DIR/relay" \
 BURROW_RELAY_REDIS_URL="redis://127.0.0.1:$BURROW_REDIS_PORT" \
   start relay "$BIN/burrow-relay"
@@ -111,6 +134,7 @@ BURROW_WORKER_DATABASE_URL="$BURROW_API_DATABASE_URL" \
 BURROW_WORKER_OPS_LISTEN="127.0.0.1:$BURROW_WORKER_OPS_PORT" \
 BURROW_WORKER_REDIS_URL="redis://127.0.0.1:$BURROW_REDIS_PORT" \
 BURROW_WORKER_INTERNAL_KEY="$INTERNAL_KEY" \
+BURROW_WORKER_RELAY_CONTROL_CA_FILE="$CONTROL_TLS/ca.pem" \
 BURROW_WORKER_ACME_DIRECTORY_URL="$ACME_DIRECTORY" \
 BURROW_WORKER_ACME_ISSUED_PER_DOMAIN_WEEK="${BURROW_WORKER_ACME_ISSUED_PER_DOMAIN_WEEK:-1000}" \
 BURROW_WORKER_ACME_CA_FILE="$PEBBLE_DIR/ca.pem" \
@@ -217,6 +241,11 @@ trap 'stop_started agent-smoke agent-domain' EXIT
     "$(curl -fsS --cacert "$BURROW_CA_FILE" --resolve "smoke.$BURROW_DOMAIN:$BURROW_HTTPS_PORT:127.0.0.1" \
         "https://smoke.$BURROW_DOMAIN:$BURROW_HTTPS_PORT/healthz")"
   grep -h Forwarding "$LOGS/agent-smoke.log" || true
+  # Ops list the session through the relay's RelayControl, which speaks only TLS.
+  SESSIONS=$(curl -fsS -H "Authorization: Bearer $BURROW_OPS_API_KEY" "$BURROW_API_URL/v1/ops/sessions")
+  grep -q '"name":"smoke"' <<<"$SESSIONS" && ! grep -q '"error"' <<<"$SESSIONS" \
+    || die "GET /v1/ops/sessions did not list the smoke session over RelayControl (TLS): $SESSIONS"
+  echo "GET /v1/ops/sessions lists the smoke session (api -> relay RelayControl over TLS, :$BURROW_RELAY_CONTROL_PORT)"
 )
 stop_started agent-smoke
 
