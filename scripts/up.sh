@@ -53,21 +53,26 @@ chmod 600 "$CERT_KEY_FILE"
 # RelayControl (it carries certificates' private keys) runs over TLS: a local CA and a relay
 # certificate for 127.0.0.1, made once; the api and the worker trust only that CA.
 CONTROL_TLS="$BURROW_STATE_DIR/control-tls"
-if [ ! -s "$CONTROL_TLS/control.pem" ] || [ ! -s "$CONTROL_TLS/ca.pem" ]; then
+control_tls_usable() {
+  [ -s "$CONTROL_TLS/ca.pem" ] && [ -s "$CONTROL_TLS/control.pem" ] && [ -s "$CONTROL_TLS/control.key" ] &&
+    openssl x509 -checkend 86400 -noout -in "$CONTROL_TLS/control.pem" >/dev/null
+}
+if ! control_tls_usable; then
+  say "making the RelayControl TLS CA and relay certificate ($CONTROL_TLS)"
   mkdir -p "$CONTROL_TLS"
   (
     umask 077
     cd "$CONTROL_TLS"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
       -subj "/CN=Burrow RelayControl dev CA" -addext "basicConstraints=critical,CA:TRUE" \
-      -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout ca.key -out ca.pem 2>/dev/null
+      -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout ca.key -out ca.pem
     openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-      -subj "/CN=burrow-relay control" -keyout control.key -out control.csr 2>/dev/null
+      -subj "/CN=burrow-relay control" -keyout control.key -out control.csr
     printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n' >control.ext
     openssl x509 -req -in control.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
-      -extfile control.ext -out control.pem 2>/dev/null
+      -extfile control.ext -out control.pem
     rm -f control.csr control.ext
-  )
+  ) >"$LOGS/control-tls.log" 2>&1 || die "making the RelayControl TLS material failed: $(cat "$LOGS/control-tls.log")"
 fi
 
 export BURROW_API_LISTEN="127.0.0.1:$BURROW_API_PORT"

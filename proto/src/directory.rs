@@ -119,8 +119,15 @@ impl RelayDirectory {
     /// certificate(s) `ca_pem` (`relay_control_ca_file`). Checks that `ca_pem` holds at least one
     /// certificate; the error says what was wrong with it.
     pub fn with_control_ca(mut self, ca_pem: &[u8]) -> Result<Self, String> {
-        let text = std::str::from_utf8(ca_pem).map_err(|_| "it is not PEM text".to_owned())?;
-        if !text.contains("-----BEGIN CERTIFICATE-----") {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| format!("it is not PEM: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("a certificate in it is not a usable CA: {e}"))?;
+        }
+        if roots.is_empty() {
             return Err("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
         }
         self.control_ca = Some(Certificate::from_pem(ca_pem));
@@ -179,8 +186,12 @@ impl RelayDirectory {
         let https = relay.control_url.starts_with("https://");
         match (&self.control_ca, https) {
             (Some(ca), true) => {
+                // The timeout covers the handshake, which `connect_timeout` (TCP) does not.
+                let tls = ClientTlsConfig::new()
+                    .ca_certificate(ca.clone())
+                    .timeout(CONNECT_TIMEOUT);
                 endpoint = endpoint
-                    .tls_config(ClientTlsConfig::new().ca_certificate(ca.clone()))
+                    .tls_config(tls)
                     .map_err(|e| DirectoryError::call(relay, format!("TLS setup: {e}")))?;
             }
             (Some(_), false) => {
@@ -227,6 +238,14 @@ mod tests {
         assert_eq!(new.region, "eu-west");
     }
 
+    /// A self-signed CA certificate (PEM).
+    fn test_ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
     fn relay(url: &str) -> RelayInfo {
         RelayInfo {
             relay_id: "r1".into(),
@@ -245,9 +264,8 @@ mod tests {
             .to_string();
         assert!(err.contains("set relay_control_ca_file"), "{err}");
 
-        let pem = b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
         let tls = RelayDirectory::new(Arc::new(RedisLink::new("")), "p:", "k")
-            .with_control_ca(pem)
+            .with_control_ca(test_ca_pem().as_bytes())
             .unwrap();
         let err = tls
             .client(&relay("http://127.0.0.1:1"))
@@ -265,8 +283,11 @@ mod tests {
         let dir = || RelayDirectory::new(Arc::new(RedisLink::new("")), "p:", "k");
         let err = dir().with_control_ca(b"not a cert").err().unwrap();
         assert!(err.contains("no PEM certificate"), "{err}");
-        let err = dir().with_control_ca(&[0xff, 0xfe]).err().unwrap();
-        assert!(err.contains("not PEM"), "{err}");
+        // A PEM block whose body is not a certificate.
+        let garbage = b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+        let err = dir().with_control_ca(garbage).err().unwrap();
+        assert!(err.contains("not a usable CA"), "{err}");
+        assert!(dir().with_control_ca(test_ca_pem().as_bytes()).is_ok());
         let err = dir()
             .with_control_ca_file("/nonexistent/ca.pem")
             .err()

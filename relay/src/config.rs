@@ -29,6 +29,11 @@ pub struct RelayConfig {
     pub control_tls_cert_file: String,
     /// PEM private key of `control_tls_cert_file`.
     pub control_tls_key_file: String,
+    /// URL the api and the worker reach `control_listen` at, announced in Redis
+    /// (`https://relay-7.internal:7090` — with TLS its certificate must name this host); empty
+    /// announces `http(s)://<the address control_listen bound>`, which needs an explicit
+    /// address (not `0.0.0.0`).
+    pub control_url: String,
     /// `/healthz`, `/readyz`, `/metrics`.
     pub ops_listen: String,
     /// Relay-to-relay link: other relays forward visitors of endpoints this relay holds here
@@ -112,6 +117,7 @@ impl Default for RelayConfig {
             control_listen: "127.0.0.1:7090".into(),
             control_tls_cert_file: String::new(),
             control_tls_key_file: String::new(),
+            control_url: String::new(),
             ops_listen: "127.0.0.1:7082".into(),
             peer_listen: "127.0.0.1:7445".into(),
             peer_url: String::new(),
@@ -177,6 +183,34 @@ impl Config for RelayConfig {
             return Err(
                 "`control_tls_cert_file` and `control_tls_key_file` must be set together".into(),
             );
+        }
+        let scheme = match self.control_tls_cert_file.is_empty() {
+            true => "http",
+            false => "https",
+        };
+        if self.control_url.is_empty() {
+            let unspecified = self
+                .control_listen
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_unspecified());
+            if unspecified {
+                return Err(format!(
+                    "`control_listen` {:?} binds every address: set `control_url` to the \
+                     {scheme}://host:port the api and the worker reach it at",
+                    self.control_listen
+                ));
+            }
+        } else if !self.control_url.starts_with(&format!("{scheme}://"))
+            || self.control_url.parse::<http::Uri>().is_err()
+        {
+            return Err(format!(
+                "`control_url` {:?} must be {scheme}://host:port ({})",
+                self.control_url,
+                match scheme {
+                    "https" => "control_tls_cert_file is set, so RelayControl speaks TLS",
+                    _ => "control_tls_cert_file is not set, so RelayControl is plain HTTP",
+                }
+            ));
         }
         if burrow_proto::tunnel::validate_label(self.domain.split('.').next().unwrap_or(""))
             .is_err()
@@ -255,6 +289,25 @@ mod tests {
         let err = cfg.validate().unwrap_err();
         assert!(err.contains("`control_tls_key_file`"), "{err}");
         cfg.control_tls_key_file = "control-key.pem".into();
+        assert_eq!(cfg.validate(), Ok(()));
+    }
+
+    #[test]
+    fn control_url_matches_the_control_scheme_and_a_wildcard_bind_needs_one() {
+        let mut cfg = RelayConfig {
+            internal_key: Secret::new("k"),
+            control_listen: "0.0.0.0:7090".into(),
+            ..RelayConfig::default()
+        };
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("set `control_url`"), "{err}");
+        cfg.control_url = "http://relay-7.internal:7090".into();
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.control_tls_cert_file = "c.pem".into();
+        cfg.control_tls_key_file = "k.pem".into();
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("must be https://"), "{err}");
+        cfg.control_url = "https://relay-7.internal:7090".into();
         assert_eq!(cfg.validate(), Ok(()));
     }
 

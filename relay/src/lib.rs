@@ -207,8 +207,8 @@ pub enum StartError {
     /// TLS material could not be loaded or generated.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    /// The `RelayControl` server refused its TLS identity.
-    #[error("RelayControl TLS (`control_tls_cert_file`): {0}")]
+    /// The `RelayControl` TLS identity could not be loaded or was refused.
+    #[error("RelayControl TLS (`control_tls_cert_file` / `control_tls_key_file`): {0}")]
     ControlTls(String),
     /// The address file could not be written.
     #[error("cannot write addr_file {path}: {source}")]
@@ -248,9 +248,14 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         "" => (tonic::transport::Server::builder(), "http"),
         cert => {
             let identity =
-                tls::control_identity(Path::new(cert), Path::new(&config.control_tls_key_file))?;
+                tls::control_identity(Path::new(cert), Path::new(&config.control_tls_key_file))
+                    .map_err(|e| StartError::ControlTls(e.to_string()))?;
+            // A client that connects and never finishes the handshake is dropped.
+            let tls = tonic::transport::ServerTlsConfig::new()
+                .identity(identity)
+                .timeout(std::time::Duration::from_secs(10));
             let server = tonic::transport::Server::builder()
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .tls_config(tls)
                 .map_err(|e| StartError::ControlTls(e.to_string()))?;
             (server, "https")
         }
@@ -313,7 +318,10 @@ pub async fn run(config: RelayConfig, shutdown: CancellationToken) -> Result<(),
         &config.redis_prefix,
         presence::RelayAnnouncement {
             relay_id: config.relay_id.clone(),
-            control_url: format!("{control_scheme}://{}", addrs.control),
+            control_url: match config.control_url.as_str() {
+                "" => format!("{control_scheme}://{}", addrs.control),
+                url => url.to_owned(),
+            },
             region: config.region.clone(),
             http_ingress: addrs.http.to_string(),
             peer_url: match (addrs.peer, config.peer_url.as_str()) {

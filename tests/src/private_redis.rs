@@ -2,7 +2,7 @@
 //! (the machine's shared Redis must never be stopped), and a minimal RESP client for reading
 //! keys in assertions.
 
-use crate::{procs::Proc, wait};
+use crate::procs::Proc;
 use std::{path::Path, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -21,9 +21,7 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// Starts one on a free port and waits until it answers `PING`.
     pub async fn start() -> anyhow::Result<PrivateRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::ports::free_port();
         let mut redis = PrivateRedis {
             port,
             proc: None,
@@ -52,9 +50,9 @@ impl PrivateRedis {
         cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", &self.dir.path().display().to_string()]);
-        let proc = Proc::spawn(&format!("redis-{}", self.port), cmd, self.dir.path())?;
+        let mut proc = Proc::spawn(&format!("redis-{}", self.port), cmd, self.dir.path())?;
         let addr = format!("127.0.0.1:{}", self.port);
-        wait::until(
+        proc.wait_until(
             "private redis to answer PING",
             Duration::from_secs(15),
             || {
@@ -64,8 +62,7 @@ impl PrivateRedis {
                 }
             },
         )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}; redis output:\n{}", proc.output()))?;
+        .await?;
         self.proc = Some(proc);
         Ok(())
     }

@@ -82,7 +82,8 @@ pub async fn start_temporal_on(
     let script = match watch_pid {
         None => format!("exec {server}"),
         Some(pid) => format!(
-            "{server} & t=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $t; wait $t; rm -rf {}",
+            // Ends with the server too (so a server that fails to start is noticed at once).
+            "{server} & t=$!; while kill -0 {pid} 2>/dev/null && kill -0 $t 2>/dev/null; do sleep 1; done; kill $t 2>/dev/null; wait $t; s=$?; rm -rf {}; exit $s",
             dir.display()
         ),
     };
