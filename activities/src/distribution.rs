@@ -364,6 +364,12 @@ impl DistributionActivities {
                 tracing::warn!(error = %e, "retention cleanup failed");
             }
         }
+        // After a key rotation, values still under a previous key move to the current one.
+        if let Some(sealer) = self.sealer.as_deref()
+            && let Err(e) = crate::reseal::reseal_stale(&self.pool, sealer).await
+        {
+            tracing::warn!(error = %e, "re-sealing under the current key failed");
+        }
         Ok(outcome)
     }
 }

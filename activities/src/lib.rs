@@ -8,7 +8,8 @@
 //! - [`distribution`]: pushing certificates to relays and converging what regions serve.
 //! - [`incidents`]: opening, escalating and auto-resolving incidents for failure states.
 //! - [`mirror`]: writing each workflow's state to `workflow_runs`, which the console reads.
-//! - [`seal`]: AES-256-GCM sealing of private keys at rest.
+//! - [`seal`]: AES-256-GCM sealing of private keys at rest (with previous keys for rotation).
+//! - [`reseal`]: re-sealing stored values under the current key after a rotation.
 //! - [`certinfo`]: reading serial, validity, names and the ARI id from a certificate chain.
 //! - [`failure`]: the failure type names activities attach so workflows can classify errors.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod incidents;
 pub mod mirror;
 #[allow(missing_docs)]
 pub mod provider;
+pub mod reseal;
 pub mod seal;
 
 pub use acme::{AcmeActivities, AcmeSettings};

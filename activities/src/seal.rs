@@ -5,6 +5,10 @@
 //! Sealed layout: a 12-byte random nonce, then the ciphertext with its 16-byte tag. The caller's
 //! associated data (for a certificate key: `domain` and `version`) is authenticated but not
 //! stored, so a sealed key copied into another row does not open there.
+//!
+//! Rotation: a sealer may also hold previous keys (`cert_encryption_previous_keys`). It seals
+//! with the current key only and opens with any (the GCM tag tells which key fits), saying
+//! whether a value was still under a previous key so [`crate::reseal`] can re-seal it.
 
 use base64::Engine as _;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -18,6 +22,9 @@ pub enum SealError {
         "`cert_encryption_key` must be 32 bytes encoded as base64 (e.g. `openssl rand -base64 32`): {0}"
     )]
     BadKey(String),
+    /// An entry of the previous keys is not 32 bytes of base64.
+    #[error("`cert_encryption_previous_keys` entry {0} must be 32 bytes encoded as base64: {1}")]
+    BadPreviousKey(usize, String),
     /// Too short to hold a nonce and a tag.
     #[error("sealed value is truncated ({0} bytes)")]
     Truncated(usize),
@@ -31,9 +38,10 @@ pub enum SealError {
     Random,
 }
 
-/// Seals and opens values under one AES-256-GCM key.
+/// Seals values under one AES-256-GCM key and opens them under it or a previous one.
 pub struct KeySealer {
     key: LessSafeKey,
+    previous: Vec<LessSafeKey>,
     rng: SystemRandom,
 }
 
@@ -49,23 +57,41 @@ pub const OVERHEAD: usize = NONCE_LEN + 16;
 impl KeySealer {
     /// A sealer from the configured base64 key.
     pub fn from_base64(encoded: &str) -> Result<Self, SealError> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|e| SealError::BadKey(e.to_string()))?;
-        Self::from_bytes(&raw)
+        Ok(Self {
+            key: key_from_base64(encoded)?,
+            previous: Vec::new(),
+            rng: SystemRandom::new(),
+        })
     }
 
     /// A sealer from 32 raw key bytes.
     pub fn from_bytes(raw: &[u8]) -> Result<Self, SealError> {
-        if raw.len() != 32 {
-            return Err(SealError::BadKey(format!("got {} bytes", raw.len())));
-        }
-        let key = UnboundKey::new(&AES_256_GCM, raw)
-            .map_err(|_| SealError::BadKey("rejected by AES-256-GCM".into()))?;
         Ok(Self {
-            key: LessSafeKey::new(key),
+            key: key_from_bytes(raw)?,
+            previous: Vec::new(),
             rng: SystemRandom::new(),
         })
+    }
+
+    /// Also opens values sealed under `previous`: base64 keys separated by commas (the
+    /// `cert_encryption_previous_keys` setting; empty adds none). The error names the entry.
+    pub fn with_previous_base64(mut self, previous: &str) -> Result<Self, SealError> {
+        for (i, entry) in previous.split(',').map(str::trim).enumerate() {
+            if entry.is_empty() {
+                continue;
+            }
+            let key = key_from_base64(entry).map_err(|e| match e {
+                SealError::BadKey(why) => SealError::BadPreviousKey(i + 1, why),
+                other => other,
+            })?;
+            self.previous.push(key);
+        }
+        Ok(self)
+    }
+
+    /// Whether previous keys are configured (values may still be sealed under them).
+    pub fn has_previous(&self) -> bool {
+        !self.previous.is_empty()
     }
 
     /// Seals `plaintext`, binding `aad`.
@@ -86,20 +112,57 @@ impl KeySealer {
         Ok(out)
     }
 
-    /// Opens a value sealed with `aad`.
+    /// Opens a value sealed with `aad` (under the current key or a previous one).
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.open_noting_key(sealed, aad).map(|(plain, _)| plain)
+    }
+
+    /// [`KeySealer::open`], also saying which key opened it.
+    pub fn open_noting_key(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+    ) -> Result<(Vec<u8>, SealedUnder), SealError> {
         if sealed.len() < OVERHEAD {
             return Err(SealError::Truncated(sealed.len()));
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Tampered)?;
-        let mut body = body.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(aad), &mut body)
-            .map_err(|_| SealError::Tampered)?;
-        Ok(plain.to_vec())
+        let keys = std::iter::once((&self.key, SealedUnder::Current))
+            .chain(self.previous.iter().map(|k| (k, SealedUnder::Previous)));
+        for (key, under) in keys {
+            let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Tampered)?;
+            let mut body = body.to_vec();
+            if let Ok(plain) = key.open_in_place(nonce, Aad::from(aad), &mut body) {
+                return Ok((plain.to_vec(), under));
+            }
+        }
+        Err(SealError::Tampered)
     }
+}
+
+/// Which key a sealed value opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedUnder {
+    /// `cert_encryption_key`.
+    Current,
+    /// One of `cert_encryption_previous_keys`: re-seal it.
+    Previous,
+}
+
+fn key_from_base64(encoded: &str) -> Result<LessSafeKey, SealError> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| SealError::BadKey(e.to_string()))?;
+    key_from_bytes(&raw)
+}
+
+fn key_from_bytes(raw: &[u8]) -> Result<LessSafeKey, SealError> {
+    if raw.len() != 32 {
+        return Err(SealError::BadKey(format!("got {} bytes", raw.len())));
+    }
+    let key = UnboundKey::new(&AES_256_GCM, raw)
+        .map_err(|_| SealError::BadKey("rejected by AES-256-GCM".into()))?;
+    Ok(LessSafeKey::new(key))
 }
 
 /// Associated data binding a certificate key to its row.
@@ -140,6 +203,20 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_previous_key_is_named_by_its_position() {
+        let ok = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let err = sealer()
+            .with_previous_base64(&format!("{ok},short"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`cert_encryption_previous_keys` entry 2"),
+            "{err}"
+        );
+        assert!(!sealer().with_previous_base64(" , ").unwrap().has_previous());
+    }
+
+    #[test]
     fn truncated_values_are_refused_not_panicking() {
         assert_eq!(sealer().open(&[0u8; 5], b""), Err(SealError::Truncated(5)));
     }
@@ -173,6 +250,32 @@ mod tests {
             let i = at % sealed.len();
             sealed[i] ^= 1 << bit;
             prop_assert_eq!(s.open(&sealed, b"a"), Err(SealError::Tampered));
+        }
+
+        #[test]
+        fn rotated_sealers_open_old_values_and_seal_under_the_new_key(
+            plain in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let old = KeySealer::from_bytes(&[1u8; 32]).unwrap();
+            let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+            let rotated = KeySealer::from_base64(&b64(2))
+                .unwrap()
+                .with_previous_base64(&format!("{}, {}", b64(9), b64(1)))
+                .unwrap();
+            prop_assert!(rotated.has_previous());
+            let sealed_old = old.seal(&plain, b"a").unwrap();
+            prop_assert_eq!(
+                rotated.open_noting_key(&sealed_old, b"a").unwrap(),
+                (plain.clone(), SealedUnder::Previous)
+            );
+            let sealed_new = rotated.seal(&plain, b"a").unwrap();
+            prop_assert_eq!(
+                rotated.open_noting_key(&sealed_new, b"a").unwrap(),
+                (plain.clone(), SealedUnder::Current)
+            );
+            // Sealed under the new key only: the old key alone does not open it.
+            prop_assert_eq!(old.open(&sealed_new, b"a"), Err(SealError::Tampered));
+            prop_assert_eq!(rotated.open(&sealed_old, b"b"), Err(SealError::Tampered));
         }
 
         #[test]

@@ -70,6 +70,10 @@ pub struct WorkerConfig {
     pub acme_validation_timeout_secs: u64,
     /// 32 bytes, base64: seals certificate private keys and ACME credentials in PostgreSQL.
     pub cert_encryption_key: Secret,
+    /// Keys `cert_encryption_key` replaced, base64, comma-separated: values sealed under them
+    /// still open, and replication passes re-seal them under the current key. Drop an old key
+    /// once `burrow_cert_resealed_total` stops growing.
+    pub cert_encryption_previous_keys: Secret,
     /// Time between replication passes (relays' certificates vs the latest), milliseconds;
     /// 0 disables the replication workflow.
     pub replication_interval_ms: u64,
@@ -100,6 +104,7 @@ impl Default for WorkerConfig {
             acme_ari_min_recheck_secs: 600,
             acme_validation_timeout_secs: 90,
             cert_encryption_key: Secret::default(),
+            cert_encryption_previous_keys: Secret::default(),
             replication_interval_ms: 60_000,
         }
     }
@@ -107,13 +112,26 @@ impl Default for WorkerConfig {
 
 burrow_common::impl_service_config!(WorkerConfig);
 
+impl WorkerConfig {
+    /// The sealer for stored keys: `cert_encryption_key`, opening also under
+    /// `cert_encryption_previous_keys`.
+    fn sealer(&self) -> Result<KeySealer, burrow_activities::seal::SealError> {
+        KeySealer::from_base64(self.cert_encryption_key.expose())?
+            .with_previous_base64(self.cert_encryption_previous_keys.expose())
+    }
+}
+
 impl Config for WorkerConfig {
     fn validate(&self) -> Result<(), String> {
         if self.task_queue.is_empty() {
             return Err("`task_queue` must not be empty".into());
         }
         if !self.cert_encryption_key.is_empty() {
-            KeySealer::from_base64(self.cert_encryption_key.expose()).map_err(|e| e.to_string())?;
+            self.sealer().map_err(|e| e.to_string())?;
+        } else if !self.cert_encryption_previous_keys.is_empty() {
+            return Err(
+                "`cert_encryption_previous_keys` is set but `cert_encryption_key` is not".into(),
+            );
         }
         if !self.acme_directory_url.is_empty() && self.cert_encryption_key.is_empty() {
             return Err(
@@ -242,8 +260,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let sealer = match config.cert_encryption_key.is_empty() {
         true => None,
         false => Some(Arc::new(
-            KeySealer::from_base64(config.cert_encryption_key.expose())
-                .map_err(|e| WorkerError::Sdk(e.to_string()))?,
+            config
+                .sealer()
+                .map_err(|e| WorkerError::Config(e.to_string()))?,
         )),
     };
     let directory = Arc::new(

@@ -856,3 +856,110 @@ async fn the_global_order_budget_parks_orders_beyond_it_as_rate_limited() {
     assert_eq!(orders, [first], "no order was placed for {second}");
     assert!(cs.versions(&second).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_rotated_encryption_key_reseals_stored_keys_so_the_old_key_can_go() {
+    use burrow_activities::seal::{self, KeySealer};
+    let zone = "rotate-e2e.test";
+    let mut cs = cert_stack(zone).await;
+    let directory = cs.pebble.directory_url();
+    let old = base64_key();
+    cs.point_worker_with(&directory, &[("BURROW_WORKER_CERT_ENCRYPTION_KEY", &old)])
+        .await;
+    let domain = unique("rot", zone);
+    cs.verified_domain(&domain).await;
+    cs.wait_state(&domain, "serving").await;
+    let db = cs.stack.db().await.unwrap();
+    let stored = || async {
+        let key: Vec<u8> = sqlx::query_scalar(
+            "SELECT key_encrypted FROM certificates WHERE domain = $1 AND version = 1",
+        )
+        .bind(&domain)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        let account: Vec<u8> =
+            sqlx::query_scalar("SELECT credentials FROM acme_accounts WHERE directory_url = $1")
+                .bind(&directory)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        (key, account)
+    };
+    let (key_aad, account_aad) = (
+        seal::cert_key_aad(&domain, 1),
+        seal::account_aad(&directory),
+    );
+    let old_sealer = KeySealer::from_base64(&old).unwrap();
+    let (key, account) = stored().await;
+    old_sealer.open(&key, &key_aad).unwrap();
+    old_sealer.open(&account, &account_aad).unwrap();
+
+    // Rotation: the new key is current, the old one previous. A replication pass re-seals the
+    // certificate key and the ACME account under the new key.
+    let new = base64_key();
+    cs.point_worker_with(
+        &directory,
+        &[
+            ("BURROW_WORKER_CERT_ENCRYPTION_KEY", &new),
+            ("BURROW_WORKER_CERT_ENCRYPTION_PREVIOUS_KEYS", &old),
+        ],
+    )
+    .await;
+    let new_sealer = KeySealer::from_base64(&new).unwrap();
+    burrow_e2e::wait::until("the stored secrets to be re-sealed", T, || async {
+        let (key, account) = stored().await;
+        (new_sealer.open(&key, &key_aad).is_ok() && new_sealer.open(&account, &account_aad).is_ok())
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let (key, account) = stored().await;
+    assert!(
+        old_sealer.open(&key, &key_aad).is_err(),
+        "the old key no longer opens it"
+    );
+    assert!(old_sealer.open(&account, &account_aad).is_err());
+    let metrics = cs.stack.worker_metrics().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("burrow_cert_resealed_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // The old key goes. The worker still opens the stored key (replication installs v1 on a
+    // relay that joins now) and the account (a renewal orders v2 with it).
+    cs.point_worker_with(&directory, &[("BURROW_WORKER_CERT_ENCRYPTION_KEY", &new)])
+        .await;
+    let late = cs.stack.spawn_extra_relay("late").await.unwrap();
+    let root = cs.pebble.issuing_roots_pem().await.unwrap();
+    let late_https = late.addrs.https.clone().unwrap();
+    let v1 = leaf_der(&cs.versions(&domain).await[0].1);
+    burrow_e2e::wait::until("the late relay to serve v1", T, || async {
+        let conn = tls::connect(&late_https, &domain, root.as_bytes(), &[b"http/1.1"])
+            .await
+            .ok()?;
+        let served = conn.get_ref().1.peer_certificates()?[0].as_ref().to_vec();
+        (served == v1).then_some(())
+    })
+    .await
+    .unwrap();
+    let (status, body) = cs
+        .stack
+        .call(
+            Method::POST,
+            &format!("/v1/certificates/{domain}/renew"),
+            &cs.stack.creds.ops_api_key,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    burrow_e2e::wait::until("v2 to be issued under the new key", T, || async {
+        (cs.versions(&domain).await.len() == 2).then_some(())
+    })
+    .await
+    .unwrap();
+    cs.wait_state(&domain, "serving").await;
+}
