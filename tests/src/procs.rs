@@ -90,6 +90,20 @@ impl Proc {
         result.map_err(|e| anyhow::anyhow!("{e}; {} output:\n{}", self.name, self.output()))
     }
 
+    /// Sends SIGTERM and waits up to `grace` for it to exit (a service shuts down cleanly:
+    /// a worker tells Temporal it is gone), then SIGKILL.
+    pub async fn terminate(&mut self, grace: Duration) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+                return;
+            }
+        }
+        self.kill().await;
+    }
+
     /// Sends SIGKILL and waits for it to go.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;

@@ -337,15 +337,17 @@ impl Stack {
         Ok((worker, w.ops))
     }
 
-    /// Kills the worker and starts a new one with the stack's settings, its
-    /// [`StackOptions::worker_env`] and then `extra_env` (later entries win); waits until it
-    /// is ready. Its log continues in the same file. Used when a setting is only known after
-    /// the stack started (e.g. an ACME directory validating against the relay's ports).
+    /// Stops the worker (SIGTERM, as a deploy would; SIGKILL after 10 s) and starts a new one
+    /// with the stack's settings, its [`StackOptions::worker_env`] and then `extra_env` (later
+    /// entries win); waits until it is ready. Its log continues in the same file. Used when a
+    /// setting is only known after the stack started (e.g. an ACME directory validating against
+    /// the relay's ports), or changes (a rotated key). A killed worker would leave workflow
+    /// tasks on its sticky queue until Temporal's sticky timeout moves them on.
     pub async fn restart_worker_with(
         &mut self,
         extra_env: &[(String, String)],
     ) -> anyhow::Result<()> {
-        self.worker.kill().await;
+        self.worker.terminate(Duration::from_secs(10)).await;
         let env: Vec<(String, String)> = self
             .options
             .worker_env

@@ -956,10 +956,12 @@ async fn a_rotated_encryption_key_reseals_stored_keys_so_the_old_key_can_go() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let asked = std::time::Instant::now();
     burrow_e2e::wait::until("v2 to be issued under the new key", T, || async {
         (cs.versions(&domain).await.len() == 2).then_some(())
     })
     .await
     .unwrap();
+    eprintln!("v2 stored {:?} after the renew request", asked.elapsed());
     cs.wait_state(&domain, "serving").await;
 }
