@@ -48,6 +48,10 @@ pub struct AcmeSettings {
     pub ca_file: String,
     /// Account contact, e.g. `mailto:ops@example.com`; empty for none.
     pub contact: String,
+    /// External account binding (RFC 8555 §7.3.4) for CAs that require one (ZeroSSL, Google
+    /// Trust Services, ...): the key id and the decoded HMAC key the CA issued. Used when the
+    /// account is registered.
+    pub external_account: Option<(String, Vec<u8>)>,
     /// Challenge type.
     pub challenge: Challenge,
     /// New orders allowed per rolling 3 hours (Let's Encrypt allows 300 per account).
@@ -302,6 +306,11 @@ impl AcmeActivities {
             "" => Vec::new(),
             c => vec![c],
         };
+        let eab = self
+            .settings
+            .external_account
+            .as_ref()
+            .map(|(kid, key)| instant_acme::ExternalAccountKey::new(kid.clone(), key));
         let (account, creds) = self
             .builder()?
             .create(
@@ -311,10 +320,28 @@ impl AcmeActivities {
                     only_return_existing: false,
                 },
                 url.clone(),
-                None,
+                eab.as_ref(),
             )
             .await
-            .map_err(|e| acme_failure("creating the ACME account", e))?;
+            .map_err(|e| {
+                let eab_problem = matches!(&e, instant_acme::Error::Api(p)
+                    if p.r#type.as_deref().is_some_and(|t| t.ends_with(":externalAccountRequired")
+                        || (t.ends_with(":unauthorized") && eab.is_some())));
+                let mut failure = acme_failure("creating the ACME account", e);
+                if eab_problem {
+                    failure.message.push_str(match eab.is_some() {
+                        true => {
+                            " (the CA refused the external account binding: check the \
+                                  worker's `acme_eab_kid` and `acme_eab_hmac_key`)"
+                        }
+                        false => {
+                            " (the CA requires external account binding: set the \
+                                   worker's `acme_eab_kid` and `acme_eab_hmac_key`)"
+                        }
+                    });
+                }
+                failure
+            })?;
         let json = serde_json::to_vec(&creds)
             .map_err(|e| Failure::new(ISSUANCE_FAILED, format!("ACME account: {e}")))?;
         let sealed = sealer

@@ -92,6 +92,8 @@ pub struct Pebble {
     http_port: u16,
     tls_port: u16,
     env: Vec<(String, String)>,
+    /// External account binding keys (kid → base64url HMAC key); non-empty requires EAB.
+    eab: Vec<(String, String)>,
     client: reqwest::Client,
     challtestsrv: Option<Proc>,
     pebble: Option<Proc>,
@@ -124,12 +126,20 @@ impl Pebble {
             http_port,
             tls_port,
             env: env.to_vec(),
+            eab: Vec::new(),
             client,
             challtestsrv: None,
             pebble: None,
         };
         pebble.launch().await?;
         Ok(pebble)
+    }
+
+    /// Restarts pebble requiring external account binding (RFC 8555 §7.3.4) with the key
+    /// `kid` / `hmac_b64url` (what a CA such as ZeroSSL hands out), as a new CA would be.
+    pub async fn require_eab(&mut self, kid: &str, hmac_b64url: &str) -> anyhow::Result<()> {
+        self.eab = vec![(kid.to_owned(), hmac_b64url.to_owned())];
+        self.restart().await
     }
 
     /// `https://127.0.0.1:<port>/dir`.
@@ -228,7 +238,8 @@ impl Pebble {
                 "httpPort": self.http_port,
                 "tlsPort": self.tls_port,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
+                "externalAccountBindingRequired": !self.eab.is_empty(),
+                "externalAccountMACKeys": self.eab.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             }
         });
         let config_file = self.dir.join("pebble-config.json");

@@ -54,6 +54,11 @@ pub struct WorkerConfig {
     pub acme_ca_file: String,
     /// ACME account contact, e.g. `mailto:ops@example.com`.
     pub acme_contact: String,
+    /// External account binding key id, for CAs that require one (ZeroSSL, Google Trust
+    /// Services); with `acme_eab_hmac_key`. Empty: none.
+    pub acme_eab_kid: String,
+    /// The CA's EAB HMAC key, base64url (as CAs hand it out; padding optional).
+    pub acme_eab_hmac_key: Secret,
     /// `http-01` (relays' HTTP listener) or `tls-alpn-01` (relays' HTTPS listener).
     pub acme_challenge: Challenge,
     /// New orders allowed per rolling 3 hours, all domains together (Let's Encrypt: 300).
@@ -97,6 +102,8 @@ impl Default for WorkerConfig {
             acme_directory_url: String::new(),
             acme_ca_file: String::new(),
             acme_contact: String::new(),
+            acme_eab_kid: String::new(),
+            acme_eab_hmac_key: Secret::default(),
             acme_challenge: Challenge::Http01,
             acme_order_budget: 250,
             acme_failed_authz_per_host_hour: 4,
@@ -113,6 +120,28 @@ impl Default for WorkerConfig {
 burrow_common::impl_service_config!(WorkerConfig);
 
 impl WorkerConfig {
+    /// `acme_eab_kid` and the decoded `acme_eab_hmac_key`, if set.
+    fn external_account(&self) -> Result<Option<(String, Vec<u8>)>, String> {
+        use base64::Engine as _;
+        match (
+            self.acme_eab_kid.is_empty(),
+            self.acme_eab_hmac_key.is_empty(),
+        ) {
+            (true, true) => Ok(None),
+            (false, false) => {
+                let encoded = self.acme_eab_hmac_key.expose().trim().trim_end_matches('=');
+                let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(encoded)
+                    .map_err(|e| format!("`acme_eab_hmac_key` is not base64url: {e}"))?;
+                if key.is_empty() {
+                    return Err("`acme_eab_hmac_key` decodes to no bytes".into());
+                }
+                Ok(Some((self.acme_eab_kid.clone(), key)))
+            }
+            _ => Err("`acme_eab_kid` and `acme_eab_hmac_key` must be set together".into()),
+        }
+    }
+
     /// The sealer for stored keys: `cert_encryption_key`, opening also under
     /// `cert_encryption_previous_keys`.
     fn sealer(&self) -> Result<KeySealer, burrow_activities::seal::SealError> {
@@ -147,6 +176,7 @@ impl Config for WorkerConfig {
                 self.acme_ca_file
             ));
         }
+        self.external_account()?;
         if self.acme_order_budget == 0 {
             return Err("`acme_order_budget` must be at least 1".into());
         }
@@ -278,6 +308,9 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         directory_url: config.acme_directory_url.clone(),
         ca_file: config.acme_ca_file.clone(),
         contact: config.acme_contact.clone(),
+        external_account: config
+            .external_account()
+            .map_err(|e| WorkerError::Config(e.to_string()))?,
         challenge: config.acme_challenge,
         order_budget: config.acme_order_budget,
         failed_authz_per_host_hour: config.acme_failed_authz_per_host_hour,
@@ -409,5 +442,32 @@ mod tests {
         let cfg: WorkerConfig = burrow_common::config::load_file(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(cfg.task_queue, "burrow");
+    }
+
+    #[test]
+    fn eab_settings_come_in_pairs_and_the_key_is_base64url() {
+        let mut cfg = WorkerConfig {
+            acme_eab_kid: "kid-1".into(),
+            ..WorkerConfig::default()
+        };
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("set together"), "{err}");
+        cfg.acme_eab_hmac_key = Secret::new("not base64url!");
+        let err = cfg.validate().unwrap_err();
+        assert!(
+            err.contains("`acme_eab_hmac_key` is not base64url"),
+            "{err}"
+        );
+        // ZeroSSL-style keys: base64url, with or without padding.
+        for key in [
+            "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W",
+            "_-8=",
+        ] {
+            cfg.acme_eab_hmac_key = Secret::new(key);
+            let (kid, raw) = cfg.external_account().unwrap().unwrap();
+            assert_eq!(kid, "kid-1");
+            assert!(!raw.is_empty());
+        }
+        assert_eq!(cfg.validate(), Ok(()));
     }
 }

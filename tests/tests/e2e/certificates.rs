@@ -965,3 +965,50 @@ async fn a_rotated_encryption_key_reseals_stored_keys_so_the_old_key_can_go() {
     eprintln!("v2 stored {:?} after the renew request", asked.elapsed());
     cs.wait_state(&domain, "serving").await;
 }
+
+#[tokio::test]
+async fn a_ca_requiring_external_account_binding_issues_once_the_worker_has_the_key() {
+    use base64::Engine as _;
+    let zone = "eab-e2e.test";
+    let mut cs = cert_stack(zone).await;
+    // A CA that requires EAB (as ZeroSSL or Google Trust Services do), with the key it would
+    // hand out; the worker does not have it yet.
+    let kid = "kid-burrow-e2e";
+    let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand_bytes());
+    cs.pebble.require_eab(kid, &hmac).await.unwrap();
+    let directory = cs.pebble.directory_url();
+    cs.point_worker_at(&directory).await;
+    let domain = unique("eab", zone);
+    cs.verified_domain(&domain).await;
+    let run = cs.wait_state(&domain, "issuance_failed").await;
+    let error = run["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("externalAccountRequired")
+            && error.contains("set the worker's `acme_eab_kid` and `acme_eab_hmac_key`"),
+        "{run}"
+    );
+    assert!(cs.versions(&domain).await.is_empty());
+
+    // With the key the account registers bound to it; a replay completes the run.
+    cs.point_worker_with(
+        &directory,
+        &[
+            ("BURROW_WORKER_ACME_EAB_KID", kid),
+            ("BURROW_WORKER_ACME_EAB_HMAC_KEY", &hmac),
+        ],
+    )
+    .await;
+    let id = burrow_e2e_cert_id(&domain);
+    let ops = cs.stack.creds.ops_api_key.clone();
+    assert_eq!(
+        cs.stack.replay(&id, &ops).await.unwrap(),
+        StatusCode::ACCEPTED
+    );
+    cs.wait_state(&domain, "serving").await;
+    let versions = cs.versions(&domain).await;
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(
+        cs.served_leaf(&domain).await.unwrap(),
+        leaf_der(&versions[0].1)
+    );
+}
