@@ -976,6 +976,77 @@ fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<String, Failure> {
     Ok(format!("{}{}", cert.pem(), key.serialize_pem()))
 }
 
+/// Output of [`AcmeActivities::revoke_certificates`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeOutcome {
+    /// Versions revoked now.
+    pub revoked: Vec<i64>,
+    /// Versions the CA did not revoke, with why.
+    pub failed: Vec<String>,
+}
+
+impl AcmeActivities {
+    /// Revokes every still-valid, not yet revoked certificate of `domain` (reason
+    /// cessationOfOperation: the domain left the platform), recording `revoked_at`. A CA that
+    /// says one is revoked already counts as revoked.
+    async fn revoke_all(&self, domain: &str) -> Result<RevokeOutcome, Failure> {
+        self.sealer()?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT version, chain_pem FROM certificates
+             WHERE domain = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY version",
+        )
+        .bind(domain)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut outcome = RevokeOutcome::default();
+        if rows.is_empty() {
+            return Ok(outcome);
+        }
+        let account = self.account(false).await?;
+        for (version, chain) in rows {
+            use rustls_pki_types::pem::PemObject as _;
+            let Some(Ok(leaf)) =
+                rustls_pki_types::CertificateDer::pem_slice_iter(chain.as_bytes()).next()
+            else {
+                outcome
+                    .failed
+                    .push(format!("v{version}: the stored chain does not parse"));
+                continue;
+            };
+            let request = instant_acme::RevocationRequest {
+                certificate: &leaf,
+                reason: Some(instant_acme::RevocationReason::CessationOfOperation),
+            };
+            let revoked = match account.revoke(&request).await {
+                Ok(()) => true,
+                Err(instant_acme::Error::Api(p))
+                    if p.r#type
+                        .as_deref()
+                        .is_some_and(|t| t.ends_with(":alreadyRevoked")) =>
+                {
+                    true
+                }
+                Err(e) => {
+                    outcome.failed.push(format!("v{version}: {e}"));
+                    false
+                }
+            };
+            if revoked {
+                sqlx::query(
+                    "UPDATE certificates SET revoked_at = now() WHERE domain = $1 AND version = $2",
+                )
+                .bind(domain)
+                .bind(version)
+                .execute(&self.pool)
+                .await?;
+                outcome.revoked.push(version);
+            }
+        }
+        tracing::info!(%domain, revoked = ?outcome.revoked, failed = ?outcome.failed, "certificates of a removed domain revoked");
+        Ok(outcome)
+    }
+}
+
 #[activities]
 impl AcmeActivities {
     /// Places an order within the budget and publishes its challenge answers to the relays.
@@ -1038,6 +1109,18 @@ impl AcmeActivities {
     }
 
     /// When to renew the certificate now served.
+    /// Revokes the still-valid certificates of a removed domain at the CA.
+    #[activity]
+    pub async fn revoke_certificates(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        domain: String,
+    ) -> Result<RevokeOutcome, ActivityError> {
+        self.revoke_all(&domain)
+            .await
+            .map_err(Failure::into_activity_error)
+    }
+
     #[activity]
     pub async fn renewal_plan(
         self: Arc<Self>,

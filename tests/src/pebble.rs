@@ -173,6 +173,15 @@ impl Pebble {
         self.management_get("/intermediates/0").await
     }
 
+    /// What pebble's management interface says of the certificate with serial `serial_hex`
+    /// (JSON with `Status`: `Valid` or `Revoked`, and `Reason`).
+    pub async fn cert_status(&self, serial_hex: &str) -> anyhow::Result<serde_json::Value> {
+        let body = self
+            .management_get(&format!("/cert-status-by-serial/{serial_hex}"))
+            .await?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
     async fn management_get(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("https://127.0.0.1:{}{path}", self.ports.management);
         let resp = self.client.get(&url).send().await?;

@@ -433,6 +433,16 @@ impl CertificateWorkflow {
                     ctx.state_mut(|s| s.removed = false);
                     continue;
                 }
+                // The domain left: its still-valid certificates are revoked at the CA. A CA
+                // that stays unreachable through the retries does not keep the run alive (the
+                // certificates then just expire; relays dropped them already).
+                let _revoked = ctx
+                    .execute_activity(
+                        AcmeActivities::revoke_certificates,
+                        input.domain.clone(),
+                        revocation_options(),
+                    )
+                    .await;
                 ctx.execute_activity(
                     IncidentActivities::resolve_incident,
                     IncidentResolution {
@@ -517,6 +527,19 @@ fn acme_options(timeout: Duration) -> ActivityOptions {
 }
 
 /// Bookkeeping activities (PostgreSQL only) retry until they succeed.
+/// Revocation at removal: a few tries over about two minutes, then the run ends anyway.
+fn revocation_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(5)
+                .build(),
+        )
+        .build()
+}
+
 fn bookkeeping_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
         .retry_policy(

@@ -1012,3 +1012,62 @@ async fn a_ca_requiring_external_account_binding_issues_once_the_worker_has_the_
         leaf_der(&versions[0].1)
     );
 }
+
+#[tokio::test]
+async fn removing_a_domain_ends_its_run_drops_it_from_relays_and_revokes_its_certificate() {
+    let zone = "remove-e2e.test";
+    let mut cs = cert_stack(zone).await;
+    let directory = cs.pebble.directory_url();
+    cs.point_worker_at(&directory).await;
+    let domain = unique("gone", zone);
+    cs.verified_domain(&domain).await;
+    cs.wait_state(&domain, "serving").await;
+    let db = cs.stack.db().await.unwrap();
+    let (account, serial): (uuid::Uuid, String) = sqlx::query_as(
+        "SELECT d.account_id, c.serial FROM custom_domains d JOIN certificates c USING (domain)
+         WHERE domain = $1",
+    )
+    .bind(&domain)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let status = cs.pebble.cert_status(&serial).await.unwrap();
+    assert_eq!(status["Status"], "Valid", "{status}");
+
+    let (status, body) = cs
+        .stack
+        .call(
+            Method::DELETE,
+            &format!("/v1/accounts/{account}/domains/{domain}"),
+            &cs.stack.creds.admin_api_key,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    // The run revokes the certificate at the CA and ends in `removed`; replication takes it
+    // off the relay, which then answers the name with its own certificate.
+    cs.wait_state(&domain, "removed").await;
+    let status = cs.pebble.cert_status(&serial).await.unwrap();
+    assert_eq!(status["Status"], "Revoked", "{status}");
+    let revoked: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT revoked_at FROM certificates WHERE domain = $1")
+            .bind(&domain)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(revoked.is_some());
+    burrow_e2e::wait::until("the relay to stop serving the certificate", T, || async {
+        cs.served_leaf(&domain).await.is_err().then_some(())
+    })
+    .await
+    .unwrap();
+    cs.stack
+        .record_history::<CertificateWorkflow>(
+            &burrow_e2e_cert_id(&domain),
+            "certificate_removed_and_revoked",
+        )
+        .await
+        .unwrap();
+}
