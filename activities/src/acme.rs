@@ -51,7 +51,7 @@ pub struct AcmeSettings {
     /// External account binding (RFC 8555 §7.3.4) for CAs that require one (ZeroSSL, Google
     /// Trust Services, ...): the key id and the decoded HMAC key the CA issued. Used when the
     /// account is registered.
-    pub external_account: Option<(String, Vec<u8>)>,
+    pub external_account: Option<(String, EabKey)>,
     /// Challenge type.
     pub challenge: Challenge,
     /// New orders allowed per rolling 3 hours (Let's Encrypt allows 300 per account).
@@ -67,6 +67,16 @@ pub struct AcmeSettings {
     pub validation_timeout: Duration,
     /// Redis key prefix shared with the relays.
     pub redis_prefix: String,
+}
+
+/// An external account binding HMAC key; its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EabKey(pub Vec<u8>);
+
+impl std::fmt::Debug for EabKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EabKey({} bytes)", self.0.len())
+    }
 }
 
 /// Input of [`AcmeActivities::place_order`].
@@ -310,7 +320,7 @@ impl AcmeActivities {
             .settings
             .external_account
             .as_ref()
-            .map(|(kid, key)| instant_acme::ExternalAccountKey::new(kid.clone(), key));
+            .map(|(kid, key)| instant_acme::ExternalAccountKey::new(kid.clone(), &key.0));
         let (account, creds) = self
             .builder()?
             .create(
@@ -329,6 +339,9 @@ impl AcmeActivities {
                         || (t.ends_with(":unauthorized") && eab.is_some())));
                 let mut failure = acme_failure("creating the ACME account", e);
                 if eab_problem {
+                    // A configuration problem, not a validation one (`unauthorized` would
+                    // otherwise read as a failed challenge).
+                    failure.kind = ISSUANCE_FAILED;
                     failure.message.push_str(match eab.is_some() {
                         true => {
                             " (the CA refused the external account binding: check the \
@@ -988,7 +1001,8 @@ pub struct RevokeOutcome {
 impl AcmeActivities {
     /// Revokes every still-valid, not yet revoked certificate of `domain` (reason
     /// cessationOfOperation: the domain left the platform), recording `revoked_at`. A CA that
-    /// says one is revoked already counts as revoked.
+    /// says one is revoked already counts as revoked. Stops if the domain is verified again
+    /// meanwhile. Fails (retryably) if the CA refused any, after recording the others.
     async fn revoke_all(&self, domain: &str) -> Result<RevokeOutcome, Failure> {
         // Nothing to revoke (say, removed before its first certificate) needs no CA.
         let rows: Vec<(i64, String)> = sqlx::query_as(
@@ -1004,6 +1018,16 @@ impl AcmeActivities {
         }
         let account = self.account(false).await?;
         for (version, chain) in rows {
+            let verified: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM custom_domains WHERE domain = $1 AND status = 'verified')",
+            )
+            .bind(domain)
+            .fetch_one(&self.pool)
+            .await?;
+            if verified {
+                tracing::info!(%domain, "domain verified again: not revoking its certificates");
+                break;
+            }
             use rustls_pki_types::pem::PemObject as _;
             let Some(Ok(leaf)) =
                 rustls_pki_types::CertificateDer::pem_slice_iter(chain.as_bytes()).next()
@@ -1043,6 +1067,12 @@ impl AcmeActivities {
             }
         }
         tracing::info!(%domain, revoked = ?outcome.revoked, failed = ?outcome.failed, "certificates of a removed domain revoked");
+        if !outcome.failed.is_empty() {
+            return Err(Failure::new(
+                ISSUANCE_FAILED,
+                format!("revoking: {}", outcome.failed.join("; ")),
+            ));
+        }
         Ok(outcome)
     }
 }
@@ -1057,6 +1087,10 @@ impl AcmeActivities {
         req: OrderRequest,
     ) -> Result<PlacedOrder, ActivityError> {
         self.sealer().map_err(Failure::into_activity_error)?;
+        // The account first: a CA refusing it (say, a wrong EAB key) spends no order budget.
+        self.account(false)
+            .await
+            .map_err(Failure::into_activity_error)?;
         let order_id = self
             .reserve_order(&req.domain)
             .await
@@ -1108,7 +1142,6 @@ impl AcmeActivities {
         }
     }
 
-    /// When to renew the certificate now served.
     /// Revokes the still-valid certificates of a removed domain at the CA.
     #[activity]
     pub async fn revoke_certificates(
@@ -1121,6 +1154,7 @@ impl AcmeActivities {
             .map_err(Failure::into_activity_error)
     }
 
+    /// When to renew the certificate now served.
     #[activity]
     pub async fn renewal_plan(
         self: Arc<Self>,

@@ -192,10 +192,18 @@ impl DistributionActivities {
     }
 
     async fn converge(&self, ctx: &ActivityContext) -> Result<ConvergeOutcome, ActivityError> {
+        // After a key rotation, values still under a previous key move to the current one
+        // (first, so a pass that fails on relays or snapshots still does it).
+        if let Some(sealer) = self.sealer.as_deref()
+            && let Err(e) = crate::reseal::reseal_stale(&self.pool, sealer).await
+        {
+            tracing::warn!(error = %e, "re-sealing under the current key failed");
+        }
         let latest: BTreeMap<String, i64> = sqlx::query(
             "SELECT DISTINCT ON (c.domain) c.domain, c.version
              FROM certificates c
              JOIN custom_domains d ON d.domain = c.domain AND d.status = 'verified'
+             WHERE c.revoked_at IS NULL
              ORDER BY c.domain, c.version DESC",
         )
         .fetch_all(&self.pool)
@@ -364,12 +372,6 @@ impl DistributionActivities {
                 tracing::warn!(error = %e, "retention cleanup failed");
             }
         }
-        // After a key rotation, values still under a previous key move to the current one.
-        if let Some(sealer) = self.sealer.as_deref()
-            && let Err(e) = crate::reseal::reseal_stale(&self.pool, sealer).await
-        {
-            tracing::warn!(error = %e, "re-sealing under the current key failed");
-        }
         Ok(outcome)
     }
 }
@@ -378,7 +380,8 @@ impl DistributionActivities {
 async fn still_wanted(pool: &PgPool, domain: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM certificates c JOIN custom_domains d
-             ON d.domain = c.domain AND d.status = 'verified' WHERE c.domain = $1)",
+             ON d.domain = c.domain AND d.status = 'verified'
+             WHERE c.domain = $1 AND c.revoked_at IS NULL)",
     )
     .bind(domain)
     .fetch_one(pool)

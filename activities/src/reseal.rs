@@ -4,8 +4,8 @@
 //! `cert_encryption_previous_keys`. Values still open (the sealer tries every key), and each
 //! replication pass re-seals whatever opened under a previous key — certificate keys, ACME
 //! account credentials, finalize keys of open orders — under the current key, with the same
-//! associated data. Once a pass logs nothing left under previous keys (metric
-//! `burrow_cert_resealed_total` stops growing), the old key can be dropped.
+//! associated data. Once a pass finds nothing under previous keys (gauge
+//! `burrow_cert_sealed_under_previous_keys` is 0), the old key can be dropped.
 //!
 //! Each update is compare-and-set on the sealed bytes, so a value rewritten meanwhile (a new
 //! order key, a re-registered account) is left alone.
@@ -16,6 +16,8 @@ use sqlx::PgPool;
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ResealReport {
+    /// Values found under a previous key this pass.
+    pub under_previous: u64,
     /// Values re-sealed under the current key.
     pub resealed: u64,
     /// Values no configured key opens (logged; left as they are).
@@ -80,6 +82,7 @@ impl Stored {
 pub async fn reseal_stale(pool: &PgPool, sealer: &KeySealer) -> Result<ResealReport, sqlx::Error> {
     let mut report = ResealReport::default();
     if !sealer.has_previous() {
+        metrics::gauge!("burrow_cert_sealed_under_previous_keys").set(0.0);
         return Ok(report);
     }
     let mut stored: Vec<(Stored, Vec<u8>)> = Vec::new();
@@ -112,6 +115,7 @@ pub async fn reseal_stale(pool: &PgPool, sealer: &KeySealer) -> Result<ResealRep
         match sealer.open_noting_key(&sealed, &aad) {
             Ok((_, SealedUnder::Current)) => {}
             Ok((plain, SealedUnder::Previous)) => {
+                report.under_previous += 1;
                 let fresh = sealer
                     .seal(&plain, &aad)
                     .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
@@ -126,6 +130,7 @@ pub async fn reseal_stale(pool: &PgPool, sealer: &KeySealer) -> Result<ResealRep
         }
     }
     metrics::counter!("burrow_cert_resealed_total").increment(report.resealed);
+    metrics::gauge!("burrow_cert_sealed_under_previous_keys").set(report.under_previous as f64);
     metrics::gauge!("burrow_cert_sealed_unopenable").set(report.unopenable as f64);
     if report.resealed > 0 {
         tracing::info!(

@@ -433,16 +433,36 @@ impl CertificateWorkflow {
                     ctx.state_mut(|s| s.removed = false);
                     continue;
                 }
-                // The domain left: its still-valid certificates are revoked at the CA. A CA
-                // that stays unreachable through the retries does not keep the run alive (the
-                // certificates then just expire; relays dropped them already).
-                let _revoked = ctx
-                    .execute_activity(
-                        AcmeActivities::revoke_certificates,
-                        input.domain.clone(),
-                        revocation_options(),
-                    )
-                    .await;
+                // The domain left: its still-valid certificates are revoked at the CA (runs
+                // that were mid-removal when this shipped replay without it). A CA that stays
+                // unreachable through the retries does not keep the run alive: the
+                // certificates then just expire (the next replication pass takes them off the
+                // relays either way).
+                if ctx.patched(REVOKE_ON_REMOVAL) {
+                    let _revoked = ctx
+                        .execute_activity(
+                            AcmeActivities::revoke_certificates,
+                            input.domain.clone(),
+                            revocation_options(),
+                        )
+                        .await;
+                    // Verified again while revoking: this run carries on with a fresh
+                    // certificate (what it held may be revoked now).
+                    let verified = ctx
+                        .execute_activity(
+                            DistributionActivities::domain_verified,
+                            input.domain.clone(),
+                            bookkeeping_options(),
+                        )
+                        .await?;
+                    if verified {
+                        ctx.state_mut(|s| s.removed = false);
+                        run.serving = None;
+                        run.distributed = None;
+                        run.stage = Stage::Issue;
+                        continue;
+                    }
+                }
                 ctx.execute_activity(
                     IncidentActivities::resolve_incident,
                     IncidentResolution {
@@ -526,7 +546,9 @@ fn acme_options(timeout: Duration) -> ActivityOptions {
         .build()
 }
 
-/// Bookkeeping activities (PostgreSQL only) retry until they succeed.
+/// Patch id of revoking certificates when the domain is removed.
+const REVOKE_ON_REMOVAL: &str = "revoke-on-removal";
+
 /// Revocation at removal: a few tries over about two minutes, then the run ends anyway.
 fn revocation_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
@@ -540,6 +562,7 @@ fn revocation_options() -> ActivityOptions {
         .build()
 }
 
+/// Bookkeeping activities (PostgreSQL only) retry until they succeed.
 fn bookkeeping_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
         .retry_policy(

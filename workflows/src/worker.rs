@@ -77,7 +77,7 @@ pub struct WorkerConfig {
     pub cert_encryption_key: Secret,
     /// Keys `cert_encryption_key` replaced, base64, comma-separated: values sealed under them
     /// still open, and replication passes re-seal them under the current key. Drop an old key
-    /// once `burrow_cert_resealed_total` stops growing.
+    /// once `burrow_cert_sealed_under_previous_keys` is 0.
     pub cert_encryption_previous_keys: Secret,
     /// Time between replication passes (relays' certificates vs the latest), milliseconds;
     /// 0 disables the replication workflow.
@@ -121,7 +121,9 @@ burrow_common::impl_service_config!(WorkerConfig);
 
 impl WorkerConfig {
     /// `acme_eab_kid` and the decoded `acme_eab_hmac_key`, if set.
-    fn external_account(&self) -> Result<Option<(String, Vec<u8>)>, String> {
+    fn external_account(
+        &self,
+    ) -> Result<Option<(String, burrow_activities::acme::EabKey)>, String> {
         use base64::Engine as _;
         match (
             self.acme_eab_kid.is_empty(),
@@ -136,7 +138,10 @@ impl WorkerConfig {
                 if key.is_empty() {
                     return Err("`acme_eab_hmac_key` decodes to no bytes".into());
                 }
-                Ok(Some((self.acme_eab_kid.clone(), key)))
+                Ok(Some((
+                    self.acme_eab_kid.clone(),
+                    burrow_activities::acme::EabKey(key),
+                )))
             }
             _ => Err("`acme_eab_kid` and `acme_eab_hmac_key` must be set together".into()),
         }
@@ -466,7 +471,7 @@ mod tests {
             cfg.acme_eab_hmac_key = Secret::new(key);
             let (kid, raw) = cfg.external_account().unwrap().unwrap();
             assert_eq!(kid, "kid-1");
-            assert!(!raw.is_empty());
+            assert!(!raw.0.is_empty());
         }
         assert_eq!(cfg.validate(), Ok(()));
     }

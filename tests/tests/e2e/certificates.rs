@@ -927,6 +927,16 @@ async fn a_rotated_encryption_key_reseals_stored_keys_so_the_old_key_can_go() {
             .any(|l| l.starts_with("burrow_cert_resealed_total") && !l.ends_with(" 0")),
         "{metrics}"
     );
+    // The operator's signal that the old key can go: a pass finds nothing under it.
+    burrow_e2e::wait::until("a pass to find nothing under the old key", T, || async {
+        let metrics = cs.stack.worker_metrics().await.ok()?;
+        metrics
+            .lines()
+            .any(|l| l == "burrow_cert_sealed_under_previous_keys 0")
+            .then_some(())
+    })
+    .await
+    .unwrap();
 
     // The old key goes. The worker still opens the stored key (replication installs v1 on a
     // relay that joins now) and the account (a renewal orders v2 with it).
