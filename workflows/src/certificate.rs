@@ -422,13 +422,7 @@ impl CertificateWorkflow {
             if ctx.state(|s| s.removed) {
                 // Removed, then verified again before this run noticed (the api kept this run
                 // for the new verification): carry on instead of leaving the domain without one.
-                let verified = ctx
-                    .execute_activity(
-                        DistributionActivities::domain_verified,
-                        input.domain.clone(),
-                        bookkeeping_options(),
-                    )
-                    .await?;
+                let verified = domain_verified(ctx, &input).await?;
                 if verified {
                     ctx.state_mut(|s| s.removed = false);
                     continue;
@@ -448,13 +442,7 @@ impl CertificateWorkflow {
                         .await;
                     // Verified again while revoking: this run carries on with a fresh
                     // certificate (what it held may be revoked now).
-                    let verified = ctx
-                        .execute_activity(
-                            DistributionActivities::domain_verified,
-                            input.domain.clone(),
-                            bookkeeping_options(),
-                        )
-                        .await?;
+                    let verified = domain_verified(ctx, &input).await?;
                     if verified {
                         ctx.state_mut(|s| s.removed = false);
                         run.serving = None;
@@ -544,6 +532,17 @@ fn acme_options(timeout: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(timeout)
         .retry_policy(RetryPolicy::builder().maximum_attempts(1).build())
         .build()
+}
+
+/// Whether the run's domain is verified (removed, then verified again, keeps the run).
+async fn domain_verified(ctx: &mut Ctx, input: &CertificateInput) -> WorkflowResult<bool> {
+    Ok(ctx
+        .execute_activity(
+            DistributionActivities::domain_verified,
+            input.domain.clone(),
+            bookkeeping_options(),
+        )
+        .await?)
 }
 
 /// Patch id of revoking certificates when the domain is removed.
