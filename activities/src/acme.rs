@@ -785,8 +785,8 @@ impl AcmeActivities {
                     .map_err(|e| Failure::new(ISSUANCE_FAILED, e.to_string()))?;
                 sqlx::query(
                     "INSERT INTO certificates (domain, version, chain_pem, key_encrypted, serial,
-                         ari_id, not_before, not_after, renewed_version)
-                     VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), to_timestamp($8), $9)",
+                         ari_id, not_before, not_after, renewed_version, directory_url)
+                     VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), to_timestamp($8), $9, $10)",
                 )
                 .bind(domain)
                 .bind(version)
@@ -797,6 +797,7 @@ impl AcmeActivities {
                 .bind(info.not_before as f64)
                 .bind(info.not_after as f64)
                 .bind(renews)
+                .bind(&self.settings.directory_url)
                 .execute(&mut *tx)
                 .await?;
                 version
@@ -996,6 +997,9 @@ pub struct RevokeOutcome {
     pub revoked: Vec<i64>,
     /// Versions the CA did not revoke, with why.
     pub failed: Vec<String>,
+    /// Versions issued by another ACME directory than the configured one (left to expire).
+    #[serde(default)]
+    pub skipped: Vec<i64>,
 }
 
 impl AcmeActivities {
@@ -1005,14 +1009,27 @@ impl AcmeActivities {
     /// meanwhile. Fails (retryably) if the CA refused any, after recording the others.
     async fn revoke_all(&self, domain: &str) -> Result<RevokeOutcome, Failure> {
         // Nothing to revoke (say, removed before its first certificate) needs no CA.
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT version, chain_pem FROM certificates
+        let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT version, chain_pem, directory_url FROM certificates
              WHERE domain = $1 AND revoked_at IS NULL AND not_after > now() ORDER BY version",
         )
         .bind(domain)
         .fetch_all(&self.pool)
         .await?;
         let mut outcome = RevokeOutcome::default();
+        // Only the CA that issued a certificate revokes it with this account.
+        let current = &self.settings.directory_url;
+        let rows: Vec<(i64, String)> = rows
+            .into_iter()
+            .filter_map(|(version, chain, issuer)| match issuer {
+                Some(other) if other != *current => {
+                    tracing::warn!(%domain, version, issuer = %other, "not revoking a certificate another ACME directory issued; it will expire");
+                    outcome.skipped.push(version);
+                    None
+                }
+                _ => Some((version, chain)),
+            })
+            .collect();
         if rows.is_empty() {
             return Ok(outcome);
         }
@@ -1066,7 +1083,7 @@ impl AcmeActivities {
                 outcome.revoked.push(version);
             }
         }
-        tracing::info!(%domain, revoked = ?outcome.revoked, failed = ?outcome.failed, "certificates of a removed domain revoked");
+        tracing::info!(%domain, revoked = ?outcome.revoked, failed = ?outcome.failed, skipped = ?outcome.skipped, "certificates of a removed domain revoked");
         if !outcome.failed.is_empty() {
             return Err(Failure::new(
                 ISSUANCE_FAILED,

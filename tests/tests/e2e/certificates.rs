@@ -1030,44 +1030,81 @@ async fn removing_a_domain_ends_its_run_drops_it_from_relays_and_revokes_its_cer
     let directory = cs.pebble.directory_url();
     cs.point_worker_at(&directory).await;
     let domain = unique("gone", zone);
-    cs.verified_domain(&domain).await;
-    cs.wait_state(&domain, "serving").await;
+    // A second domain whose certificate the stored row says another CA issued (the worker
+    // has since moved to this one): its account there cannot revoke it, so it is left alone.
+    let elsewhere = unique("elsewhere", zone);
+    for d in [&domain, &elsewhere] {
+        cs.verified_domain(d).await;
+        cs.wait_state(d, "serving").await;
+    }
     let db = cs.stack.db().await.unwrap();
-    let (account, serial): (uuid::Uuid, String) = sqlx::query_as(
-        "SELECT d.account_id, c.serial FROM custom_domains d JOIN certificates c USING (domain)
-         WHERE domain = $1",
+    sqlx::query(
+        "UPDATE certificates SET directory_url = 'https://other-ca.test/dir' WHERE domain = $1",
     )
-    .bind(&domain)
-    .fetch_one(&db)
+    .bind(&elsewhere)
+    .execute(&db)
     .await
     .unwrap();
-    let status = cs.pebble.cert_status(&serial).await.unwrap();
-    assert_eq!(status["Status"], "Valid", "{status}");
+    let held = |d: String| {
+        let db = db.clone();
+        async move {
+            let row: (uuid::Uuid, String) = sqlx::query_as(
+                "SELECT d.account_id, c.serial FROM custom_domains d JOIN certificates c USING (domain)
+                 WHERE domain = $1",
+            )
+            .bind(&d)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            row
+        }
+    };
+    let (account, serial) = held(domain.clone()).await;
+    let (other_account, other_serial) = held(elsewhere.clone()).await;
+    for s in [&serial, &other_serial] {
+        let status = cs.pebble.cert_status(s).await.unwrap();
+        assert_eq!(status["Status"], "Valid", "{status}");
+    }
 
-    let (status, body) = cs
-        .stack
-        .call(
-            Method::DELETE,
-            &format!("/v1/accounts/{account}/domains/{domain}"),
-            &cs.stack.creds.admin_api_key,
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for (a, d) in [(account, &domain), (other_account, &elsewhere)] {
+        let (status, body) = cs
+            .stack
+            .call(
+                Method::DELETE,
+                &format!("/v1/accounts/{a}/domains/{d}"),
+                &cs.stack.creds.admin_api_key,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
 
     // The run revokes the certificate at the CA and ends in `removed`; replication takes it
     // off the relay, which then answers the name with its own certificate.
     cs.wait_state(&domain, "removed").await;
+    cs.wait_state(&elsewhere, "removed").await;
     let status = cs.pebble.cert_status(&serial).await.unwrap();
     assert_eq!(status["Status"], "Revoked", "{status}");
-    let revoked: Option<chrono::DateTime<chrono::Utc>> =
-        sqlx::query_scalar("SELECT revoked_at FROM certificates WHERE domain = $1")
-            .bind(&domain)
-            .fetch_one(&db)
-            .await
-            .unwrap();
-    assert!(revoked.is_some());
+    let status = cs.pebble.cert_status(&other_serial).await.unwrap();
+    assert_eq!(
+        status["Status"], "Valid",
+        "another CA's certificate: {status}"
+    );
+    let revoked = |d: String| {
+        let db = db.clone();
+        async move {
+            let at: Option<chrono::DateTime<chrono::Utc>> =
+                sqlx::query_scalar("SELECT revoked_at FROM certificates WHERE domain = $1")
+                    .bind(&d)
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+            at
+        }
+    };
+    assert!(revoked(domain.clone()).await.is_some());
+    assert!(revoked(elsewhere.clone()).await.is_none());
     burrow_e2e::wait::until("the relay to stop serving the certificate", T, || async {
         cs.served_leaf(&domain).await.is_err().then_some(())
     })
