@@ -1288,28 +1288,25 @@ mod challenge_tests {
                 .arg(digest)
                 .clone()
         };
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg(theirs)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let removed: i64 = eval(sha1_hex(ours.as_bytes()))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(removed, 0, "another attempt's answer stays");
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg(ours)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let removed: i64 = eval(sha1_hex(ours.as_bytes()))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(removed, 1);
+        // Holding `held`, delete if the answer is still ours: how many keys went.
+        let mut set_then_delete_ours = async |held: &str| -> i64 {
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(held)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            eval(sha1_hex(ours.as_bytes()))
+                .query_async(&mut conn)
+                .await
+                .unwrap()
+        };
+        assert_eq!(
+            set_then_delete_ours(theirs).await,
+            0,
+            "another attempt's answer stays"
+        );
+        assert_eq!(set_then_delete_ours(ours).await, 1);
         let left: Option<String> = redis::cmd("GET")
             .arg(&key)
             .query_async(&mut conn)

@@ -690,6 +690,36 @@ impl Stack {
         .await
     }
 
+    /// Waits until incident `id` is resolved (`GET /v1/incidents/{id}` with the ops key);
+    /// returns it with the event names of its timeline.
+    pub async fn wait_incident_resolved(
+        &self,
+        id: &str,
+    ) -> anyhow::Result<(serde_json::Value, Vec<String>)> {
+        let path = format!("/v1/incidents/{id}");
+        let incident = crate::wait::until(
+            "the incident to be resolved",
+            Duration::from_secs(30),
+            || async {
+                let (_, i) = self
+                    .call(reqwest::Method::GET, &path, &self.creds.ops_api_key, None)
+                    .await
+                    .ok()?;
+                (i["status"] == "resolved").then_some(i)
+            },
+        )
+        .await?;
+        let events = incident["timeline"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .map(|e| e["event"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((incident, events))
+    }
+
     /// Creates an account (admin key) linked to provider customer `customer`.
     pub async fn create_account(
         &self,
@@ -831,15 +861,23 @@ impl Stack {
         let Ok(dir) = std::env::var("BURROW_RECORD_HISTORY_DIR") else {
             return Ok(());
         };
+        let json = self.history_json::<W>(workflow_id).await?;
+        std::fs::write(PathBuf::from(dir).join(format!("{name}.json")), json)?;
+        Ok(())
+    }
+
+    /// Workflow `workflow_id`'s Temporal history, serialized as the SDK's JSON.
+    async fn history_json<W>(&self, workflow_id: &str) -> anyhow::Result<Vec<u8>>
+    where
+        W: temporalio_common::HasWorkflowDefinition,
+    {
         let client =
             burrow_workflows::temporal::connect(&self.temporal, "default", "burrow-e2e").await?;
-        let json = client
+        Ok(client
             .get_workflow_handle::<W>(workflow_id.to_owned())
             .fetch_history(Default::default())
             .to_json()
-            .await?;
-        std::fs::write(PathBuf::from(dir).join(format!("{name}.json")), json)?;
-        Ok(())
+            .await?)
     }
 
     /// Workflow `workflow_id`'s Temporal history as JSON (`{"events": [...]}`, the format of
@@ -848,14 +886,9 @@ impl Stack {
     where
         W: temporalio_common::HasWorkflowDefinition,
     {
-        let client =
-            burrow_workflows::temporal::connect(&self.temporal, "default", "burrow-e2e").await?;
-        let json = client
-            .get_workflow_handle::<W>(workflow_id.to_owned())
-            .fetch_history(Default::default())
-            .to_json()
-            .await?;
-        Ok(serde_json::from_slice(&json)?)
+        Ok(serde_json::from_slice(
+            &self.history_json::<W>(workflow_id).await?,
+        )?)
     }
 
     /// Waits until the provider-webhook workflow of `event_id` is in `state`; returns its JSON.

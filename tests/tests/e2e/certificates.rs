@@ -195,6 +195,14 @@ impl CertStack {
         token
     }
 
+    /// Records `domain`'s run as replay fixture `name` (when recording is on).
+    async fn record_history(&self, domain: &str, name: &str) {
+        self.stack
+            .record_history::<CertificateWorkflow>(&burrow_e2e_cert_id(domain), name)
+            .await
+            .unwrap();
+    }
+
     async fn wait_state(&self, domain: &str, state: &str) -> Value {
         let id = burrow_workflows::certificate::workflow_id(domain);
         self.stack
@@ -475,13 +483,8 @@ async fn a_verified_domain_gets_a_certificate_the_relay_serves_and_renews_by_its
     })
     .await
     .unwrap();
-    cs.stack
-        .record_history::<burrow_workflows::certificate::CertificateWorkflow>(
-            &burrow_workflows::certificate::workflow_id(&domain),
-            "certificate_issue_serve_ari_renew_callback",
-        )
-        .await
-        .unwrap();
+    cs.record_history(&domain, "certificate_issue_serve_ari_renew_callback")
+        .await;
 }
 
 #[tokio::test]
@@ -583,39 +586,14 @@ async fn a_ca_outage_parks_the_workflow_with_an_incident_and_a_replay_completes_
         cs.served_leaf(&domain).await.unwrap(),
         leaf_der(&versions[0].1)
     );
-    let resolved = burrow_e2e::wait::until("the incident to auto-resolve", T, || async {
-        let (_, i) = cs
-            .stack
-            .call(
-                Method::GET,
-                &format!("/v1/incidents/{incident_id}"),
-                &ops,
-                None,
-            )
-            .await
-            .ok()?;
-        (i["status"] == "resolved").then_some(i)
-    })
-    .await
-    .unwrap();
-    let timeline: Vec<&str> = resolved["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].as_str().unwrap_or_default())
-        .collect();
+    let (resolved, timeline) = cs.stack.wait_incident_resolved(&incident_id).await.unwrap();
     assert_eq!(
         timeline,
         ["opened", "acknowledged", "auto_resolved"],
         "{resolved}"
     );
-    cs.stack
-        .record_history::<burrow_workflows::certificate::CertificateWorkflow>(
-            &id,
-            "certificate_ca_outage_parked_then_replayed",
-        )
-        .await
-        .unwrap();
+    cs.record_history(&domain, "certificate_ca_outage_parked_then_replayed")
+        .await;
 }
 
 fn burrow_e2e_cert_id(domain: &str) -> String {
@@ -738,13 +716,8 @@ async fn a_relay_region_that_missed_a_certificate_drifts_until_replication_conve
         statuses,
         [("distribution_partial".to_owned(), "resolved".to_owned())]
     );
-    cs.stack
-        .record_history::<CertificateWorkflow>(
-            &id,
-            "certificate_distribution_partial_then_replayed",
-        )
-        .await
-        .unwrap();
+    cs.record_history(&domain, "certificate_distribution_partial_then_replayed")
+        .await;
 }
 
 #[tokio::test]
@@ -1110,11 +1083,6 @@ async fn removing_a_domain_ends_its_run_drops_it_from_relays_and_revokes_its_cer
     })
     .await
     .unwrap();
-    cs.stack
-        .record_history::<CertificateWorkflow>(
-            &burrow_e2e_cert_id(&domain),
-            "certificate_removed_and_revoked",
-        )
-        .await
-        .unwrap();
+    cs.record_history(&domain, "certificate_removed_and_revoked")
+        .await;
 }

@@ -287,26 +287,10 @@ async fn ops_acknowledge_and_resolve_an_incident_and_see_region_drift_in_the_con
         .type_into("#resolve-note", "CA back after maintenance")
         .await;
     browser.click(&format!("{row} button.resolve")).await;
-    let detail = wait::until("the incident to be resolved", T, || async {
-        let (_, i) = stack
-            .call(
-                Method::GET,
-                &format!("/v1/incidents/{incident}"),
-                &stack.creds.ops_api_key,
-                None,
-            )
-            .await
-            .ok()?;
-        (i["status"] == "resolved").then_some(i)
-    })
-    .await
-    .unwrap();
-    let events: Vec<&str> = detail["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].as_str().unwrap_or_default())
-        .collect();
+    let (detail, events) = stack
+        .wait_incident_resolved(&incident.to_string())
+        .await
+        .unwrap();
     assert_eq!(events, ["opened", "acknowledged", "resolved"], "{detail}");
     assert!(
         detail.to_string().contains("CA back after maintenance"),
