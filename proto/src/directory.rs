@@ -87,8 +87,9 @@ pub struct RelayDirectory {
     prefix: String,
     /// The internal key as bearer; `None` when it cannot be a header value.
     bearer: Option<Bearer>,
-    /// PEM roots `https://` control URLs are verified against; when set, only TLS is used.
-    control_ca: Option<Certificate>,
+    /// TLS settings (the roots `https://` control URLs are verified against), built once;
+    /// when set, only TLS is used.
+    control_tls: Option<ClientTlsConfig>,
 }
 
 impl RelayDirectory {
@@ -98,7 +99,7 @@ impl RelayDirectory {
             redis,
             prefix: prefix.to_owned(),
             bearer: Bearer::new(internal_key),
-            control_ca: None,
+            control_tls: None,
         }
     }
 
@@ -130,7 +131,12 @@ impl RelayDirectory {
         if roots.is_empty() {
             return Err("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
         }
-        self.control_ca = Some(Certificate::from_pem(ca_pem));
+        // The timeout covers the handshake, which `connect_timeout` (TCP) does not.
+        self.control_tls = Some(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca_pem))
+                .timeout(CONNECT_TIMEOUT),
+        );
         Ok(self)
     }
 
@@ -184,14 +190,10 @@ impl RelayDirectory {
         let mut endpoint = tonic::transport::Endpoint::from_shared(relay.control_url.clone())
             .map_err(|e| DirectoryError::call(relay, format!("bad control_url: {e}")))?;
         let https = relay.control_url.starts_with("https://");
-        match (&self.control_ca, https) {
-            (Some(ca), true) => {
-                // The timeout covers the handshake, which `connect_timeout` (TCP) does not.
-                let tls = ClientTlsConfig::new()
-                    .ca_certificate(ca.clone())
-                    .timeout(CONNECT_TIMEOUT);
+        match (&self.control_tls, https) {
+            (Some(tls), true) => {
                 endpoint = endpoint
-                    .tls_config(tls)
+                    .tls_config(tls.clone())
                     .map_err(|e| DirectoryError::call(relay, format!("TLS setup: {e}")))?;
             }
             (Some(_), false) => {
